@@ -1,0 +1,24 @@
+"""videogen: efficient video diffusion models (LaMD, CMD, LVDM) on one shared core.
+
+Importing this package is cheap: submodules (and torch-heavy code) load on first attribute access.
+
+    >>> import videogen
+    >>> videogen.core.diffusion  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("core", "data", "lamd", "cmd", "lvdm", "bench", "cli")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"videogen.{name}")
+    raise AttributeError(f"module 'videogen' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_SUBMODULES]
