@@ -1,1 +1,36 @@
-"""videogen.core.nn."""
+"""Network blocks shared by two or more models: embeddings, attention, ResBlocks, UNet2D, DiT, discriminators.
+
+See ``docs/architecture.md`` for the contract each block keeps.
+"""
+
+from __future__ import annotations
+
+from .attention import GEGLU, Attention, CrossAttnTransformerBlock, FeedForward, SpatialTransformer
+from .embeddings import (
+    LabelEmbedder,
+    TimestepEmbedder,
+    get_1d_sincos_pos_embed,
+    get_2d_sincos_pos_embed,
+    timestep_embedding,
+)
+from .resblocks import Downsample, GroupNorm32, ResBlock, Upsample, conv_nd, normalization, zero_module
+
+__all__ = [
+    "Attention",
+    "CrossAttnTransformerBlock",
+    "Downsample",
+    "FeedForward",
+    "GEGLU",
+    "GroupNorm32",
+    "LabelEmbedder",
+    "ResBlock",
+    "SpatialTransformer",
+    "TimestepEmbedder",
+    "Upsample",
+    "conv_nd",
+    "get_1d_sincos_pos_embed",
+    "get_2d_sincos_pos_embed",
+    "normalization",
+    "timestep_embedding",
+    "zero_module",
+]
