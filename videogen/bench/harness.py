@@ -1,0 +1,272 @@
+"""The benchmark harness behind ``videogen bench`` / ``make bench``.
+
+Model packages contribute tables: a module ``videogen/bench/<model>.py`` calls :func:`register_table`
+at import time with a builder ``build(out_dir, quick) -> list[dict]`` (one dict per row, same keys).
+:func:`run_bench` imports those modules, builds the requested tables, merges the rows into
+``<out_dir>/results.json`` and regenerates the markdown report (``docs/bench.md`` in a source checkout,
+and ``<out_dir>/bench.md`` always).
+
+Rows describe their own setting: a row whose ``setting`` value starts with ``"toy"`` was measured on a
+tiny configuration (CPU-sized), not on the paper's, and the report says so next to the table.
+
+Measurement helpers for the builders: :func:`count_params` (on the ``meta`` device: no memory, no
+time), :func:`count_flops` (``torch.utils.flop_counter`` on meta tensors) and :func:`time_callable`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib
+import importlib.util
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "TABLE_MODULES",
+    "Table",
+    "count_flops",
+    "count_params",
+    "register_table",
+    "registered_tables",
+    "render_markdown",
+    "rows_to_markdown",
+    "run_bench",
+    "time_callable",
+]
+
+#: Modules under ``videogen.bench`` that register tables; each is imported if it exists.
+TABLE_MODULES: tuple[str, ...] = ("lamd", "cmd", "lvdm")
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A registered benchmark table.
+
+    Attributes:
+        name: key in results.json and ``--only`` (e.g. ``"lamd_params"``).
+        build: ``build(out_dir, quick) -> list of row dicts``; ``quick`` asks for the cheapest version.
+        title: heading in the report.
+        description: a paragraph under the heading (what is measured and how).
+        render: ``render(rows) -> markdown``; defaults to :func:`rows_to_markdown`.
+    """
+
+    name: str
+    build: Callable[[Path, bool], list[Row]]
+    title: str
+    description: str = ""
+    render: Callable[[list[Row]], str] | None = None
+
+
+_REGISTRY: dict[str, Table] = {}
+
+
+def register_table(
+    name: str,
+    build: Callable[[Path, bool], list[Row]],
+    *,
+    title: str | None = None,
+    description: str = "",
+    render: Callable[[list[Row]], str] | None = None,
+) -> Table:
+    """Register (or replace) a table builder under ``name``; returns the :class:`Table`."""
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"table name must be a non-empty identifier (letters, digits, _), got {name!r}")
+    table = Table(name=name, build=build, title=title or name, description=description, render=render)
+    _REGISTRY[name] = table
+    return table
+
+
+def registered_tables() -> dict[str, Table]:
+    """Import the table modules that exist (``videogen.bench.<m>`` for m in TABLE_MODULES) and
+    return the registry."""
+    for mod in TABLE_MODULES:
+        full = f"{__package__}.{mod}"
+        if importlib.util.find_spec(full) is not None:
+            importlib.import_module(full)
+    return dict(_REGISTRY)
+
+
+# ----------------------------------------------------------------------------- measurement helpers
+
+
+def count_params(module_factory: Callable[[], torch.nn.Module], *, trainable_only: bool = False) -> int:
+    """Number of parameters of ``module_factory()``, built on the ``meta`` device (no memory used).
+
+    Shared (tied) parameters are counted once.
+    """
+    with torch.device("meta"):
+        module = module_factory()
+    params = {id(p): p for p in module.parameters() if p.requires_grad or not trainable_only}
+    return sum(p.numel() for p in params.values())
+
+
+def count_flops(fn: Callable[..., Any], *inputs: Any, unit: str = "flops", **kwargs: Any) -> int:
+    """FLOPs of one call ``fn(*inputs, **kwargs)``, counted by ``torch.utils.flop_counter``.
+
+    Pass meta tensors (and a module built on ``meta``) to count without memory or time.  Only
+    matmuls, convolutions and attention are counted (the ops that dominate), as in the papers.
+    ``unit="flops"`` counts a multiply-add as 2 (PyTorch's convention); ``unit="macs"`` as 1, the
+    convention of fvcore and of the "GFLOPs" that DiT-style papers report.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if unit not in ("flops", "macs"):
+        raise ValueError(f"unit must be 'flops' or 'macs', got {unit!r}")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn(*inputs, **kwargs)
+    total = counter.get_total_flops()
+    return total if unit == "flops" else total // 2
+
+
+def time_callable(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Wall-clock seconds of ``fn()``: ``warmup`` untimed calls then ``repeats`` timed ones.
+
+    CUDA work is synchronised around each call.  Returns ``{"mean_s", "std_s", "min_s", "repeats"}``.
+    """
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    std = statistics.stdev(times) if repeats > 1 else 0.0
+    return {"mean_s": statistics.fmean(times), "std_s": std, "min_s": min(times), "repeats": repeats}
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "n/a"
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|")
+
+
+def rows_to_markdown(rows: Sequence[Row], columns: Sequence[str] | None = None) -> str:
+    """A GitHub markdown table of ``rows``; columns default to the keys in first-seen order."""
+    if not rows:
+        return "_(no rows)_\n"
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _environment() -> dict[str, str]:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()} {platform.system()}, {device}",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def render_markdown(results: dict[str, Any], tables: dict[str, Table]) -> str:
+    """The report: an environment header, then one section per table present in ``results``."""
+    out = [
+        "# Benchmarks",
+        "",
+        "Generated by `videogen bench` (`make bench`); do not edit by hand.",
+        "",
+    ]
+    for name, entry in results["tables"].items():
+        table = tables.get(name)
+        env = entry["environment"]
+        rows = entry["rows"]
+        out += [f"## {table.title if table else name}", ""]
+        if table and table.description:
+            out += [table.description, ""]
+        out += [
+            f"_Measured {env['date']} on {env['machine']}, torch {env['torch']}, python {env['python']}"
+            f"{' (quick mode)' if entry.get('quick') else ''}._",
+            "",
+        ]
+        if any(str(r.get("setting", "")).startswith("toy") for r in rows):
+            out += [
+                "Rows whose setting is _toy_ were measured on tiny configurations that run on a CPU; "
+                "they check the pipeline and relative costs, not the papers' numbers.",
+                "",
+            ]
+        render = (table.render if table else None) or rows_to_markdown
+        out += [render(rows)]
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def _default_docs_path() -> Path | None:
+    """``docs/bench.md`` of the source checkout this package runs from, if there is one."""
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    return docs / "bench.md" if docs.is_dir() else None
+
+
+def run_bench(
+    out_dir: str | Path,
+    only: Iterable[str] | None = None,
+    *,
+    quick: bool = False,
+    docs_path: str | Path | None = "auto",
+) -> dict[str, Any]:
+    """Build the registered tables (all, or those named in ``only``) and write the report.
+
+    Rows are merged into ``<out_dir>/results.json`` (tables not rebuilt keep their last results), the
+    markdown goes to ``<out_dir>/bench.md`` and to ``docs_path`` (``"auto"``: the checkout's
+    docs/bench.md; ``None``: nowhere else).  Returns the merged results.
+    """
+    out_dir = Path(out_dir)
+    tables = registered_tables()
+    names = list(tables) if only is None else list(only)
+    unknown = [n for n in names if n not in tables]
+    if unknown:
+        raise ValueError(f"unknown bench table(s) {unknown}; registered: {sorted(tables)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / "results.json"
+    results: dict[str, Any] = {"tables": {}}
+    if results_path.is_file():
+        results = json.loads(results_path.read_text())
+    for name in names:
+        table_dir = out_dir / name
+        table_dir.mkdir(exist_ok=True)
+        start = time.perf_counter()
+        rows = tables[name].build(table_dir, quick)
+        results["tables"][name] = {
+            "environment": _environment(),
+            "quick": quick,
+            "wall_seconds": round(time.perf_counter() - start, 3),
+            "rows": rows,
+        }
+        print(f"bench: {name}: {len(rows)} rows in {results['tables'][name]['wall_seconds']} s", flush=True)
+    results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    markdown = render_markdown(results, tables)
+    (out_dir / "bench.md").write_text(markdown)
+    if docs_path == "auto":
+        docs_path = _default_docs_path()
+    if docs_path is not None:
+        Path(docs_path).write_text(markdown)
+    return results
