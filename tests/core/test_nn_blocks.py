@@ -76,8 +76,8 @@ def test_label_embedder_null_row_and_dropout():
     dropped = emb.token_drop(torch.zeros(4000, dtype=torch.long))
     frac = (dropped == 10).float().mean().item()
     assert 0.45 < frac < 0.55
-    no_null = LabelEmbedder(10, 8, dropout_prob=0.0)
-    assert no_null.embedding_table.num_embeddings == 10
+    no_dropout = LabelEmbedder(10, 8, dropout_prob=0.0).train()
+    torch.testing.assert_close(no_dropout(labels), no_dropout.embedding_table.weight[:10])
     with pytest.raises(ValueError, match="lie in"):
         emb(torch.tensor([11]))
 

@@ -14,6 +14,7 @@ from .embeddings import (
     timestep_embedding,
 )
 from .resblocks import Downsample, GroupNorm32, ResBlock, Upsample, conv_nd, normalization, zero_module
+from .unet2d import TimestepEmbedSequential, UNet2D
 
 __all__ = [
     "Attention",
@@ -25,7 +26,9 @@ __all__ = [
     "LabelEmbedder",
     "ResBlock",
     "SpatialTransformer",
+    "TimestepEmbedSequential",
     "TimestepEmbedder",
+    "UNet2D",
     "Upsample",
     "conv_nd",
     "get_1d_sincos_pos_embed",

@@ -70,7 +70,7 @@ class LabelEmbedder(nn.Module):
 
     During training each label is replaced by the null class with probability ``dropout_prob``;
     ``force_drop_ids`` (``(B,)``, 1 = drop) overrides the random choice, e.g. to build the
-    unconditional half of a CFG batch.  With ``dropout_prob == 0`` no null row is allocated.
+    unconditional half of a CFG batch.  The table has ``num_classes + 1`` rows whatever the dropout.
     """
 
     def __init__(self, num_classes: int, dim: int, dropout_prob: float = 0.1):
@@ -81,7 +81,7 @@ class LabelEmbedder(nn.Module):
             raise ValueError(f"dropout_prob must lie in [0, 1), got {dropout_prob}")
         self.num_classes = num_classes
         self.dropout_prob = dropout_prob
-        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), dim)
+        self.embedding_table = nn.Embedding(num_classes + 1, dim)
 
     @property
     def null_class(self) -> int:
@@ -103,7 +103,7 @@ class LabelEmbedder(nn.Module):
     ) -> torch.Tensor:
         """``(B,)`` int64 labels in ``[0, num_classes]`` -> ``(B, dim)``.
 
-        ``train`` defaults to ``self.training``; label dropout needs ``dropout_prob > 0``.
+        ``train`` defaults to ``self.training``; ``labels == num_classes`` selects the null row.
         """
         if labels.ndim != 1:
             raise ValueError(f"labels must have shape (B,), got {tuple(labels.shape)}")
@@ -112,8 +112,6 @@ class LabelEmbedder(nn.Module):
             raise ValueError(f"labels must lie in [0, {n_rows - 1}], got [{int(labels.min())}, {int(labels.max())}]")
         train = self.training if train is None else train
         if (train and self.dropout_prob > 0) or force_drop_ids is not None:
-            if self.dropout_prob == 0:
-                raise ValueError("force_drop_ids needs a null row: build LabelEmbedder with dropout_prob > 0")
             labels = self.token_drop(labels, force_drop_ids)
         return self.embedding_table(labels)
 
