@@ -6,6 +6,8 @@ See ``docs/architecture.md`` for the contract each block keeps.
 from __future__ import annotations
 
 from .attention import GEGLU, Attention, CrossAttnTransformerBlock, FeedForward, SpatialTransformer
+from .discriminators import PatchGANDiscriminator
+from .dit import DiTBlock, DiTFinalLayer, PatchEmbed, modulate, unpatchify
 from .embeddings import (
     LabelEmbedder,
     TimestepEmbedder,
@@ -19,11 +21,15 @@ from .unet2d import TimestepEmbedSequential, UNet2D
 __all__ = [
     "Attention",
     "CrossAttnTransformerBlock",
+    "DiTBlock",
+    "DiTFinalLayer",
     "Downsample",
     "FeedForward",
     "GEGLU",
     "GroupNorm32",
     "LabelEmbedder",
+    "PatchEmbed",
+    "PatchGANDiscriminator",
     "ResBlock",
     "SpatialTransformer",
     "TimestepEmbedSequential",
@@ -33,7 +39,9 @@ __all__ = [
     "conv_nd",
     "get_1d_sincos_pos_embed",
     "get_2d_sincos_pos_embed",
+    "modulate",
     "normalization",
     "timestep_embedding",
+    "unpatchify",
     "zero_module",
 ]
