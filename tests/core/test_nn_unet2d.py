@@ -161,3 +161,10 @@ def test_unet_param_counts_of_reference_layouts():
         dmg = UNet2D(4, 4, 192, (1, 2, 4), 2, (1, 2, 4), num_heads=8, context_dim=512)
     assert n_params(sd) == 859_520_964
     assert n_params(dmg) == 230_505_604
+
+
+def test_unet_runs_with_bf16_weights():
+    unet = tiny_unet(context_dim=8, num_classes=3).to(torch.bfloat16)
+    x = torch.randn(1, 3, 8, 8, dtype=torch.bfloat16)
+    out = unet(x, torch.tensor([3]), context=torch.randn(1, 2, 8, dtype=torch.bfloat16), y=torch.tensor([1]))
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape

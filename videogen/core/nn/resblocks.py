@@ -19,10 +19,13 @@ __all__ = ["Downsample", "GroupNorm32", "ResBlock", "Upsample", "conv_nd", "norm
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm that normalises in float32 and returns the input dtype (safe for bf16/fp16)."""
+    """GroupNorm that normalises in float32 and returns the input dtype (safe for bf16/fp16 inputs
+    and for a module whose own weights were cast to bf16)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).to(x.dtype)
+        weight = None if self.weight is None else self.weight.float()
+        bias = None if self.bias is None else self.bias.float()
+        return F.group_norm(x.float(), self.num_groups, weight, bias, self.eps).to(x.dtype)
 
 
 def normalization(channels: int, groups: int = 32) -> GroupNorm32:
