@@ -398,3 +398,17 @@ def test_sample_dtype_bf16_model_input():
 
     out = GaussianDiffusion().sample(model, SHAPES[0], num_steps=3, dtype=torch.bfloat16, progress=False)
     assert out.dtype == torch.bfloat16 and set(seen) == {torch.bfloat16}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_samples_with_cpu_generator_and_cpu_tables():
+    diffusion, model = GaussianDiffusion(), ToyDenoiser()  # tables stay on the CPU
+    cuda_model = lambda x, t: model(x.cpu(), t.cpu()).to(x.device)  # noqa: E731
+    run = lambda device: diffusion.sample(cuda_model, SHAPES[1], num_steps=5, device=device,  # noqa: E731
+                                          progress=False, generator=torch.Generator().manual_seed(0))
+    on_gpu = run("cuda")
+    assert on_gpu.device.type == "cuda"
+    torch.testing.assert_close(on_gpu.cpu(), run("cpu"), rtol=1e-4, atol=1e-4)
+    x0 = torch.randn(2, 3, 4, 4, device="cuda")
+    loss = diffusion.training_loss(lambda x_t, t: torch.zeros_like(x_t), x0, generator=torch.Generator().manual_seed(0))
+    assert loss.device.type == "cuda" and loss.item() == pytest.approx(1.0, abs=0.3)
