@@ -118,3 +118,11 @@ def test_resize_center_crop_keeps_aspect():
     tall = resize_center_crop(torch.zeros(2, 3, 1, 30, 10), (12, 8))
     assert tall.shape == (2, 3, 1, 12, 8)
     assert torch.equal(resize_center_crop(v, (20, 40)), v)
+
+
+def test_widths_that_decord_mishandles_fall_back_to_ffmpeg(tmp_path):
+    # decord 0.6 raises a buffer-size error on e.g. 16- or 48-pixel-wide frames; read_video recovers.
+    frames = np.stack([np.full((16, 48, 3), 20 + 10 * k, np.uint8) for k in range(8)])
+    clip = read_video(write_video(tmp_path / "narrow.mp4", frames), num_frames=3, frame_stride=3)
+    assert clip.shape == (3, 16, 48, 3)
+    np.testing.assert_allclose(clip.float().mean(dim=(1, 2, 3)).numpy(), [20, 50, 80], atol=2)

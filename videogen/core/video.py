@@ -140,8 +140,23 @@ def read_video(
         raise ValueError(f"video file is empty (0 bytes): {path}")
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     indices = clip_indices(len(reader), num_frames, frame_stride, start, generator)
-    frames = reader.get_batch(indices).asnumpy()  # (T, H, W, C) uint8
+    try:
+        frames = reader.get_batch(indices).asnumpy()  # (T, H, W, C) uint8
+    except decord.DECORDError as err:
+        # decord 0.6 fails on some frame widths (16, 24, 48, ...: a row-alignment bug); ffmpeg reads them.
+        if "size must exactly match" not in str(err):
+            raise
+        frames = _read_frames_ffmpeg(path)[indices]
     return torch.from_numpy(frames)
+
+
+def _read_frames_ffmpeg(path: Path) -> np.ndarray:
+    """Every frame of a video through imageio-ffmpeg, uint8 ``(N, H, W, 3)``."""
+    import imageio_ffmpeg
+
+    frames = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    w, h = next(frames)["size"]  # the generator yields its metadata first
+    return np.stack([np.frombuffer(f, dtype=np.uint8).reshape(h, w, 3) for f in frames])
 
 
 def _as_uint8_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -1,0 +1,155 @@
+"""``VideoDataModule``: the one LightningDataModule every recipe points at.
+
+It takes ready dataset objects, or, from a LightningCLI recipe, ``class_path``/``init_args`` blocks
+that jsonargparse instantiates (the arguments are typed ``torch.utils.data.Dataset``):
+
+.. code-block:: yaml
+
+    data:
+      class_path: videogen.data.VideoDataModule
+      init_args:
+        dataset:
+          class_path: videogen.data.SyntheticVideoDataset
+          init_args: {num_videos: 1000, num_frames: 16, size: 32}
+        val_fraction: 0.1
+        batch_size: 32
+
+Items are dicts (see ``docs/architecture.md``); the default collate stacks tensors and turns captions
+into a list of str.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset, random_split
+
+__all__ = ["VideoDataModule"]
+
+log = logging.getLogger(__name__)
+
+
+def _base(dataset: Dataset) -> Dataset:
+    """The dataset under any ``Subset`` wrappers (a val_fraction split shares its base with train)."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset
+
+
+class VideoDataModule(L.LightningDataModule):
+    """Train/val/test/predict loaders over video datasets.
+
+    Args:
+        dataset: the training dataset.
+        val_dataset, test_dataset, predict_dataset: optional; without ``val_dataset``, a
+            ``val_fraction`` > 0 splits the training set with ``split_seed`` (the same split every run).
+            ``predict_dataset`` defaults to the test, then the validation set.
+        batch_size: training batch size; ``eval_batch_size`` (default: the same) for the others.
+        num_workers, pin_memory, persistent_workers: passed to every ``DataLoader``
+            (``persistent_workers`` only takes effect with ``num_workers > 0``).
+        shuffle: shuffle the training set each epoch.
+        drop_last: drop the last incomplete training batch.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        val_dataset: Dataset | None = None,
+        test_dataset: Dataset | None = None,
+        predict_dataset: Dataset | None = None,
+        val_fraction: float = 0.0,
+        split_seed: int = 0,
+        batch_size: int = 8,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        shuffle: bool = True,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if val_fraction > 0 and val_dataset is not None:
+            raise ValueError("give either val_dataset or val_fraction > 0, not both")
+        if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1) or num_workers < 0:
+            raise ValueError(f"batch sizes must be >= 1 and num_workers >= 0, got {batch_size}, "
+                             f"{eval_batch_size}, {num_workers}")
+        self.dataset, self.val_dataset, self.test_dataset = dataset, val_dataset, test_dataset
+        self.predict_dataset = predict_dataset
+        self.val_fraction, self.split_seed = val_fraction, split_seed
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+        self.persistent_workers, self.shuffle, self.drop_last = persistent_workers, shuffle, drop_last
+        self.train_dataset: Dataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Check the datasets are non-empty and make the (seeded) validation split once."""
+        if self.train_dataset is not None:
+            return
+        n = len(self.dataset)
+        if n == 0:
+            raise ValueError(f"training dataset {type(self.dataset).__name__} is empty")
+        if self.val_fraction > 0:
+            n_val = max(1, round(n * self.val_fraction))
+            if n_val >= n:
+                raise ValueError(f"val_fraction {self.val_fraction} of {n} items leaves no training items")
+            generator = torch.Generator().manual_seed(self.split_seed)
+            self.train_dataset, self.val_dataset = random_split(self.dataset, [n - n_val, n_val], generator)
+        else:
+            self.train_dataset = self.dataset
+        for name in ("val_dataset", "test_dataset", "predict_dataset"):
+            ds = getattr(self, name)
+            if ds is not None and len(ds) == 0:
+                raise ValueError(f"{name} {type(ds).__name__} is empty")
+
+    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            return []  # Lightning skips a stage whose loader is empty
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=self.shuffle and train,
+            drop_last=self.drop_last and train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.test_dataset, train=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        self.setup()
+        return self._loader(self.predict_dataset or self.test_dataset or self.val_dataset, train=False)
+
+    def skipped_counts(self) -> dict[str, int]:
+        """Unreadable items skipped so far per split (datasets that do not count report 0).
+
+        Splits cut from one dataset by ``val_fraction`` share its count; it is reported under ``train``.
+        """
+        splits = {"train": self.train_dataset or self.dataset, "val": self.val_dataset,
+                  "test": self.test_dataset, "predict": self.predict_dataset}
+        counts, seen = {}, set()
+        for name, ds in splits.items():
+            if ds is not None and id(_base(ds)) not in seen:
+                seen.add(id(_base(ds)))
+                counts[name] = int(getattr(_base(ds), "num_skipped", 0))
+        return counts
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Log how many unreadable items were skipped (a warning when any were)."""
+        counts = self.skipped_counts()
+        total = sum(counts.values())
+        (log.warning if total else log.info)("VideoDataModule skipped %d unreadable items: %s", total, counts)
