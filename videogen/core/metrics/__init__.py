@@ -1,7 +1,13 @@
 """videogen.core.metrics."""
 
 from .frechet import feature_statistics, frechet_distance
-from .fvd import FrechetVideoDistance, KernelVideoDistance, grouped_fvd, polynomial_mmd, preprocess_videos
+from .fvd import (
+    FrechetVideoDistance,
+    KernelVideoDistance,
+    grouped_fvd,
+    polynomial_mmd,
+    preprocess_videos,
+)
 from .i3d import I3D, TorchScriptI3D, load_i3d
 from .motion import MotionAccuracy, motion_accuracy, predict_direction, track_object
 
@@ -21,3 +27,27 @@ __all__ = [
     "preprocess_videos",
     "track_object",
 ]
+
+# Frame-level metrics, imported on first use (lpips, open_clip and torch-fidelity are slow to import).
+_LAZY = {
+    "FrechetInceptionDistance": "fid",
+    "VideoLPIPS": "lpips",
+    "build_lpips": "lpips",
+    "lpips_per_video": "lpips",
+    "CLIPSimilarity": "clipsim",
+    "clip_similarity_per_video": "clipsim",
+    "load_open_clip": "clipsim",
+    "VideoPSNR": "psnr_ssim",
+    "VideoSSIM": "psnr_ssim",
+    "psnr_per_video": "psnr_ssim",
+    "ssim_per_video": "psnr_ssim",
+}
+__all__ += list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,7 +28,7 @@ _IMAG_TOL = 1e-3
 _MAX_RETRIES = 6
 
 
-def _as_float64(x, name: str) -> np.ndarray:
+def _as_float64(x) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().to("cpu", torch.float64).numpy()
     return np.asarray(x, dtype=np.float64)
@@ -45,7 +45,7 @@ def feature_statistics(features, unbiased: bool = True) -> tuple[torch.Tensor, t
     Returns:
         ``(mu, sigma)`` as float64 tensors of shapes (D,) and (D, D).
     """
-    x = torch.as_tensor(_as_float64(features, "features"))
+    x = torch.as_tensor(_as_float64(features))
     if x.ndim != 2:
         raise ValueError(f"features must have shape (N, D), got {tuple(x.shape)}")
     n = x.shape[0]
@@ -89,8 +89,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     Returns:
         The squared Frechet distance as a Python float (the quantity FID/FVD report).
     """
-    mu1, mu2 = _as_float64(mu1, "mu1"), _as_float64(mu2, "mu2")
-    sigma1, sigma2 = _as_float64(sigma1, "sigma1"), _as_float64(sigma2, "sigma2")
+    mu1, mu2 = _as_float64(mu1), _as_float64(mu2)
+    sigma1, sigma2 = _as_float64(sigma1), _as_float64(sigma2)
     if mu1.ndim != 1 or mu1.shape != mu2.shape:
         raise ValueError(f"means must be 1-D of equal length, got {mu1.shape} and {mu2.shape}")
     d = mu1.shape[0]

@@ -21,10 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from ..video import check_video
 from .frechet import feature_statistics, frechet_distance
 from .i3d import load_i3d
 
@@ -38,7 +41,13 @@ __all__ = [
 
 RESIZE_MODES = ("direct", "center_crop")
 COV_NORMALIZATIONS = ("unbiased", "biased")
-_RANGE_TOL = 1e-4
+
+
+def _check_videos(videos: torch.Tensor) -> None:
+    """Raise ValueError unless videos are (B, C in {1, 3}, T, H, W) float in [-1, 1]."""
+    check_video(videos, "videos")
+    if videos.shape[1] not in (1, 3):
+        raise ValueError(f"videos must have 1 or 3 channels (B, C, T, H, W), got {tuple(videos.shape)}")
 
 
 def preprocess_videos(videos: torch.Tensor, resize: str = "direct", size: int = 224) -> torch.Tensor:
@@ -48,13 +57,11 @@ def preprocess_videos(videos: torch.Tensor, resize: str = "direct", size: int = 
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
-    if videos.ndim != 5 or videos.shape[1] not in (1, 3):
-        raise ValueError(f"videos must be (B, C, T, H, W) with C in (1, 3), got {tuple(videos.shape)}")
-    if not videos.is_floating_point():
-        raise ValueError(f"videos must be float in [-1, 1], got dtype {videos.dtype}")
-    lo, hi = videos.min().item(), videos.max().item()
-    if lo < -1 - _RANGE_TOL or hi > 1 + _RANGE_TOL:
-        raise ValueError(f"videos must lie in [-1, 1] (clamp them first), got range [{lo:.4g}, {hi:.4g}]")
+    _check_videos(videos)
+    return _resize_frames(videos, resize, size)
+
+
+def _resize_frames(videos: torch.Tensor, resize: str, size: int) -> torch.Tensor:
     b, c, t, h, w = videos.shape
     frames = videos.transpose(1, 2).reshape(b * t, c, h, w)  # (B, C, T, H, W) -> (B*T, C, H, W)
     if resize == "direct":
@@ -119,9 +126,10 @@ def grouped_fvd(real_feats, fake_feats, real_groups: Sequence, fake_groups: Sequ
 
 
 def _labels(groups) -> list:
-    if isinstance(groups, (torch.Tensor, np.ndarray)):
-        return list(np.asarray(groups.cpu() if isinstance(groups, torch.Tensor) else groups).tolist())
-    return list(groups)
+    """Group labels as a list of Python values (tensors and arrays become ints / strings)."""
+    if isinstance(groups, torch.Tensor):
+        groups = groups.cpu().numpy()
+    return groups.tolist() if isinstance(groups, np.ndarray) else list(groups)
 
 
 class _VideoFeatureMetric(Metric):
@@ -163,7 +171,7 @@ class _VideoFeatureMetric(Metric):
             group: optional (B,) integer labels (class / subject) for :meth:`FrechetVideoDistance.compute_grouped`.
         """
         split = "real" if real else "fake"
-        x = preprocess_videos(videos, self.resize, self.image_size).to(self.device)  # (B, 3, T, S, S)
+        _check_videos(videos)
         b, t = videos.shape[0], videos.shape[2]
         for name, extra in (("index", index), ("group", group)):
             if extra is not None and tuple(extra.shape) != (b,):
@@ -173,6 +181,7 @@ class _VideoFeatureMetric(Metric):
         frames_state = int(getattr(self, f"{split}_num_frames"))
         if frames_state not in (0, t):
             raise ValueError(f"all {split} videos must have {frames_state} frames, got {t}")
+        x = _resize_frames(videos.to(self.device), self.resize, self.image_size)  # (B, 3, T, S, S)
         with torch.no_grad():
             feats = self.feature_extractor(x)
         if feats.ndim != 2 or feats.shape[0] != b:
@@ -288,8 +297,6 @@ class FrechetVideoDistance(_VideoFeatureMetric):
                 "image_size": str(self.image_size), "cov_normalization": self.cov_normalization}
         path = Path(path)
         if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-
             save_file({"mu": mu.contiguous(), "sigma": sigma.contiguous()}, str(path), metadata=meta)
         elif path.suffix == ".npz":
             np.savez(path, mu=mu.numpy(), sigma=sigma.numpy(), **{k: np.array(v) for k, v in meta.items()})
@@ -306,8 +313,6 @@ class FrechetVideoDistance(_VideoFeatureMetric):
         if not path.is_file():
             raise FileNotFoundError(f"real statistics file not found: {path}")
         if path.suffix == ".safetensors":
-            from safetensors import safe_open
-
             with safe_open(str(path), framework="pt") as f:
                 meta, mu, sigma = f.metadata(), f.get_tensor("mu"), f.get_tensor("sigma")
         elif path.suffix == ".npz":
