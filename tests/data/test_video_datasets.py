@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from tests.data.conftest import frame_levels, level_frames
+from tests.data.helpers import frame_levels, level_frames
 from videogen.data import ClassFolderVideos, CsvCaptionVideos, FrameFolderVideos, JsonCaptionVideos
 
 
