@@ -21,6 +21,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
 from lightning.pytorch.utilities import rank_zero_only
 
+from videogen.core.video import to_uint8
+
 __all__ = ["EMA", "SupportsSampleVideos", "VideoSampleLogger", "video_contact_sheet"]
 
 
@@ -78,14 +80,9 @@ def video_contact_sheet(videos: torch.Tensor) -> torch.Tensor:
     if videos.ndim != 5:
         raise ValueError(f"videos must be (B, C, T, H, W), got shape {tuple(videos.shape)}")
     b, c, t, h, w = videos.shape
-    frames = _to_uint8(videos)
-    # (B, C, T, H, W) -> (C, B, H, T, W) -> (C, B*H, T*W)
-    return frames.permute(1, 0, 3, 2, 4).reshape(c, b * h, t * w)
-
-
-def _to_uint8(videos: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] float -> [0, 255] uint8 (same shape)."""
-    return ((videos.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    frames = to_uint8(videos).cpu()  # (B, C, T, H, W) -> (B, T, H, W, C)
+    # (B, T, H, W, C) -> (C, B, H, T, W) -> (C, B*H, T*W)
+    return frames.permute(4, 0, 2, 1, 3).reshape(c, b * h, t * w)
 
 
 def _tensorboard_can_encode_video() -> bool:
@@ -159,7 +156,8 @@ class VideoSampleLogger(Callback):
         as_video = _tensorboard_can_encode_video()
         for writer in writers:
             if as_video:
-                # (B, C, T, H, W) -> (B, T, C, H, W) uint8, the layout add_video expects
-                writer.add_video("samples/video", _to_uint8(videos).permute(0, 2, 1, 3, 4), step, fps=self.fps)
+                # (B, C, T, H, W) -> (B, T, H, W, C) -> (B, T, C, H, W) uint8, the layout add_video expects
+                frames = to_uint8(videos).cpu().permute(0, 1, 4, 2, 3)
+                writer.add_video("samples/video", frames, step, fps=self.fps)
             else:
                 writer.add_image("samples/contact_sheet", video_contact_sheet(videos), step)
