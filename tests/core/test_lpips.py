@@ -89,5 +89,7 @@ def test_input_validation(reference):
         metric.update(x, x[:, :, :1])
     with pytest.raises(ValueError, match="rank 5"):
         metric.update(x[0], x[0])
+    with pytest.raises(ValueError, match="at least 31x31"):
+        metric.update(x[..., :16, :16], x[..., :16, :16])
     with pytest.raises(RuntimeError, match="before any update"):
         metric.compute()

@@ -22,7 +22,7 @@ from torchmetrics import Metric
 from videogen.core.metrics._frames import check_video_pair, to_frames
 from videogen.core.pretrained import resolve_weight_file
 
-__all__ = ["BACKBONE_FILES", "FrozenLPIPS", "VideoLPIPS", "build_lpips", "lpips_per_video"]
+__all__ = ["BACKBONE_FILES", "MIN_FRAME_SIZE", "FrozenLPIPS", "VideoLPIPS", "build_lpips", "lpips_per_video"]
 
 # torchvision's canonical file names for the backbones that lpips uses.
 BACKBONE_FILES = {
@@ -31,6 +31,8 @@ BACKBONE_FILES = {
     "squeeze": "squeezenet1_1-b8a52dc0.pth",
 }
 _BACKBONE_URL = "https://download.pytorch.org/models/{}"
+# Smallest frame side each backbone accepts (its pooling stack reduces smaller frames to nothing).
+MIN_FRAME_SIZE = {"alex": 31, "vgg": 16, "squeeze": 17}
 
 
 class FrozenLPIPS(lpips.LPIPS):
@@ -110,6 +112,9 @@ def lpips_per_video(
     autograd each chunk is checkpointed, so the bound also holds for the activations kept for backward.
     """
     b, t = preds.shape[0], preds.shape[2]
+    min_size = MIN_FRAME_SIZE.get(model.pnet_type, 1)
+    if min(preds.shape[-2:]) < min_size:
+        raise ValueError(f"LPIPS-{model.pnet_type} needs frames of at least {min_size}x{min_size}, got {tuple(preds.shape)}")
     x, y = to_frames(preds), to_frames(target)  # (B, C, T, H, W) -> (B*T, C, H, W)
     chunk = frame_chunk or x.shape[0]
     use_ckpt = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad) and chunk < x.shape[0]
@@ -125,7 +130,7 @@ class VideoLPIPS(Metric):
     """Mean LPIPS over videos, each video the mean over its frames (lower is more similar).
 
     ``update(preds, target)`` takes two ``(B, 3, T, H, W)`` float videos in [-1, 1]; frames need
-    H, W >= 32 for AlexNet. States are a sum and a count, so DDP reduction is exact.
+    H, W >= 31 for AlexNet. States are a sum and a count, so DDP reduction is exact.
     """
 
     is_differentiable = False
