@@ -113,3 +113,18 @@ def test_inception_loads_from_local_file_and_gets_uint8_frames(tmp_path, monkeyp
         expected = metric.inception(frames_u8).double().sum(0)
     assert expected.shape == (2048,)
     torch.testing.assert_close(metric.real_features_sum, expected)
+
+
+def test_merged_states_equal_one_process():
+    """merge_state applies the DDP reductions (float64 sums): two halves give the one-process FID."""
+    extractor = TinyExtractor()
+    real, fake = _videos(5), _videos(6, shift=0.2)
+    whole, first, second = (FrechetInceptionDistance(extractor) for _ in range(3))
+    whole.update(real, real=True)
+    whole.update(fake, real=False)
+    first.update(real[:2], real=True)
+    first.update(fake[:1], real=False)
+    second.update(real[2:], real=True)
+    second.update(fake[1:], real=False)
+    first.merge_state(second)
+    assert first.compute().item() == pytest.approx(whole.compute().item(), rel=1e-6)

@@ -71,3 +71,15 @@ def test_validation_errors():
         ssim_per_video(x, x)
     with pytest.raises(RuntimeError, match="before any update"):
         VideoPSNR().compute()
+
+
+@pytest.mark.parametrize("metric_cls", [VideoPSNR, VideoSSIM])
+def test_merged_states_equal_one_process(metric_cls):
+    """merge_state applies the DDP reductions (sums): two halves give the one-process value exactly."""
+    preds, target = _videos(2, (3, 3, 2, 16, 16))
+    whole, first, second = metric_cls(), metric_cls(), metric_cls()
+    whole.update(preds, target)
+    first.update(preds[:1], target[:1])
+    second.update(preds[1:], target[1:])
+    first.merge_state(second)
+    torch.testing.assert_close(first.compute(), whole.compute())
