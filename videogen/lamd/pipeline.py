@@ -1,0 +1,188 @@
+"""``LaMD``: the inference object holding both stages (MCD-VAE + DMG [+ text encoder]).
+
+Image-to-video (Fig. 2, sampling): ``f = E_I(x0)``; the DMG samples ``z_m`` from noise conditioned on
+``f_x0`` (+ label / text) with a K-step subsequence of the 1000 training steps (K = 200 in the paper);
+``D_V(z_m, f)`` decodes the video. Motion transfer (Fig. 6): the content of one clip with the latent
+motion (posterior mean) of another. Weights round-trip through ``save_pretrained`` / ``from_pretrained``
+(safetensors + JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from videogen.core.diffusion import GaussianDiffusion
+
+from .dmg import MotionGenerator
+from .mcdvae import MCDVAE
+from .text import TextEncoder, load_text_encoder
+
+__all__ = ["LaMD", "check_stages"]
+
+CONFIG_NAME = "lamd_config.json"
+DMG_WEIGHTS = "dmg.safetensors"
+
+
+def check_stages(mcdvae: MCDVAE, dmg: MotionGenerator, text_encoder: TextEncoder | None) -> None:
+    """Raise ``ValueError`` unless the DMG was built for this MCD-VAE's latents (and text encoder)."""
+    if tuple(mcdvae.latent_shape) != (dmg.z_channels, dmg.latent_size, dmg.latent_size):
+        raise ValueError(f"MCDVAE latent shape {tuple(mcdvae.latent_shape)} != DMG's "
+                         f"{(dmg.z_channels, dmg.latent_size, dmg.latent_size)}")
+    if mcdvae.content_dim != dmg.content_dim:
+        raise ValueError(f"MCDVAE content_dim {mcdvae.content_dim} != DMG content_dim {dmg.content_dim}")
+    width = None if text_encoder is None else text_encoder.dim
+    if width != dmg.text_dim:
+        raise ValueError(f"DMG text_dim={dmg.text_dim} needs a text encoder of that width, got {width}")
+
+
+class LaMD(nn.Module):
+    """Latent motion diffusion for image(-text)-to-video generation.
+
+    Args:
+        mcdvae: trained stage-1 MCD-VAE.
+        dmg: trained stage-2 ``MotionGenerator`` whose latent/content sizes match ``mcdvae``.
+        diffusion_config: kwargs of ``GaussianDiffusion`` used in training (default: linear, 1000, eps).
+        text_encoder: frozen text encoder for text-guided models (its width must be ``dmg.text_dim``).
+
+    The constructor does not change the modules' train/eval modes (they may be shared with a training
+    module); ``from_pretrained`` and ``from_modules`` return the pipeline in eval mode.
+    """
+
+    def __init__(self, mcdvae: MCDVAE, dmg: MotionGenerator, diffusion_config: dict[str, Any] | None = None,
+                 text_encoder: TextEncoder | None = None) -> None:
+        super().__init__()
+        check_stages(mcdvae, dmg, text_encoder)
+        self.mcdvae, self.dmg, self.text_encoder = mcdvae, dmg, text_encoder
+        self.diffusion_config = dict(diffusion_config or {})
+        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+
+    @classmethod
+    def from_modules(cls, mcdvae: Any, dmg_module: Any) -> LaMD:
+        """Build from an ``MCDVAEModule`` (or ``MCDVAE``) and a trained ``DMGModule``."""
+        model = getattr(mcdvae, "autoencoder", mcdvae)
+        return cls(model, dmg_module.dmg, dmg_module.diffusion_config, dmg_module.text_encoder).eval()
+
+    # ---- input handling -----------------------------------------------------------------------
+    def _device(self) -> torch.device:
+        return next(self.dmg.parameters()).device
+
+    def _label(self, label: Any, batch: int) -> torch.Tensor | None:
+        if label is None:
+            return None
+        if self.dmg.num_classes is None:
+            raise ValueError("label given, but this LaMD model is not class-conditional (num_classes=None)")
+        label = torch.as_tensor(label, dtype=torch.long, device=self._device()).reshape(-1)
+        if label.numel() == 1 and batch > 1:
+            label = label.expand(batch)
+        if label.shape != (batch,):
+            raise ValueError(f"label must be one int or {batch} ints (one per image), got shape {tuple(label.shape)}")
+        if int(label.min()) < 0 or int(label.max()) >= self.dmg.num_classes:
+            raise ValueError(f"label must lie in [0, {self.dmg.num_classes - 1}], got {label.tolist()}")
+        return label
+
+    def _text(self, text: str | Sequence[str] | None, batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if text is None:
+            return None, None
+        if self.text_encoder is None:
+            raise ValueError("text given, but this LaMD model has no text encoder (not text-conditional)")
+        texts = [text] * batch if isinstance(text, str) else list(text)
+        if len(texts) != batch:
+            raise ValueError(f"text must be one string or {batch} strings (one per image), got {len(texts)}")
+        tokens, mask = self.text_encoder(texts)  # (B, L, D), (B, L)
+        return tokens.to(self._device()), mask.to(self._device())
+
+    # ---- generation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, image: torch.Tensor, label: Any = None, text: str | Sequence[str] | None = None,
+                 num_steps: int = 200, sampler: Any = "ddim", guidance_scale: float = 1.0, eta: float = 0.0,
+                 generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
+        """Animate ``image (B, C, H, W)`` in [-1, 1] -> video ``(B, C, T, H, W)`` in [-1, 1].
+
+        ``label`` (class models) / ``text`` (text models) steer the motion; with ``guidance_scale != 1``
+        classifier-free guidance mixes in the null-label / no-text prediction (content always kept).
+        ``sampler``: "ddim" | "ddpm" | "dpm++" (or a diffusers scheduler name); ``eta`` for DDIM.
+        ``generator`` draws all noise, so the same seed gives the same video.
+        """
+        if not torch.is_tensor(image) or image.ndim != 4:
+            raise ValueError(f"image must be a 4-D tensor (B, C, H, W), got shape {tuple(getattr(image, 'shape', ()))}")
+        self.mcdvae.validate_image(image)
+        b = image.shape[0]
+        label_t = self._label(label, b)
+        text_t, text_mask = self._text(text, b)
+        if guidance_scale != 1.0 and label_t is None and text_t is None:
+            raise ValueError("guidance_scale != 1 needs a label or a text to guide with")
+        device = self._device()
+        content = self.mcdvae.encode_content(image.to(device))  # [f_x0 (B, d', h, w), f^1, ..., f^k]
+        cond = {"content": content[0], "label": label_t, "text": text_t, "text_mask": text_mask}
+        uncond = None
+        if guidance_scale != 1.0:
+            uncond = dict(cond)
+            if label_t is not None:
+                uncond["label"] = torch.full_like(label_t, self.dmg.null_label)
+            if text_t is not None:  # "no text": every text token masked out
+                uncond["text_mask"] = torch.zeros_like(text_mask)
+        z_m = self.diffusion.sample(
+            self.dmg, (b, *self.mcdvae.latent_shape), cond=cond, uncond=uncond, guidance_scale=guidance_scale,
+            sampler=sampler, num_steps=num_steps, eta=eta, generator=generator, device=device, progress=progress)
+        return self.mcdvae.decode(z_m, content).clamp(-1, 1)  # (B, C, T, H, W)
+
+    @torch.no_grad()
+    def transfer_motion(self, content: torch.Tensor, motion_video: torch.Tensor) -> torch.Tensor:
+        """Content of ``content`` (image ``(B, C, H, W)`` or video, frame 0 used) with the motion of
+        ``motion_video (B, C, T, H, W)`` (posterior mean) -> video ``(B, C, T, H, W)`` in [-1, 1]."""
+        if not torch.is_tensor(content) or content.ndim not in (4, 5):
+            raise ValueError("content must be an image (B, C, H, W) or a video (B, C, T, H, W), got shape "
+                             f"{tuple(getattr(content, 'shape', ()))}")
+        x0 = content[:, :, 0] if content.ndim == 5 else content
+        self.mcdvae.validate_image(x0)
+        self.mcdvae.validate_video(motion_video)
+        if x0.shape[0] != motion_video.shape[0]:
+            raise ValueError(f"content and motion_video batch sizes differ: {x0.shape[0]} vs {motion_video.shape[0]}")
+        device = self._device()
+        z_m, _, _ = self.mcdvae.encode_motion(motion_video.to(device), sample=False)
+        return self.mcdvae.decode(z_m, self.mcdvae.encode_content(x0.to(device))).clamp(-1, 1)
+
+    @torch.no_grad()
+    def reconstruct(self, video: torch.Tensor) -> torch.Tensor:
+        """Stage-1 reconstruction of ``video (B, C, T, H, W)`` (posterior mean motion, content of frame 0)."""
+        return self.transfer_motion(video, video)
+
+    # ---- persistence --------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``lamd_config.json``, ``dmg.safetensors``, ``mcdvae/`` and ``text_encoder/`` (if any)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.mcdvae.save_pretrained(directory / "mcdvae")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.dmg.state_dict().items()},
+                  str(directory / DMG_WEIGHTS))
+        if self.text_encoder is not None:
+            self.text_encoder.save_pretrained(directory / "text_encoder")
+        config = {"dmg": self.dmg.config, "diffusion": self.diffusion_config,
+                  "text_encoder": self.text_encoder is not None}
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LaMD:
+        """Load a directory written by :meth:`save_pretrained` (strict weight loading)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_NAME, DMG_WEIGHTS, "mcdvae"):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"{directory / name} not found: expected a LaMD.save_pretrained directory")
+        config = json.loads((directory / CONFIG_NAME).read_text())
+        mcdvae = MCDVAE.from_pretrained(directory / "mcdvae", map_location=map_location)
+        dmg = MotionGenerator(**config["dmg"])
+        dmg.load_state_dict(load_file(str(directory / DMG_WEIGHTS), device=str(map_location)))
+        text_encoder = load_text_encoder(directory / "text_encoder") if config["text_encoder"] else None
+        return cls(mcdvae, dmg, config["diffusion"], text_encoder).to(map_location).eval()
