@@ -87,19 +87,19 @@ def generator_adv_loss(logits_fake: torch.Tensor, kind: str = "hinge") -> torch.
 def adaptive_weight(
     rec_loss: torch.Tensor,
     g_loss: torch.Tensor,
-    last_layer: torch.Tensor,
+    last_layer_weight: torch.Tensor,
     max_weight: float = 1e4,
     eps: float = 1e-4,
 ) -> torch.Tensor:
     """VQGAN's adaptive GAN weight ||grad_L rec_loss|| / (||grad_L g_loss|| + eps), clamped and detached.
 
-    ``last_layer`` is the decoder's last weight L; both losses must depend on it. The graph is kept
+    ``last_layer_weight`` is the decoder's last weight L; both losses must depend on it. The graph is kept
     (``retain_graph=True``) so the caller can still back-propagate the total loss.
     """
-    if not last_layer.requires_grad:
-        raise ValueError("last_layer must require grad (pass the decoder's final weight)")
-    rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
-    g_grad = torch.autograd.grad(g_loss, last_layer, retain_graph=True)[0]
+    if not last_layer_weight.requires_grad:
+        raise ValueError("last_layer_weight must require grad (pass the decoder's final weight)")
+    rec_grad = torch.autograd.grad(rec_loss, last_layer_weight, retain_graph=True)[0]
+    g_grad = torch.autograd.grad(g_loss, last_layer_weight, retain_graph=True)[0]
     weight = rec_grad.norm() / (g_grad.norm() + eps)
     return weight.clamp(0.0, max_weight).detach()
 
