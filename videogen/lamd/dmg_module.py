@@ -1,0 +1,141 @@
+"""``DMGModule``: stage-2 training of the DMG on latents of a frozen MCD-VAE (Sec. 3.2, Eq. 6, Table 2).
+
+Each step encodes the batch's videos with the frozen MCD-VAE (``z_m`` drawn from the posterior, Eq. 1,
+as LDM does for its first-stage latents; switch with ``sample_posterior``), takes the content latents
+``f_x0`` of frame 0, and minimises the L2 noise-prediction loss of Eq. 6 on a linear 1000-step schedule.
+For classifier-free guidance the label / text of each sample is dropped with probability
+``cond_drop_prob`` (null label, text fully masked); the content is kept unless ``content_drop_prob`` > 0
+(then ``f_x0`` is zeroed). The MCD-VAE (and text encoder) stay in eval mode and receive no gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from videogen.core.diffusion import GaussianDiffusion
+
+from .dmg import MotionGenerator
+from .mcdvae import MCDVAE
+from .pipeline import LaMD, check_stages
+from .text import TextEncoder
+
+__all__ = ["DMGModule"]
+
+
+def _load_mcdvae(mcdvae: MCDVAE | str) -> MCDVAE:
+    if isinstance(mcdvae, MCDVAE):
+        return mcdvae
+    from . import load_mcdvae  # stage-1 helper: Lightning .ckpt or save_pretrained directory
+
+    return load_mcdvae(mcdvae)
+
+
+class DMGModule(pl.LightningModule):
+    """Train a ``MotionGenerator`` on the motion latents of a frozen ``MCDVAE``.
+
+    Args:
+        dmg: the motion generator to train.
+        mcdvae: a trained ``MCDVAE`` or the path of the stage-1 checkpoint (``.ckpt`` or pretrained dir).
+        text_encoder: frozen text encoder for captioned batches (text-guided DMG) or None.
+        lr, betas, weight_decay: Adam (Table 2: lr 2e-5, 2e-6 for NATOPS/MUG), used as given (no batch scaling).
+        cond_drop_prob: probability of dropping the label / text of a sample (classifier-free guidance).
+        content_drop_prob: probability of zeroing ``f_x0`` (0: the content is always a condition).
+        sample_posterior: train on ``z_m`` sampled from the posterior (True) or on its mean.
+        diffusion: kwargs of ``GaussianDiffusion`` (default linear schedule, 1000 steps, eps, L2).
+        sample_steps, sample_sampler, sample_guidance_scale: ``sample_videos`` settings (logging only).
+    """
+
+    def __init__(self, dmg: MotionGenerator, mcdvae: MCDVAE | str, text_encoder: TextEncoder | None = None,
+                 lr: float = 2e-5, betas: Sequence[float] = (0.9, 0.999), weight_decay: float = 0.0,
+                 cond_drop_prob: float = 0.1, content_drop_prob: float = 0.0, sample_posterior: bool = True,
+                 diffusion: dict[str, Any] | None = None, sample_steps: int = 50, sample_sampler: str = "ddim",
+                 sample_guidance_scale: float = 1.0) -> None:
+        super().__init__()
+        for name, p in (("cond_drop_prob", cond_drop_prob), ("content_drop_prob", content_drop_prob)):
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must lie in [0, 1), got {p}")
+        self.save_hyperparameters(ignore=["dmg", "mcdvae", "text_encoder"])
+        self.dmg = dmg
+        self.mcdvae = _load_mcdvae(mcdvae).requires_grad_(False).eval()
+        self.text_encoder = text_encoder
+        if text_encoder is not None:
+            text_encoder.requires_grad_(False)
+        check_stages(self.mcdvae, dmg, text_encoder)  # ValueError when the two stages do not fit together
+        self.diffusion_config = dict(diffusion or {})
+        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+
+    def train(self, mode: bool = True) -> DMGModule:
+        """Only the DMG switches to train mode: the MCD-VAE's LatentNorm statistics must stay fixed."""
+        super().train(mode)
+        self.mcdvae.eval()
+        if self.text_encoder is not None:
+            self.text_encoder.eval()
+        return self
+
+    # ---- data -> latents + conditions ---------------------------------------------------------
+    @torch.no_grad()
+    def encode_batch(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``batch["video"] (B, C, T, H, W)`` -> ``z_m (B, d, h, w)`` and the DMG's condition kwargs."""
+        video = batch["video"]
+        b = video.shape[0]
+        z_m, _, _ = self.mcdvae.encode_motion(video, sample=self.hparams.sample_posterior)
+        content = self.mcdvae.encode_content(video[:, :, 0])[0]  # f_x0 (B, d', h, w)
+        cond: dict[str, Any] = {"content": content, "label": None, "text": None, "text_mask": None}
+        if self.dmg.num_classes is not None:
+            if "label" not in batch:
+                raise ValueError("a class-conditional DMG needs batch['label']")
+            cond["label"] = batch["label"].to(self.device).long()
+        if self.text_encoder is not None:
+            if "caption" not in batch:
+                raise ValueError("a text-conditional DMG needs batch['caption']")
+            cond["text"], cond["text_mask"] = (x.to(self.device) for x in self.text_encoder(batch["caption"]))
+        if drop:
+            self._drop_conditions(cond, b)
+        return z_m, cond
+
+    def _drop_conditions(self, cond: dict[str, Any], b: int) -> None:
+        """Classifier-free guidance training: null label / masked text / (optionally) zero content."""
+        drop = torch.rand(b, device=self.device) < self.hparams.cond_drop_prob  # (B,)
+        if cond["label"] is not None:
+            cond["label"] = torch.where(drop, torch.full_like(cond["label"], self.dmg.null_label), cond["label"])
+        if cond["text_mask"] is not None:
+            cond["text_mask"] = cond["text_mask"] & ~drop[:, None]
+        if self.hparams.content_drop_prob > 0:
+            keep = torch.rand(b, device=self.device) >= self.hparams.content_drop_prob
+            cond["content"] = cond["content"] * keep[:, None, None, None].to(cond["content"].dtype)
+
+    # ---- Lightning hooks ----------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        z_m, cond = self.encode_batch(batch, drop=True)
+        loss = self.diffusion.training_loss(self.dmg, z_m, **cond)  # Eq. 6
+        self.log("train/loss", loss, prog_bar=True, batch_size=z_m.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        z_m, cond = self.encode_batch(batch, drop=False)
+        # Fixed noise and timesteps per batch index: comparable validation losses across epochs.
+        gen = torch.Generator(device=z_m.device).manual_seed(batch_idx)
+        loss = self.diffusion.training_loss(self.dmg, z_m, generator=gen, **cond)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=z_m.shape[0])
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.dmg.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+                                weight_decay=self.hparams.weight_decay)
+
+    @torch.no_grad()
+    def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
+        """Animate the first frames of up to ``num`` batch videos (with their labels / captions)."""
+        pipe = LaMD(self.mcdvae, self.dmg, self.diffusion_config, self.text_encoder)
+        video = batch["video"][:num]
+        label = batch["label"][:num] if self.dmg.num_classes is not None else None
+        text = list(batch["caption"][:num]) if self.text_encoder is not None else None
+        scale = self.hparams.sample_guidance_scale if (label is not None or text is not None) else 1.0
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        return pipe.generate(video[:, :, 0], label=label, text=text, num_steps=self.hparams.sample_steps,
+                             sampler=self.hparams.sample_sampler, guidance_scale=scale, generator=gen,
+                             progress=False)
