@@ -118,11 +118,25 @@ def _model_class(name: str) -> type:
     raise ValueError(f"unknown model class {name!r}: not exported by videogen.{{{','.join(MODEL_PACKAGES)}}}")
 
 
+#: save_pretrained layouts whose config file does not name the class: file name -> class
+PRETRAINED_CONFIG_FILES = {"lamd_config.json": "videogen.lamd.LaMD"}
+
+
 def load_pretrained(directory: str | Path) -> Any:
-    """Load any model saved with ``save_pretrained``: ``config.json`` names its class under ``"class"``."""
-    config_path = Path(directory) / "config.json"
+    """Load any model saved with ``save_pretrained``.
+
+    The class comes from the directory's config: a file listed in ``PRETRAINED_CONFIG_FILES`` (e.g.
+    ``lamd_config.json`` -> ``LaMD``), else the ``"class"`` entry of ``config.json`` (a dotted path or
+    a name exported by ``videogen.lamd``/``cmd``/``lvdm``).
+    """
+    directory = Path(directory)
+    for file_name, class_name in PRETRAINED_CONFIG_FILES.items():
+        if (directory / file_name).is_file():
+            return _model_class(class_name).from_pretrained(directory)
+    config_path = directory / "config.json"
     if not config_path.is_file():
-        raise FileNotFoundError(f"{config_path} not found: --model must be a directory written by save_pretrained")
+        known = ", ".join(["config.json", *PRETRAINED_CONFIG_FILES])
+        raise FileNotFoundError(f"{directory} has none of {known}: --model must be a save_pretrained directory")
     name = json.loads(config_path.read_text()).get("class")
     if not name:
         raise ValueError(f"{config_path} has no 'class' entry naming the model class")
@@ -157,6 +171,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     unsupported = sorted(k for k in kwargs if k not in params)
     if unsupported:
         raise SystemExit(f"videogen sample: {type(model).__name__}.generate does not take {unsupported}")
+    missing = [n for n, p in params.items() if p.default is p.empty and n not in kwargs
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if missing:
+        flags = ", ".join("--" + n.replace("_", "-") for n in missing)
+        raise SystemExit(f"videogen sample: {type(model).__name__}.generate needs {flags}")
     with torch.no_grad():
         videos = model.generate(**kwargs)  # (B, C, T, H, W) in [-1, 1]
     out = Path(args.out)

@@ -157,8 +157,31 @@ def test_sample_loads_a_saved_model_by_its_config_class(tmp_path):
         main([*argv, "--label", "1"])
 
 
+def test_sample_with_a_saved_lamd_pipeline(tmp_path):
+    """The real LaMD save_pretrained layout (lamd_config.json + mcdvae/) loads and samples, class-guided."""
+    from videogen.lamd import MCDVAE, LaMD, MotionGenerator
+
+    torch.manual_seed(0)
+    mcdvae = MCDVAE(resolution=32, num_frames=4, image_channels=8, motion_channels=8, decoder_channels=8,
+                    channel_mult=(1, 2, 4), num_res_blocks=1, folded_frames=4, norm_groups=4)
+    dmg = MotionGenerator(z_channels=3, latent_size=8, content_dim=mcdvae.content_dim, model_channels=16,
+                          channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2), num_head_channels=8,
+                          context_dim=16, num_classes=3, cond_transformer_dim=16, cond_transformer_depth=1,
+                          cond_transformer_heads=2)
+    LaMD(mcdvae, dmg).save_pretrained(tmp_path / "lamd")
+    assert isinstance(load_pretrained(tmp_path / "lamd"), LaMD)
+    import imageio.v2 as imageio
+
+    imageio.imwrite(tmp_path / "first.png", torch.full((32, 32, 3), 128, dtype=torch.uint8).numpy())
+    argv = ["sample", "--model", str(tmp_path / "lamd"), "--out", str(tmp_path / "out"), "--num-steps", "2"]
+    with pytest.raises(SystemExit, match="needs --image"):
+        main(argv)
+    assert main([*argv, "--image", str(tmp_path / "first.png"), "--label", "2", "--num-samples", "1"]) == 0
+    assert tuple(read_video(tmp_path / "out" / "sample_000.mp4").shape) == (4, 32, 32, 3)
+
+
 def test_load_pretrained_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match="none of config.json, lamd_config.json"):
         load_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"class": "NoSuchModel"}))
     with pytest.raises(ValueError, match="unknown model class 'NoSuchModel'"):
