@@ -52,7 +52,7 @@ class Attention(nn.Module):
         self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``x`` ``(B, N, D)``, ``context`` ``(B, M, context_dim)``, ``mask`` ``(B, M)`` bool key
-        padding mask (True = attend) -> ``(B, N, D)``."""
+        padding mask (True = attend; each row needs at least one True, else SDPA gives NaN) -> ``(B, N, D)``."""
         context = x if context is None else context
         if context.shape[-1] != self.context_dim:
             raise ValueError(f"context width {context.shape[-1]} != context_dim {self.context_dim}")
