@@ -14,9 +14,11 @@ from videogen.lamd.text import HFTextEncoder
 
 
 def test_fit_trains_only_the_dmg(tmp_path):
-    mcdvae = tiny_mcdvae()
+    tiny_mcdvae().save_pretrained(tmp_path / "stage1")  # the stage-1 model given by path, as in the recipes
+    module = DMGModule(tiny_dmg(num_classes=4), str(tmp_path / "stage1"), lr=1e-3, cond_drop_prob=0.5,
+                       sample_steps=3)
+    mcdvae = module.mcdvae
     frozen = {k: v.clone() for k, v in mcdvae.state_dict().items()}  # weights + LatentNorm statistics
-    module = DMGModule(tiny_dmg(num_classes=4), mcdvae, lr=1e-3, cond_drop_prob=0.5, sample_steps=3)
     before = {k: v.clone() for k, v in module.dmg.state_dict().items()}
     data = VideoDataModule(SyntheticVideoDataset(8, num_frames=FRAMES, size=RES, directions=4),
                            val_dataset=SyntheticVideoDataset(4, num_frames=FRAMES, size=RES, seed=1), batch_size=4)
@@ -33,7 +35,15 @@ def test_fit_trains_only_the_dmg(tmp_path):
     # The trained module turns into an inference pipeline and draws videos for the sample logger.
     videos = module.sample_videos({"video": random_video(3), "label": torch.tensor([0, 1, 2])}, num=2)
     assert videos.shape == (2, 3, FRAMES, RES, RES)
-    assert LaMD.from_modules(mcdvae, module).dmg is module.dmg
+    pipe = LaMD.from_modules(mcdvae, module)
+    assert pipe.dmg is module.dmg
+    # A DMG checkpoint alone rebuilds the whole pipeline.
+    trainer.save_checkpoint(tmp_path / "dmg.ckpt")
+    loaded = LaMD.from_checkpoint(tmp_path / "dmg.ckpt")
+    image = random_video(2)[:, :, 0]
+    kw = dict(label=[1, 3], num_steps=3, sampler="ddpm", guidance_scale=2.0, progress=False)
+    torch.testing.assert_close(loaded.generate(image, generator=torch.Generator().manual_seed(0), **kw),
+                               pipe.generate(image, generator=torch.Generator().manual_seed(0), **kw))
 
 
 def test_condition_dropout_for_cfg(tmp_path):

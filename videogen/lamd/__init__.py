@@ -25,6 +25,7 @@ _EXPORTS = {
     "HFTextEncoder": "text",
     "OpenCLIPTextEncoder": "text",
     "load_text_encoder": "text",
+    "build_text_encoder": "text",
 }
 
 

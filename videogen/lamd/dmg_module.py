@@ -65,6 +65,9 @@ class DMGModule(pl.LightningModule):
         if text_encoder is not None:
             text_encoder.requires_grad_(False)
         check_stages(self.mcdvae, dmg, text_encoder)  # ValueError when the two stages do not fit together
+        # Configs of all three networks: a checkpoint alone rebuilds the pipeline (LaMD.from_checkpoint).
+        self.hparams.update(dmg_config=dmg.config, mcdvae_config=self.mcdvae.config,
+                            text_encoder_config=None if text_encoder is None else text_encoder.config)
         self.diffusion_config = dict(diffusion or {})
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
 

@@ -22,7 +22,7 @@ from videogen.core.diffusion import GaussianDiffusion
 
 from .dmg import MotionGenerator
 from .mcdvae import MCDVAE
-from .text import TextEncoder, load_text_encoder
+from .text import TextEncoder, build_text_encoder, load_text_encoder
 
 __all__ = ["LaMD", "check_stages"]
 
@@ -68,6 +68,31 @@ class LaMD(nn.Module):
         """Build from an ``MCDVAEModule`` (or ``MCDVAE``) and a trained ``DMGModule``."""
         model = getattr(mcdvae, "autoencoder", mcdvae)
         return cls(model, dmg_module.dmg, dmg_module.diffusion_config, dmg_module.text_encoder).eval()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LaMD:
+        """Build from a ``DMGModule`` Lightning checkpoint alone (both stages' weights are in it; with the
+        EMA callback these are the EMA weights). A text encoder is rebuilt from its recorded config."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"DMG checkpoint {path} not found")
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        hp = ckpt.get("hyper_parameters", {})
+        if "dmg_config" not in hp or "mcdvae_config" not in hp:
+            raise ValueError(f"{path} has no dmg_config/mcdvae_config hyper-parameters: not a DMGModule checkpoint")
+
+        def part(prefix: str) -> dict[str, torch.Tensor]:
+            return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+
+        mcdvae_config = {k: v for k, v in hp["mcdvae_config"].items() if k != "class"}
+        mcdvae, dmg = MCDVAE(**mcdvae_config), MotionGenerator(**hp["dmg_config"])
+        mcdvae.load_state_dict(part("mcdvae."))
+        dmg.load_state_dict(part("dmg."))
+        text_encoder = None
+        if hp.get("text_encoder_config") is not None:
+            text_encoder = build_text_encoder(hp["text_encoder_config"])
+            text_encoder.load_state_dict(part("text_encoder."))
+        return cls(mcdvae, dmg, hp.get("diffusion") or {}, text_encoder).to(map_location).eval()
 
     # ---- input handling -----------------------------------------------------------------------
     def _device(self) -> torch.device:

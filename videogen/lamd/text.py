@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["TextEncoder", "HFTextEncoder", "OpenCLIPTextEncoder", "load_text_encoder"]
+__all__ = ["TextEncoder", "HFTextEncoder", "OpenCLIPTextEncoder", "build_text_encoder", "load_text_encoder"]
 
 CONFIG_NAME = "text_encoder.json"
 
@@ -30,6 +30,7 @@ class TextEncoder(nn.Module):
 
     dim: int
     max_length: int
+    config: dict  # {"kind": ..., **constructor kwargs}: rebuilds the encoder with build_text_encoder
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,8 +85,9 @@ class HFTextEncoder(TextEncoder):
         name_or_path = str(name_or_path)
         if _looks_like_path(name_or_path) and not Path(name_or_path).expanduser().is_dir():
             raise FileNotFoundError(f"text encoder directory {name_or_path!r} does not exist")
-        self.name_or_path = name_or_path
         self.max_length = int(max_length)
+        self.config = {"kind": "transformers", "name_or_path": name_or_path, "max_length": self.max_length,
+                       "local_files_only": local_files_only}
         self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_files_only)
         model = AutoModel.from_pretrained(name_or_path, local_files_only=local_files_only)
         # A full CLIP / encoder-decoder checkpoint: keep only its text encoder.
@@ -138,6 +140,8 @@ class OpenCLIPTextEncoder(TextEncoder):
                 f"OpenCLIP checkpoint {checkpoint!r} not found: pass the local weight file of {model_name!r} "
                 "(e.g. open_clip_pytorch_model.bin from the model's hub page)")
         self.model_name, self.model_config = model_name, model_config
+        self.config = {"kind": "open_clip", "model_name": model_name, "checkpoint": str(checkpoint),
+                       "model_config": model_config}
         if model_config is not None:
             model = open_clip.model.CLIP(**model_config)
             self.tokenizer = open_clip.tokenizer.SimpleTokenizer(
@@ -179,6 +183,16 @@ class OpenCLIPTextEncoder(TextEncoder):
         save_file(state, str(directory / "open_clip_text.safetensors"))
         config = {"kind": "open_clip", "model_name": self.model_name, "model_config": self.model_config}
         (directory / CONFIG_NAME).write_text(json.dumps(config))
+
+
+def build_text_encoder(config: dict) -> TextEncoder:
+    """Rebuild an encoder from its ``config`` (the same files must still be where they were)."""
+    kwargs = dict(config)
+    kind = kwargs.pop("kind", None)
+    classes = {"transformers": HFTextEncoder, "open_clip": OpenCLIPTextEncoder}
+    if kind not in classes:
+        raise ValueError(f"unknown text encoder kind {kind!r}; expected one of {sorted(classes)}")
+    return classes[kind](**kwargs)
 
 
 def load_text_encoder(directory: str | os.PathLike) -> TextEncoder:
