@@ -207,17 +207,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from videogen.core.metrics.fvd import FrechetVideoDistance
     from videogen.core.metrics.psnr_ssim import psnr_per_video, ssim_per_video
 
+    # load I3D before reading any video: missing weights fail fast with a message saying where to get them
+    fvd = FrechetVideoDistance(feature_extractor=args.i3d, resize=args.resize) if "fvd" in args.metric else None
     real = _read_folder(args.real, args.num_frames, args.size)
     fake = _read_folder(args.fake, args.num_frames, args.size)
     results: dict[str, Any] = {"num_real": len(real), "num_fake": len(fake), "num_frames": args.num_frames}
-    for name in args.metric:
-        if name == "fvd":
-            fvd = FrechetVideoDistance(feature_extractor=args.i3d, resize=args.resize)
-            fvd.update(real, real=True)
-            fvd.update(fake, real=False)
-            results["fvd"] = float(fvd.compute())
-            results["fvd_resize"] = args.resize
-        elif name in ("psnr", "ssim"):
+    if fvd is not None:
+        fvd.update(real, real=True)
+        fvd.update(fake, real=False)
+        results["fvd"] = float(fvd.compute())
+        results["fvd_resize"] = args.resize
+    for name in ("psnr", "ssim"):
+        if name in args.metric:
             if real.shape != fake.shape:
                 raise ValueError(f"{name} pairs videos by file order and needs equal shapes: {real.shape} vs {fake.shape}")
             fn = psnr_per_video if name == "psnr" else ssim_per_video

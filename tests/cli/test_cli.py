@@ -66,6 +66,14 @@ def test_fit_then_validate_from_a_recipe(tmp_path):
     assert main(["validate", "--config", str(recipe), f"--ckpt_path={ckpts[0]}"]) == 0
 
 
+def test_videogen_cli_class_is_a_lazy_lightning_cli():
+    from lightning.pytorch.cli import LightningCLI
+
+    import videogen.cli
+
+    assert issubclass(videogen.cli.VideogenCLI, LightningCLI)
+
+
 def test_fast_dev_run_override_on_the_command_line(tmp_path):
     assert main(["fit", "--config", str(_recipe(tmp_path)), "--trainer.fast_dev_run=true"]) == 0
 
@@ -204,3 +212,9 @@ def test_evaluate_psnr_between_two_folders(tmp_path, capsys):
     assert psnr["same"] > 60 and psnr["darker"] < 15
     with pytest.raises(FileNotFoundError, match="no videos"):
         main(["evaluate", "--real", str(tmp_path), "--fake", str(tmp_path), "--metric", "psnr"])
+
+
+def test_evaluate_fvd_without_i3d_weights_names_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDEOGEN_CACHE", str(tmp_path / "empty_cache"))
+    with pytest.raises(FileNotFoundError, match="i3d_pretrained_400.pt"):
+        main(["evaluate", "--real", str(tmp_path), "--fake", str(tmp_path), "--metric", "fvd"])
