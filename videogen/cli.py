@@ -73,6 +73,7 @@ def _videogen_cli_class() -> type:
                 "seed_everything_default": SEED_DEFAULT,
                 # SaveConfigCallback refuses to overwrite config.yaml of an earlier run otherwise.
                 "save_config_kwargs": {"overwrite": True},
+                "parser_kwargs": {"prog": "videogen"},
                 **kwargs,
             }
             super().__init__(args=args, **kwargs)
@@ -276,6 +277,7 @@ _TOOLS = {"demo": _cmd_demo, "bench": _cmd_bench, "sample": _cmd_sample, "evalua
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``videogen``; returns the exit status (LightningCLI exits itself on bad input)."""
+    from_sys_argv = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(_USAGE)
@@ -289,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command in _TOOLS:
         return _TOOLS[command](_tool_parser(command).parse_args(argv[1:]))
     if command in LIGHTNING_COMMANDS:
-        _videogen_cli_class()(args=argv)
+        # args=None lets LightningCLI read sys.argv itself (it warns when given both)
+        _videogen_cli_class()(args=None if from_sys_argv else argv)
         return 0
     print(f"videogen: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr)
     return 2
