@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _dmg_tiny import LATENT, randomize, tiny_dmg
 
+from tests.lamd._dmg_tiny import LATENT, randomize, tiny_dmg
 from videogen.core.diffusion import GaussianDiffusion
 
 B = 2
@@ -84,7 +84,7 @@ def test_input_errors():
 
 
 def test_tiny_dmg_overfits_fixed_latents():
-    """Eq. 6 on a fixed set of 8 (latent, content, label, noise, t): the loss falls by 10x in 150 Adam steps."""
+    """Eq. 6 on a fixed set of 8 (latent, content, label, noise, t): the loss falls by 20x in 60 Adam steps."""
     torch.manual_seed(0)
     diffusion = GaussianDiffusion()  # linear, 1000 steps, eps, L2
     gen = torch.Generator().manual_seed(0)
@@ -100,9 +100,9 @@ def test_tiny_dmg_overfits_fixed_latents():
         return diffusion.training_loss(model, z0, noise=noise, t=t, content=content, label=label)
 
     first = loss_fn().item()
-    for _ in range(150):
+    for _ in range(60):
         opt.zero_grad()
         loss = loss_fn()
         loss.backward()
         opt.step()
-    assert loss.item() < first / 10, (first, loss.item())
+    assert loss.item() < first / 20, (first, loss.item())

@@ -5,8 +5,8 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
-from _dmg_tiny import FRAMES, RES, random_video, tiny_clip_dir, tiny_dmg, tiny_mcdvae
 
+from tests.lamd._dmg_tiny import FRAMES, RES, random_video, tiny_clip_dir, tiny_dmg, tiny_mcdvae
 from videogen.data import SyntheticVideoDataset, VideoDataModule
 from videogen.lamd.dmg_module import DMGModule
 from videogen.lamd.pipeline import LaMD

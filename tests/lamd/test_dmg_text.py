@@ -5,30 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.lamd._dmg_tiny import tiny_clip_dir
 from videogen.lamd.text import HFTextEncoder, OpenCLIPTextEncoder, load_text_encoder
-
-
-def _tiny_clip_dir(path):
-    """A tiny CLIPTextModel + a CLIPTokenizer over a 54-token character vocabulary, saved to ``path``."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {c: i for i, c in enumerate(letters)}
-    vocab.update({c + "</w>": 26 + i for i, c in enumerate(letters)})
-    vocab.update({"<|startoftext|>": 52, "<|endoftext|>": 53})
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[])
-    torch.manual_seed(0)
-    config = CLIPTextConfig(vocab_size=54, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                            num_attention_heads=2, max_position_embeddings=24, bos_token_id=52,
-                            eos_token_id=53, pad_token_id=53, projection_dim=8)
-    CLIPTextModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
-    return _tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))
+    return tiny_clip_dir(tmp_path_factory.mktemp("tiny_clip"))
 
 
 def test_hf_text_encoder_shapes_mask_and_roundtrip(clip_dir, tmp_path):

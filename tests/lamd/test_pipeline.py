@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _dmg_tiny import FRAMES, RES, random_video, randomize, tiny_clip_dir, tiny_dmg, tiny_mcdvae
 
+from tests.lamd._dmg_tiny import FRAMES, RES, random_video, randomize, tiny_clip_dir, tiny_dmg, tiny_mcdvae
 from videogen.lamd.pipeline import LaMD
 from videogen.lamd.text import HFTextEncoder
 
