@@ -130,7 +130,8 @@ class LaMD(nn.Module):
                  generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
         """Animate ``image (B, C, H, W)`` in [-1, 1] -> video ``(B, C, T, H, W)`` in [-1, 1].
 
-        ``label`` (class models) / ``text`` (text models) steer the motion; with ``guidance_scale != 1``
+        ``label`` (class models; None = the null class, i.e. an unconditional sample) / ``text`` (text
+        models; None = no text) steer the motion; with ``guidance_scale != 1``
         classifier-free guidance mixes in the null-label / no-text prediction (content always kept).
         ``sampler``: "ddim" | "ddpm" | "dpm++" (or a diffusers scheduler name); ``eta`` for DDIM.
         ``generator`` draws all noise, so the same seed gives the same video.
