@@ -146,21 +146,28 @@ def test_bad_decode_inputs_and_configs_are_rejected(model):
 
 
 def test_tiny_mcdvae_overfits_one_synthetic_batch():
-    """A tiny model reconstructs one batch of moving-shape videos to > 22 dB PSNR in 150 Adam steps."""
+    """A tiny model learns one batch of moving-shape videos: ~8 dB at init, > 18 dB after 80 Adam steps.
+
+    (At 16x16 the static copy of the first frame already scores ~29 dB, so this shows learning, not
+    motion capture; the motion path is checked by the beta test in test_mcdvae_module.py.)
+    """
     from videogen.data import SyntheticVideoDataset
 
     torch.manual_seed(0)
     data = SyntheticVideoDataset(num_videos=2, num_frames=8, size=16, seed=0)
     video = torch.stack([data[i]["video"] for i in range(2)])
     m = MCDVAE(**{**TINY, "image_channels": 16, "decoder_channels": 16})
+
+    def psnr() -> float:
+        with torch.no_grad():
+            return psnr_per_video(m(video, sample=False)[0].clamp(-1, 1), video).mean().item()
+
+    start = psnr()
     opt = torch.optim.Adam(m.parameters(), lr=3e-3)
-    for _ in range(150):
-        recon, _, _ = m(video, sample=False)
-        loss = (recon - video).abs().mean()
+    for _ in range(80):
+        loss = (m(video, sample=False)[0] - video).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-    m.eval()
-    with torch.no_grad():
-        psnr = psnr_per_video(m(video, sample=False)[0].clamp(-1, 1), video).mean().item()
-    assert psnr > 22.0, psnr
+    end = psnr()
+    assert start < 12.0 and end > 18.0, (start, end)

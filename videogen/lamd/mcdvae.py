@@ -104,9 +104,10 @@ class ImageEncoder(nn.Module):
         self.up = nn.ModuleList()
         for i in reversed(range(len(widths))):  # bottom (h) first: the decoder's order
             width = widths[i]
-            # input: this scale's up-path map (upsampled to `width`) concatenated with its skip
+            # input: this scale's up-path map (upsampled to `width`) concatenated with its skip;
+            # num_res_blocks + 1 blocks per scale on the up path, as in the LDM UNet
             self.up.append(nn.Sequential(*(ResBlock(2 * width if j == 0 else width, width, **rb)
-                                           for j in range(num_res_blocks))))
+                                           for j in range(num_res_blocks + 1))))
         self.upsample = nn.ModuleList(
             Upsample(widths[i], widths[i - 1], dims=2, scale=2) for i in reversed(range(1, len(widths)))
         )
@@ -185,8 +186,9 @@ class FusionDecoder(nn.Module):
                 blocks.append(Upsample(width, widths[i + 1], dims=3, scale=(1, 2, 2)))
             self.scales.append(nn.Sequential(*blocks))
         temporal: list[nn.Module] = []
-        for _ in range(num_temporal_stages):  # temporal interpolation blocks
-            temporal += [Upsample(widths[-1], dims=3, scale=(2, 1, 1)), ResBlock(widths[-1], widths[-1], **rb)]
+        for _ in range(num_temporal_stages):  # temporal interpolation: nearest x2 in time + temporal conv, ResBlock
+            temporal += [Upsample(widths[-1], dims=3, scale=(2, 1, 1), kernel_size=(3, 1, 1)),
+                         ResBlock(widths[-1], widths[-1], **rb)]
         self.temporal = nn.ModuleList(temporal)
         self.conv_out = _out_head(widths[-1], out_channels, groups, dims=3)
 
