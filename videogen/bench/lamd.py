@@ -363,7 +363,6 @@ register_table(
     f"128x128 image with the equal-width LDM (no CFG on either side: the Landscape recipe is unguided). Each "
     f"network's denoising step is timed {TIME_STEPS}x after {TIME_WARMUP} warm-up; the {K_STEPS}-step totals "
     f"are EXTRAPOLATED (step x {K_STEPS} + E_I, D_V and the LDM decoder timed once), {TIME_THREADS} CPU "
-    "thread. Paper widths (Landscape recipe, as in the FLOPs table); a CPU, unlike the paper's GPU, runs "
-    "near its peak FLOP rate on every layer, so these ratios follow the FLOPs more closely than GPU times do. "
-    "Paper (RTX 3090): LDM image 9.8 s; LaMD 16 frames ~10 s (Table 2), 128 frames 10.7 s.",
+    "thread. Paper widths (the Landscape networks of the FLOPs table's 'Table 11' rows: compare the ratios). "
+    "Paper (RTX 3090, LDM ~600M vs LaMD ~400M): LDM image 9.8 s; LaMD 16 frames ~10 s (Table 2), 128 frames 10.7 s.",
 )
