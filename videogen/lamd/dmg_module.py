@@ -83,10 +83,13 @@ class DMGModule(pl.LightningModule):
     @torch.no_grad()
     def encode_batch(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """``batch["video"] (B, C, T, H, W)`` -> ``z_m (B, d, h, w)`` and the DMG's condition kwargs."""
-        video = batch["video"]
-        b = video.shape[0]
-        z_m, _, _ = self.mcdvae.encode_motion(video, sample=self.hparams.sample_posterior)
-        content = self.mcdvae.encode_content(video[:, :, 0])[0]  # f_x0 (B, d', h, w)
+        if "z_m" in batch:  # latents cached once per video by `cache_latents`
+            z_m, content = batch["z_m"], batch["content"]
+        else:
+            video = batch["video"]
+            z_m, _, _ = self.mcdvae.encode_motion(video, sample=self.hparams.sample_posterior)
+            content = self.mcdvae.encode_content(video[:, :, 0])[0]  # f_x0 (B, d', h, w)
+        b = z_m.shape[0]
         cond: dict[str, Any] = {"content": content, "label": None, "text": None, "text_mask": None}
         if self.dmg.num_classes is not None:
             if "label" not in batch:
@@ -142,3 +145,24 @@ class DMGModule(pl.LightningModule):
         return pipe.generate(video[:, :, 0], label=label, text=text, num_steps=self.hparams.sample_steps,
                              sampler=self.hparams.sample_sampler, guidance_scale=scale, generator=gen,
                              progress=False)
+
+
+@torch.no_grad()
+def cache_latents(mcdvae: MCDVAE, items: Sequence[dict[str, Any]], batch_size: int = 64) -> list[dict[str, Any]]:
+    """Add ``z_m`` (normalised posterior mean, ``(d, h, w)``) and ``content`` (``f_x0``, ``(d', h, w)``) to
+    each item, dropping ``video``: stage 2 then skips the frozen MCD-VAE at every step.
+
+    The trade-off: ``z_m`` is the posterior mean rather than a fresh posterior sample each epoch
+    (``sample_posterior`` no longer applies). Worth it when the MCD-VAE pass costs as much as a DMG step,
+    as on a CPU; at paper scale (data larger than memory) encode on the fly instead.
+    """
+    mcdvae = mcdvae.eval()
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        video = torch.stack([item["video"] for item in chunk])  # (B, C, T, H, W)
+        z_m = mcdvae.encode_motion(video, sample=False)[0]
+        content = mcdvae.encode_content(video[:, :, 0])[0]
+        for item, z, c in zip(chunk, z_m, content):
+            out.append({**{k: v for k, v in item.items() if k != "video"}, "z_m": z, "content": c})
+    return out

@@ -65,6 +65,9 @@ class MCDVAEModule(L.LightningModule):
         lr, betas: Adam for both optimisers (Table 1: 5e-5; betas as VQGAN/LDM).
         grad_clip: optional max gradient norm for both optimisers.
         sample_posterior: train the decoder on ``z ~ q`` (True) or on the posterior mean.
+        rec_loss: pixel term, ``"l1"`` (the paper's Eq. 2) or ``"l2"``. Without LPIPS and GAN (e.g. the
+            CPU demo) L1 lets a small moving object fade into the background, its median under
+            uncertainty, for hundreds of steps; L2 keeps it (docs/lamd.md, "CPU demo").
     """
 
     def __init__(
@@ -86,8 +89,11 @@ class MCDVAEModule(L.LightningModule):
         grad_clip: float | None = None,
         adaptive_max_weight: float = 1e4,
         sample_posterior: bool = True,
+        rec_loss: str = "l1",
     ):
         super().__init__()
+        if rec_loss not in ("l1", "l2"):
+            raise ValueError(f"rec_loss must be 'l1' or 'l2', got {rec_loss!r}")
         if disc_loss not in _D_LOSSES:
             raise ValueError(f"disc_loss must be one of {sorted(_D_LOSSES)}, got {disc_loss!r}")
         if beta < 0 or lpips_weight < 0 or disc_weight < 0:
@@ -107,9 +113,10 @@ class MCDVAEModule(L.LightningModule):
 
     # ---- losses -------------------------------------------------------------------------------
     def _rec_loss(self, recon: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        l1 = (recon - video).abs().mean()
-        logs = {"l1": l1.detach()}
-        rec = l1
+        diff = recon - video
+        pixel = diff.abs().mean() if self.hparams.rec_loss == "l1" else diff.pow(2).mean()
+        logs = {self.hparams.rec_loss: pixel.detach()}
+        rec = pixel
         if self.lpips is not None:
             lp = self.lpips(recon, video)
             rec = rec + self.hparams.lpips_weight * lp
