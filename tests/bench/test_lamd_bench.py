@@ -49,7 +49,8 @@ def test_dmg_flops_do_not_depend_on_frames_but_the_decoders_do(quick_bench):
     for row in (short, long):
         assert all(v > 0 for v in row.values() if isinstance(v, float))
         assert row["CFG"] == "no"  # the Landscape recipe samples without guidance
-        lamd_gflops = lamd.K_STEPS * row["DMG GFLOPs/step"] + row["E_I GFLOPs"] + row["D_V GFLOPs"]
+        lamd_gflops = (row["DMG condition GFLOPs (once)"] + lamd.K_STEPS * row["DMG GFLOPs/step"]
+                       + row["E_I GFLOPs"] + row["D_V GFLOPs"])
         assert row["LaMD video TFLOPs"] * 1e3 == pytest.approx(lamd_gflops)
         ldm_gflops = lamd.K_STEPS * row["LDM UNet GFLOPs/step"] + row["LDM decoder GFLOPs"]
         assert row["LDM image TFLOPs"] * 1e3 == pytest.approx(ldm_gflops)
@@ -59,8 +60,8 @@ def test_dmg_flops_do_not_depend_on_frames_but_the_decoders_do(quick_bench):
 
 
 def test_meta_flop_counts_equal_real_tensor_counts():
-    """The meta count of a DMG step (text-conditioned: exercises the mask read) and of D_V equals a count
-    on real tensors."""
+    """The meta count of the DMG condition and step (text-conditioned: a key mask) and of D_V equals a
+    count on real tensors."""
     recipe = lamd.load_recipe("tiny")
     dmg_args = dict(recipe.dmg, num_classes=None, text_dim=16)
     counts = []
@@ -72,7 +73,7 @@ def test_meta_flop_counts_equal_real_tensor_counts():
             z_m, t = torch.randn(1, *ae.latent_shape), torch.full((1,), 3)
             content = ae.image_encoder(torch.rand(1, 3, ae.resolution, ae.resolution) * 2 - 1)
             text = torch.randn(1, 5, 16)
-        counts.append((lamd.dmg_step_flops(dmg, z_m, t, content[0], text),
+        counts.append((*lamd.dmg_step_flops(dmg, z_m, t, content[0], text),
                        harness.count_flops(ae.decode, z_m, content)))
     assert counts[0] == counts[1] and min(counts[0]) > 0
 
@@ -83,7 +84,7 @@ def test_quick_time_rows_extrapolate_with_cfg(quick_bench):
     for row in rows:
         assert row["setting"].startswith("toy") and row["CFG"] == "x2"  # lamd_tiny samples with guidance 2
         assert all(v > 0 for v in row.values() if isinstance(v, float))
-        video = 2 * lamd.K_STEPS * row["DMG s/step"] + row["E_I s"] + row["D_V s"]
+        video = 2 * row["DMG condition s (once)"] + 2 * lamd.K_STEPS * row["DMG s/step"] + row["E_I s"] + row["D_V s"]
         assert row["LaMD video s (extrap.)"] == pytest.approx(video)
         assert row["video / image"] == pytest.approx(video / row["LDM image s (extrap.)"])
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from videogen.bench.harness import count_flops, count_params, register_table, time_callable
 from videogen.core.nn.unet2d import UNet2D
@@ -164,28 +163,13 @@ def _inputs(ae: MCDVAE, dmg: MotionGenerator, recipe: LamdRecipe) -> dict[str, t
 # ----------------------------------------------------------------------------- FLOPs
 
 
-class _MetaScalarReads(TorchDispatchMode):
-    """Answer ``bool()``/``int()`` reads of meta tensors (they hold no data) with True / 0.
-
-    ``MotionGenerator.encode_condition`` asks ``bool(mask.all())`` to drop an all-True key mask; on meta
-    the mask cannot be read.  Every mask the bench builds is all True, so True is the correct answer.
-    """
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default and args[0].device.type == "meta":
-            return True if args[0].dtype == torch.bool else 0
-        return func(*args, **(kwargs or {}))
-
-
 def dmg_step_flops(dmg: MotionGenerator, z_m: torch.Tensor, t: torch.Tensor, content: torch.Tensor,
-                   text: torch.Tensor | None = None) -> int:
-    """FLOPs of one DMG evaluation (conditioning + UNet), on meta or real tensors."""
-
-    def step() -> None:
-        with _MetaScalarReads():
-            dmg(z_m, t, content, text=text)
-
-    return count_flops(step)
+                   text: torch.Tensor | None = None) -> tuple[int, int]:
+    """FLOPs of the DMG condition (built once per video by ``LaMD.generate``) and of one UNet step."""
+    context, mask = dmg.encode_condition(content, text=text)
+    condition = count_flops(lambda: dmg.encode_condition(content, text=text))
+    step = count_flops(lambda: dmg(z_m, t, context=context, context_mask=mask))
+    return condition, step
 
 
 def sampling_flops(recipe: LamdRecipe, num_frames: int | None = None, resolution: int | None = None,
@@ -199,16 +183,17 @@ def sampling_flops(recipe: LamdRecipe, num_frames: int | None = None, resolution
     cfg = 2 if recipe.guided else 1
     enc = count_flops(ae.encode_content, x["x0"])
     dec = count_flops(ae.decode, x["z_m"], content)
-    step = dmg_step_flops(dmg, x["z_m"], x["t"], content[0], x["text"])
+    cond, step = dmg_step_flops(dmg, x["z_m"], x["t"], content[0], x["text"])
     ldm_step = count_flops(unet, x["z_img"], x["t"])
     ldm_dec = count_flops(lambda z: vae.decode(z, return_dict=False), x["z_img"])
-    video = steps * cfg * step + enc + dec
+    video = cfg * cond + steps * cfg * step + enc + dec
     image = steps * ldm_step + ldm_dec
     g = 1e9
     return {
         "recipe": recipe.name,
         "video (LxHxW)": f"{ae.num_frames}x{ae.resolution}x{ae.resolution}",
         "CFG": "x2" if recipe.guided else "no",
+        "DMG condition GFLOPs (once)": cond / g,
         "DMG GFLOPs/step": step / g,
         "E_I GFLOPs": enc / g,
         "D_V GFLOPs": dec / g,
@@ -253,11 +238,13 @@ def _sampling_seconds(recipe: LamdRecipe, frames: tuple[int, ...], resolution: i
             ldm = _time_ldm(ae, dmg, x, timed_steps, warmup)
         lamd = _time_lamd(ae, dmg, x, timed_steps, warmup)
         del ae, dmg
-        video = steps * (2 if recipe.guided else 1) * lamd["step"] + lamd["enc"] + lamd["dec"]
+        cfg = 2 if recipe.guided else 1
+        video = cfg * lamd["cond"] + steps * cfg * lamd["step"] + lamd["enc"] + lamd["dec"]
         image = steps * ldm["step"] + ldm["dec"]
         rows.append({
             "video (LxHxW)": f"{num_frames}x{x['x0'].shape[-1]}x{x['x0'].shape[-1]}",
             "CFG": "x2" if recipe.guided else "no",
+            "DMG condition s (once)": lamd["cond"],
             "DMG s/step": lamd["step"],
             "E_I s": lamd["enc"],
             "D_V s": lamd["dec"],
@@ -274,9 +261,12 @@ def _time_lamd(ae: MCDVAE, dmg: MotionGenerator, x: dict, timed_steps: int, warm
     """Seconds of E_I (once), one DMG step (mean of ``timed_steps``) and D_V (once)."""
     enc = time_callable(lambda: ae.encode_content(x["x0"]), 1, 0)["mean_s"]
     content = ae.encode_content(x["x0"])
-    step = time_callable(lambda: dmg(x["z_m"], x["t"], content[0], text=x["text"]), timed_steps, warmup)["mean_s"]
+    cond = time_callable(lambda: dmg.encode_condition(content[0], text=x["text"]), 1, 0)["mean_s"]
+    context, mask = dmg.encode_condition(content[0], text=x["text"])
+    step = time_callable(lambda: dmg(x["z_m"], x["t"], context=context, context_mask=mask), timed_steps,
+                         warmup)["mean_s"]
     dec = time_callable(lambda: ae.decode(x["z_m"], content), 1, 0)["mean_s"]
-    return {"enc": enc, "step": step, "dec": dec}
+    return {"enc": enc, "cond": cond, "step": step, "dec": dec}
 
 
 def _time_ldm(ae: MCDVAE, dmg: MotionGenerator, x: dict, timed_steps: int, warmup: int) -> dict[str, float]:

@@ -156,11 +156,25 @@ class MotionGenerator(nn.Module):
         if self.cond_transformer is not None:
             context = self.cond_transformer(context, src_key_padding_mask=~mask)
             context = self.context_out(self.cond_norm(context))
-        return context, (None if bool(mask.all()) else mask)
+        # an all-True key mask is dropped (SDPA's fast path); on the meta device (FLOP counting) it is kept
+        return context, (None if mask.device.type != "meta" and bool(mask.all()) else mask)
 
-    def forward(self, z_t: torch.Tensor, t: torch.Tensor, content: torch.Tensor, label: torch.Tensor | None = None,
-                text: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``z_t (B, d, h, w)``, ``t (B,)``, ``content = f_x0 (B, d', h, w)`` -> predicted noise ``(B, d, h, w)``."""
-        self.validate_inputs(z_t, content, label, text, text_mask)
-        context, mask = self.encode_condition(content, label, text, text_mask)
-        return self.unet(z_t, t, context=context, context_mask=mask)
+    def forward(self, z_t: torch.Tensor, t: torch.Tensor, content: torch.Tensor | None = None,
+                label: torch.Tensor | None = None, text: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``z_t (B, d, h, w)``, ``t (B,)``, ``content = f_x0 (B, d', h, w)`` -> predicted noise ``(B, d, h, w)``.
+
+        The condition does not depend on ``t``: a sampler may build it once with ``encode_condition`` and
+        pass ``context`` (``(B, M, context_dim)``) and ``context_mask`` instead of content/label/text.
+        """
+        if context is None:
+            if content is None:
+                raise ValueError("MotionGenerator needs `content` (f_x0) or a precomputed `context`")
+            self.validate_inputs(z_t, content, label, text, text_mask)
+            context, context_mask = self.encode_condition(content, label, text, text_mask)
+        elif content is not None or label is not None or text is not None:
+            raise ValueError("give either content/label/text or a precomputed context, not both")
+        elif context.shape[0] != z_t.shape[0] or context.ndim != 3:
+            raise ValueError(f"context must be (B, M, D) with B = {z_t.shape[0]}, got {tuple(context.shape)}")
+        return self.unet(z_t, t, context=context, context_mask=context_mask)

@@ -146,18 +146,22 @@ class LaMD(nn.Module):
             raise ValueError("guidance_scale != 1 needs a label or a text to guide with")
         device = self._device()
         content = self.mcdvae.encode_content(image.to(device))  # [f_x0 (B, d', h, w), f^1, ..., f^k]
-        cond = {"content": content[0], "label": label_t, "text": text_t, "text_mask": text_mask}
+        # The condition does not depend on the timestep: build the cross-attention context once, not per step.
+        cond = self._context(content[0], label_t, text_t, text_mask)
         uncond = None
         if guidance_scale != 1.0:
-            uncond = dict(cond)
-            if label_t is not None:
-                uncond["label"] = torch.full_like(label_t, self.dmg.null_label)
-            if text_t is not None:  # "no text": every text token masked out
-                uncond["text_mask"] = torch.zeros_like(text_mask)
+            null_label = None if label_t is None else torch.full_like(label_t, self.dmg.null_label)
+            no_text = None if text_t is None else torch.zeros_like(text_mask)  # every text token masked out
+            uncond = self._context(content[0], null_label, text_t, no_text)
+            cond, uncond = _same_mask_kind(cond, uncond)
         z_m = self.diffusion.sample(
             self.dmg, (b, *self.mcdvae.latent_shape), cond=cond, uncond=uncond, guidance_scale=guidance_scale,
             sampler=sampler, num_steps=num_steps, eta=eta, generator=generator, device=device, progress=progress)
         return self.mcdvae.decode(z_m, content).clamp(-1, 1)  # (B, C, T, H, W)
+
+    def _context(self, content, label, text, text_mask) -> dict[str, torch.Tensor | None]:
+        context, mask = self.dmg.encode_condition(content, label, text, text_mask)
+        return {"context": context, "context_mask": mask}
 
     @torch.no_grad()
     def transfer_motion(self, content: torch.Tensor, motion_video: torch.Tensor) -> torch.Tensor:
@@ -212,3 +216,13 @@ class LaMD(nn.Module):
         dmg.load_state_dict(load_file(str(directory / DMG_WEIGHTS), device=str(map_location)))
         text_encoder = load_text_encoder(directory / "text_encoder") if config["text_encoder"] else None
         return cls(mcdvae, dmg, config["diffusion"], text_encoder).to(map_location).eval()
+
+
+def _same_mask_kind(cond: dict, uncond: dict) -> tuple[dict, dict]:
+    """Guided sampling batches both branches: give both a key mask when one has one (None = all keys)."""
+    masks = [cond["context_mask"], uncond["context_mask"]]
+    if (masks[0] is None) == (masks[1] is None):
+        return cond, uncond
+    shape, device = cond["context"].shape[:2], cond["context"].device
+    full = [m if m is not None else torch.ones(shape, dtype=torch.bool, device=device) for m in masks]
+    return {**cond, "context_mask": full[0]}, {**uncond, "context_mask": full[1]}
