@@ -140,8 +140,12 @@ def read_video(
         raise ValueError(f"video file is empty (0 bytes): {path}")
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     indices = clip_indices(len(reader), num_frames, frame_stride, start, generator)
+    # Decode the contiguous span and subsample it: decord's frame-accurate seeking is unreliable in some
+    # containers (AVI: get_batch([0, 2, 4]) returned a neighbouring frame), sequential decoding is not.
+    span = list(range(indices[0], indices[-1] + 1))
+    keep = [i - indices[0] for i in indices]
     try:
-        frames = reader.get_batch(indices).asnumpy()  # (T, H, W, C) uint8
+        frames = reader.get_batch(span).asnumpy()[keep]  # (T, H, W, C) uint8
     except decord.DECORDError as err:
         # decord 0.6 fails on some frame widths (16, 24, 48, ...: a row-alignment bug); ffmpeg reads them.
         if "size must exactly match" not in str(err):
