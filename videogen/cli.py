@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import sys
 from collections.abc import Sequence
@@ -91,10 +90,8 @@ def __getattr__(name: str) -> Any:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    if importlib.util.find_spec("videogen.lamd.demo") is not None:
-        from videogen.lamd.demo import run_demo
-    else:  # before the LaMD demo exists: render the synthetic data and score it
-        from videogen.bench.render_demo import run_demo
+    from videogen.lamd.demo import run_demo
+
     run_demo(out_dir=Path(args.out), seed=args.seed, fast=args.fast)
     return 0
 

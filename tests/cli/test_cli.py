@@ -117,7 +117,6 @@ def test_unknown_command_and_no_command(capsys):
 
 
 def test_demo_dispatches_to_the_lamd_demo(tmp_path, monkeypatch):
-    pytest.importorskip("videogen.lamd.demo")
     calls = []
     monkeypatch.setattr("videogen.lamd.demo.run_demo", lambda **kw: calls.append(kw))
     assert main(["demo", "--out", str(tmp_path), "--fast", "--seed", "3"]) == 0

@@ -9,7 +9,7 @@ Names load on first access, so ``import videogen.data`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
+from videogen.core.lazy import lazy_exports
 
 _EXPORTS = {
     "SyntheticVideoDataset": "synthetic",
@@ -28,14 +28,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"videogen.data.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'videogen.data' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = list(_EXPORTS)

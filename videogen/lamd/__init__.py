@@ -9,7 +9,7 @@ Stage 2 (DMG): ``MotionGenerator``, ``DMGModule``; text encoders ``TextEncoder``
 
 from __future__ import annotations
 
-import importlib
+from videogen.core.lazy import lazy_exports
 
 _EXPORTS = {
     # stage 1
@@ -29,14 +29,6 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"videogen.lamd.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'videogen.lamd' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_EXPORTS))
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = list(_EXPORTS)

@@ -45,7 +45,7 @@ class MotionGenerator(nn.Module):
         context_dim: width of the cross-attention context ("conditioning embedding dimension", 512).
         cond_transformer_dim: width of the conditioning transformer (512 for NATOPS/MUG/CATER) or None.
         cond_transformer_depth, cond_transformer_heads: its depth and heads (the paper gives neither:
-            depth chosen so the parameter count matches Table 2, see docs/lamd_stage2_notes.md).
+            depth chosen so the parameter count matches Table 2, see docs/lamd.md).
         num_classes: number of class labels (class-guided I2V) or None.
         text_dim: width of the text encoder's tokens (text-image-to-video) or None.
         use_checkpoint: gradient checkpointing in the UNet's attention blocks.

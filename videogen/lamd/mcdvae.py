@@ -15,7 +15,7 @@ Three networks:
   (temporal upsample + ResBlock) restore ``L`` frames, and an output conv gives the video.
 
 The motion latent passes through ``LatentNorm`` (the paper's normalisation layer) before the decoder
-and the DMG.  Choices the paper leaves open are listed in ``docs/lamd_stage1_notes.md``.
+and the DMG.  Choices the paper leaves open are listed in ``docs/lamd.md``.
 """
 
 from __future__ import annotations

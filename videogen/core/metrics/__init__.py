@@ -1,5 +1,7 @@
 """videogen.core.metrics."""
 
+from videogen.core.lazy import lazy_exports
+
 from .frechet import feature_statistics, frechet_distance
 from .fvd import (
     FrechetVideoDistance,
@@ -45,9 +47,4 @@ _LAZY = {
 __all__ += list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
