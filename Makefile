@@ -2,19 +2,30 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
-STAMP   = $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+LOCK   ?= requirements.lock
+STAMP   = $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-slow bench lint clean
+.PHONY: install lock demo test test-slow bench lint clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Installs the exact versions the test suite passed with ($(LOCK)); pyproject.toml keeps ranges for
+# library users.  `make lock` re-resolves the ranges in a scratch venv and rewrites the lock.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -c $(LOCK) -e ".[dev]"
 	$(PY) -c "import torch, torchvision, lightning, diffusers, videogen; print('videogen installed; torch', torch.__version__)"
 	rm -f $(VENV)/.installed-* && touch $@
+
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet -e ".[dev]"
+	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e ' > $(LOCK)
+	rm -rf .venv-lock
+	@echo "wrote $(LOCK); run 'make test' in a fresh clone before committing it"
 
 demo: install
 	$(VENV)/bin/videogen demo --out outputs/demo

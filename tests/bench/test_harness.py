@@ -115,3 +115,24 @@ def test_time_callable_counts_calls_and_measures_sleep():
     assert 0.01 <= stats["min_s"] <= stats["mean_s"] < 1.0
     with pytest.raises(ValueError):
         harness.time_callable(lambda: None, repeats=0)
+
+
+@pytest.mark.parametrize("device", ["meta", "cpu"])
+def test_attention_flops_use_one_formula_on_every_device(device):
+    """SDPA with a key mask counts 4*B*h*L*S*d on meta and CPU alike (fused CPU kernels once counted 0)."""
+    b, h, L, S, d = 2, 3, 5, 7, 8
+    with torch.device(device):
+        q, k, v = torch.randn(b, h, L, d), torch.randn(b, h, S, d), torch.randn(b, h, S, d)
+        mask = torch.ones(b, 1, 1, S, dtype=torch.bool)
+    flops = harness.count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    assert flops == 4 * b * h * L * S * d
+
+
+def test_math_attention_equals_sdpa():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 8, generator=g) for _ in range(3))
+    mask = torch.rand(2, 1, 5, 5, generator=g) > 0.3
+    mask[..., 0] = True
+    for kwargs in ({}, {"attn_mask": mask}, {"is_causal": True}, {"scale": 0.3}):
+        torch.testing.assert_close(harness._math_attention(q, k, v, **kwargs),
+                                   torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs))

@@ -126,3 +126,33 @@ def test_missing_weights_error_names_files(tmp_path, monkeypatch):
         load_i3d(tmp_path / "nowhere")
     message = str(err.value)
     assert "i3d_pretrained_400.pt" in message and "i3d_torchscript.pt" in message
+
+
+def test_unit3d_batchnorm_matches_the_fvd_code_formula_in_float64():
+    """Conv + BN (eval) + ReLU equals ``relu(g * (conv - mu) / sqrt(var + 1e-5) + b)`` computed in float64,
+    with running variances from 1e-6 to 1: the regime where eps 1e-3 (piergiaj) and 1e-5 (VideoGPT's
+    ``pytorch_i3d.py``, which ships ``i3d_pretrained_400.pt``) disagree most."""
+    from videogen.core.metrics.i3d import I3D_BN_EPS, Unit3D
+
+    assert I3D_BN_EPS == 1e-5
+    torch.manual_seed(0)
+    unit = Unit3D(3, 7, kernel=(1, 3, 3)).eval()
+    bn = unit.bn
+    with torch.no_grad():
+        bn.running_var.copy_(torch.logspace(-6, 0, 7))
+        bn.running_mean.uniform_(-0.1, 0.1)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.1, 0.1)
+        unit.conv3d.weight.mul_(1e-2)  # conv outputs on the scale of sqrt(running_var)
+    x = torch.randn(2, 3, 2, 6, 6)
+    with torch.no_grad():
+        got = unit(x).double()
+        conv = unit.conv3d.double()(torch.nn.functional.pad(x.double(), (1, 1, 1, 1, 0, 0)))
+        shape = (1, -1, 1, 1, 1)
+        ref = (conv - bn.running_mean.double().view(shape)) / torch.sqrt(bn.running_var.double().view(shape) + 1e-5)
+        ref = torch.relu(ref * bn.weight.double().view(shape) + bn.bias.double().view(shape))
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # the same formula with eps 1e-3 is far off for the small-variance channels
+        wrong = (conv - bn.running_mean.double().view(shape)) / torch.sqrt(bn.running_var.double().view(shape) + 1e-3)
+        wrong = torch.relu(wrong * bn.weight.double().view(shape) + bn.bias.double().view(shape))
+    assert (wrong - ref).abs().max() > 1e-1

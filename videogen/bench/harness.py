@@ -111,19 +111,60 @@ def count_params(module_factory: Callable[[], torch.nn.Module], *, trainable_onl
     return sum(p.numel() for p in params.values())
 
 
+def _math_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+                    enable_gqa=False):
+    """``F.scaled_dot_product_attention`` as two explicit matmuls, for counting only.
+
+    The fused kernels that SDPA dispatches to differ by device and torch version (a CPU kernel with a
+    mask had no FLOP formula in torch 2.14, so the same network counted fewer FLOPs on CPU than on
+    ``meta``).  Counting the math form gives one formula everywhere: ``4 * B * heads * L * S * d``
+    (``Q K^T`` and ``A V``, a multiply-add = 2), the same as PyTorch's formula for the fused kernels.
+    """
+    if enable_gqa and key.shape[-3] != query.shape[-3]:
+        rep = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(rep, -3), value.repeat_interleave(rep, -3)
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    scores = (query * scale) @ key.transpose(-2, -1)  # (..., L, S)
+    if is_causal:
+        causal = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+    if attn_mask is not None:
+        scores = (scores.masked_fill(~attn_mask, float("-inf")) if attn_mask.dtype == torch.bool
+                  else scores + attn_mask)
+    return scores.softmax(-1) @ value  # (..., L, d)
+
+
+class _explicit_attention:
+    """Context manager: ``F.scaled_dot_product_attention`` runs as :func:`_math_attention` inside."""
+
+    def __enter__(self):
+        import torch.nn.functional as F
+
+        self._original = F.scaled_dot_product_attention
+        F.scaled_dot_product_attention = _math_attention
+        return self
+
+    def __exit__(self, *exc):
+        import torch.nn.functional as F
+
+        F.scaled_dot_product_attention = self._original
+        return False
+
+
 def count_flops(fn: Callable[..., Any], *inputs: Any, unit: str = "flops", **kwargs: Any) -> int:
     """FLOPs of one call ``fn(*inputs, **kwargs)``, counted by ``torch.utils.flop_counter``.
 
     Pass meta tensors (and a module built on ``meta``) to count without memory or time.  Only
     matmuls, convolutions and attention are counted (the ops that dominate), as in the papers.
     ``unit="flops"`` counts a multiply-add as 2 (PyTorch's convention); ``unit="macs"`` as 1, the
-    convention of fvcore and of the "GFLOPs" that DiT-style papers report.
+    convention of fvcore and of the "GFLOPs" that DiT-style papers report.  Attention is counted
+    with one device-independent formula (:func:`_math_attention`).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
     if unit not in ("flops", "macs"):
         raise ValueError(f"unit must be 'flops' or 'macs', got {unit!r}")
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), _explicit_attention(), FlopCounterMode(display=False) as counter:
         fn(*inputs, **kwargs)
     total = counter.get_total_flops()
     return total if unit == "flops" else total // 2

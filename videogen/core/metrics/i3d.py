@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..pretrained import MissingWeightsError, resolve_weight_file
 
-__all__ = ["I3D", "TorchScriptI3D", "load_i3d", "I3D_STATE_DICT_FILE", "I3D_TORCHSCRIPT_FILE"]
+__all__ = ["I3D", "TorchScriptI3D", "load_i3d", "I3D_STATE_DICT_FILE", "I3D_TORCHSCRIPT_FILE", "I3D_BN_EPS"]
 
 I3D_STATE_DICT_FILE = "i3d_pretrained_400.pt"
 I3D_TORCHSCRIPT_FILE = "i3d_torchscript.pt"
@@ -75,8 +75,15 @@ def _same_pad(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...])
     return F.pad(x, pads)
 
 
+#: BatchNorm epsilon of the FVD code that distributes and uses ``i3d_pretrained_400.pt`` (VideoGPT's
+#: ``fvd/pytorch_i3d.py``, copied by TATS, LVDM and PVDM).  piergiaj's original port uses 1e-3 (with other
+#: weights); with the real file, channels whose running variance is near 1e-3 would differ far more than
+#: rounding, so published FVDs are only comparable with 1e-5.
+I3D_BN_EPS = 1e-5
+
+
 class Unit3D(nn.Module):
-    """Conv3d (SAME padding, no bias) + BatchNorm3d(eps=1e-3) + ReLU; the logits layer keeps only the conv."""
+    """Conv3d (SAME padding, no bias) + BatchNorm3d(eps=1e-5) + ReLU; the logits layer keeps only the conv."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int, int] = (1, 1, 1),
                  stride: tuple[int, int, int] = (1, 1, 1), batch_norm: bool = True, activation: bool = True,
@@ -84,7 +91,7 @@ class Unit3D(nn.Module):
         super().__init__()
         self.kernel, self.stride, self.activation = kernel, stride, activation
         self.conv3d = nn.Conv3d(in_channels, out_channels, kernel, stride=stride, bias=bias)
-        self.bn = nn.BatchNorm3d(out_channels, eps=1e-3, momentum=0.01) if batch_norm else None
+        self.bn = nn.BatchNorm3d(out_channels, eps=I3D_BN_EPS, momentum=0.01) if batch_norm else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv3d(_same_pad(x, self.kernel, self.stride))
