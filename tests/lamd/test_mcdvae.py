@@ -49,18 +49,21 @@ def test_temporal_stages_follow_num_frames(frames, folded):
     assert m(video)[0].shape == video.shape
 
 
-def test_gradients_reach_every_parameter():
+def test_the_stage1_loss_trains_every_parameter_including_the_dmg_condition():
+    """The real stage-1 loss (MCDVAEModule.generator_loss, L1 + beta*KL) reaches every parameter, f_x0's
+    head (``content_out``, the DMG's content condition) included: D_V reads f_x0."""
+    from videogen.lamd import MCDVAEModule
+
     torch.manual_seed(0)
-    m = MCDVAE(**TINY)
+    module = MCDVAEModule(MCDVAE(**TINY), lpips_weight=0.0, disc_weight=0.0)
     with torch.no_grad():  # zero-initialised output convs would block gradients upstream: perturb them
-        for p in m.parameters():
+        for p in module.autoencoder.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    video = _video()
-    recon, mean, logvar = m(video)
-    f_x0 = m.encode_content(video[:, :, 0])[0]  # the DMG condition is not used by the decoder
-    (recon.square().mean() + mean.square().mean() + logvar.square().mean() + f_x0.square().mean()).backward()
-    missing = [n for n, p in m.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    loss, _, _ = module.generator_loss(_video(), gan=False)
+    loss.backward()
+    missing = [n for n, p in module.autoencoder.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing
+    assert module.autoencoder.image_encoder.content_out[-1].weight.grad.abs().sum() > 0
 
 
 def test_sampling_is_reproducible_with_a_generator(model):

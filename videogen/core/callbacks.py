@@ -1,10 +1,9 @@
 """Training callbacks shared by every model: weight EMA and sample-video logging.
 
-``EMA`` keeps an exponential moving average of the module's weights (all three papers evaluate EMA
-weights; LVDM uses decay 0.9999).  It is Lightning's ``EMAWeightAveraging`` (Lightning >= 2.6) with the
-library's defaults: the average is swapped in for validation, written as the checkpoint's
-``state_dict`` (the raw weights go to ``current_model_state`` so that ``fit --ckpt_path`` resumes both),
-and copied into the module when training ends.
+``EMA`` keeps an exponential moving average of the trainable weights with LDM's warm-up (all three
+papers evaluate EMA weights).  Lightning's ``EMAWeightAveraging`` deep-copies the whole module (a frozen
+first stage and text encoder included) and has no warm-up, so this is a small callback of its own with
+the same checkpoint layout: the average in ``state_dict``, the raw weights in ``current_model_state``.
 
 ``VideoSampleLogger`` asks the module for a few sample videos at the end of a validation epoch and logs
 them to TensorBoard.  A module takes part by implementing the small protocol ``SupportsSampleVideos``.
@@ -18,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from videogen.core.video import to_uint8
@@ -26,38 +25,145 @@ from videogen.core.video import to_uint8
 __all__ = ["EMA", "SupportsSampleVideos", "VideoSampleLogger", "video_contact_sheet"]
 
 
-class EMA(EMAWeightAveraging):
-    """Exponential moving average of the weights: ``ema = decay * ema + (1 - decay) * weights``.
+class EMA(Callback):
+    """Exponential moving average of the trainable weights, with LDM's warm-up.
 
-    The first update copies the weights; later updates happen after every ``update_every_n_steps``
-    optimizer steps once ``start_step`` (a 0-based optimizer step index) is reached.
+    After every ``update_every_n_steps``-th optimiser step (from ``start_step`` on, 0-based) each
+    trainable parameter's shadow becomes ``ema = d * ema + (1 - d) * w`` with
+    ``d = min(decay, (1 + n) / (10 + n))``, ``n`` the number of updates so far (LDM's ``LitEma``;
+    ``warmup=False`` uses ``decay`` from the first update, which copies).  Without the warm-up a decay
+    of 0.9999 keeps ``0.9999**n`` of the random initial weights: 79% after 2.4k steps.
+
+    Only parameters with ``requires_grad`` at the start of ``fit`` are averaged: a frozen first stage or
+    text encoder is neither copied nor averaged.  Buffers are not averaged (the live ones are used),
+    as in LDM.  The average is swapped in from ``on_validation_epoch_start`` to ``on_validation_end``,
+    so validation, the sample logger (``on_validation_epoch_end``) and checkpoint monitoring all see it,
+    and it is copied into the module when training ends.  Checkpoints hold the average in
+    ``state_dict`` (what ``load_from_checkpoint`` and the models' ``from_checkpoint`` read) and the raw
+    trainable weights in ``current_model_state`` (restored by ``fit --ckpt_path``).  Not for sharded
+    (FSDP) parameters.
 
     Args:
-        decay: EMA decay in [0, 1).
-        update_every_n_steps: update the average after every n-th optimizer step.
-        start_step: first optimizer step (0-based) that updates the average.
-        use_buffers: average buffers too (keep True unless the module has running statistics that
-            should be recomputed instead).
+        decay: EMA decay in [0, 1) (LDM/LVDM 0.9999, CMD 0.999).
+        warmup: LDM's ``(1 + n) / (10 + n)`` cap on the decay.
+        update_every_n_steps: update after every n-th optimiser step.
+        start_step: first optimiser step (0-based) that updates the average.
     """
 
-    def __init__(
-        self,
-        decay: float = 0.9999,
-        update_every_n_steps: int = 1,
-        start_step: int = 0,
-        use_buffers: bool = True,
-    ) -> None:
+    def __init__(self, decay: float = 0.9999, warmup: bool = True, update_every_n_steps: int = 1,
+                 start_step: int = 0) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        if update_every_n_steps < 1:
-            raise ValueError(f"update_every_n_steps must be >= 1, got {update_every_n_steps}")
-        super().__init__(
-            decay=decay,
-            update_every_n_steps=update_every_n_steps,
-            update_starting_at_step=start_step,
-            use_buffers=use_buffers,
-        )
-        self.decay = decay
+        if update_every_n_steps < 1 or start_step < 0:
+            raise ValueError(f"update_every_n_steps must be >= 1 and start_step >= 0, got "
+                             f"{update_every_n_steps}, {start_step}")
+        self.decay, self.warmup = decay, warmup
+        self.update_every_n_steps, self.start_step = update_every_n_steps, start_step
+        self.num_updates = 0
+        self._last_step = 0
+        self._shadow: dict[str, torch.Tensor] | None = None  # name -> float average
+        self._stash: dict[str, torch.Tensor] | None = None  # raw weights while the average is swapped in
+        self._pending: dict[str, torch.Tensor] | None = None  # averages read from a checkpoint before setup
+
+    def current_decay(self) -> float:
+        """The decay the next update uses."""
+        if self.num_updates == 0:
+            return 0.0  # the first update copies
+        if not self.warmup:
+            return self.decay
+        return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
+
+    def _params(self, pl_module: pl.LightningModule) -> dict[str, torch.nn.Parameter]:
+        assert self._shadow is not None
+        named = dict(pl_module.named_parameters())
+        return {name: named[name] for name in self._shadow}
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit" or self._shadow is not None:
+            return
+        self._shadow = {name: p.detach().float().clone() for name, p in pl_module.named_parameters()
+                        if p.requires_grad}
+        if not self._shadow:
+            raise ValueError(f"EMA: {type(pl_module).__name__} has no trainable parameters to average")
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        step = trainer.global_step  # optimiser steps taken (counts both optimisers of a GAN)
+        if step <= self._last_step:
+            return
+        self._last_step = step
+        if step - 1 < self.start_step or (step - 1 - self.start_step) % self.update_every_n_steps:
+            return
+        d = self.current_decay()
+        for name, p in self._params(pl_module).items():
+            self._shadow[name].lerp_(p.detach().float(), 1.0 - d)
+        self.num_updates += 1
+
+    @torch.no_grad()
+    def _swap_in(self, pl_module: pl.LightningModule) -> None:
+        if self._shadow is None or self._stash is not None:
+            return
+        params = self._params(pl_module)
+        self._stash = {name: p.detach().clone() for name, p in params.items()}
+        for name, p in params.items():
+            p.copy_(self._shadow[name])
+
+    @torch.no_grad()
+    def _swap_out(self, pl_module: pl.LightningModule) -> None:
+        if self._stash is None:
+            return
+        for name, p in self._params(pl_module).items():
+            p.copy_(self._stash[name])
+        self._stash = None
+
+    def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.state.fn == "fit":
+            self._swap_in(pl_module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._swap_out(pl_module)
+
+    @torch.no_grad()
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._swap_out(pl_module)
+        if self._shadow is not None:
+            for name, p in self._params(pl_module).items():
+                p.copy_(self._shadow[name])
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"num_updates": self.num_updates, "last_step": self._last_step}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.num_updates = int(state_dict["num_updates"])
+        self._last_step = int(state_dict["last_step"])
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        if self._shadow is None:
+            return
+        state = checkpoint["state_dict"]
+        raw = self._stash if self._stash is not None else {n: state[n] for n in self._shadow}
+        checkpoint["current_model_state"] = {n: v.detach().clone() for n, v in raw.items()}
+        for name, avg in self._shadow.items():
+            state[name] = avg.to(state[name].dtype).clone()
+
+    @torch.no_grad()
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        if self._shadow is None:
+            return
+        state, raw = checkpoint["state_dict"], checkpoint.get("current_model_state")
+        if raw is None:
+            warnings.warn("EMA: the checkpoint was saved without EMA; the average starts from its weights",
+                          stacklevel=1)
+        params = self._params(pl_module)
+        for name, p in params.items():
+            if name in state:
+                self._shadow[name].copy_(state[name])
+            if raw is not None and name in raw:
+                p.copy_(raw[name])  # the module was loaded with the average: put the raw weights back
 
 
 @runtime_checkable

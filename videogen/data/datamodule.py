@@ -21,10 +21,11 @@ into a list of str.
 from __future__ import annotations
 
 import logging
+import os
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset, random_split
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, random_split
 
 __all__ = ["VideoDataModule"]
 
@@ -49,7 +50,11 @@ class VideoDataModule(L.LightningDataModule):
         batch_size: training batch size; ``eval_batch_size`` (default: the same) for the others.
         num_workers, pin_memory, persistent_workers: passed to every ``DataLoader``
             (``persistent_workers`` only takes effect with ``num_workers > 0``).
-        shuffle: shuffle the training set each epoch.
+        shuffle: shuffle the training set each epoch.  The order of epoch ``e`` is a function of
+            ``(shuffle_seed, e)`` only (a seeded ``DistributedSampler``, one shard per rank), so a run
+            resumed at an epoch boundary sees the same batches as an uninterrupted one.
+        shuffle_seed: seed of that order; ``None`` takes ``PL_GLOBAL_SEED`` (the recipe's
+            ``seed_everything``), else 0.
         drop_last: drop the last incomplete training batch.
     """
 
@@ -68,6 +73,7 @@ class VideoDataModule(L.LightningDataModule):
         persistent_workers: bool = False,
         shuffle: bool = True,
         drop_last: bool = False,
+        shuffle_seed: int | None = None,
     ) -> None:
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
@@ -83,6 +89,7 @@ class VideoDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers, self.pin_memory = num_workers, pin_memory
         self.persistent_workers, self.shuffle, self.drop_last = persistent_workers, shuffle, drop_last
+        self.shuffle_seed = shuffle_seed
         self.train_dataset: Dataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
@@ -105,13 +112,25 @@ class VideoDataModule(L.LightningDataModule):
             if ds is not None and len(ds) == 0:
                 raise ValueError(f"{name} {type(ds).__name__} is empty")
 
+    def _train_sampler(self, dataset: Dataset) -> DistributedSampler | None:
+        """Epoch-seeded shuffling (Lightning calls ``set_epoch``), sharded over the trainer's ranks.
+
+        Lightning leaves a ``DistributedSampler`` in place, so this one is used with and without DDP.
+        """
+        if not self.shuffle:
+            return None
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        seed = self.shuffle_seed if self.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             return []  # Lightning skips a stage whose loader is empty
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=self.shuffle and train,
+            sampler=self._train_sampler(dataset) if train else None,
             drop_last=self.drop_last and train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

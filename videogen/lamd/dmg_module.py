@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.training import TrainingModule
 
 from .dmg import MotionGenerator
 from .mcdvae import MCDVAE
@@ -34,27 +34,33 @@ def _load_mcdvae(mcdvae: MCDVAE | str) -> MCDVAE:
     return load_mcdvae(mcdvae)
 
 
-class DMGModule(pl.LightningModule):
+class DMGModule(TrainingModule):
     """Train a ``MotionGenerator`` on the motion latents of a frozen ``MCDVAE``.
 
     Args:
         dmg: the motion generator to train.
         mcdvae: a trained ``MCDVAE`` or the path of the stage-1 checkpoint (``.ckpt`` or pretrained dir).
         text_encoder: frozen text encoder for captioned batches (text-guided DMG) or None.
-        lr, betas, weight_decay: Adam (Table 2: lr 2e-5, 2e-6 for NATOPS/MUG), used as given (no batch scaling).
+        lr, betas, weight_decay: Adam (Table 2's "basic learning rate": 2e-5, 2e-6 for NATOPS/MUG).
+        scale_lr: multiply ``lr`` by devices x nodes x batch x accumulation, the LDM codebase's rule for its
+            ``base_learning_rate`` (the paper recipes set it: Table 2's values are base rates).
         cond_drop_prob: probability of dropping the label / text of a sample (classifier-free guidance).
         content_drop_prob: probability of zeroing ``f_x0`` (0: the content is always a condition).
         sample_posterior: train on ``z_m`` sampled from the posterior (True) or on its mean.
         diffusion: kwargs of ``GaussianDiffusion`` (default linear schedule, 1000 steps, eps, L2).
         sample_steps, sample_sampler, sample_guidance_scale: ``sample_videos`` settings (logging only).
+        nan_policy: ``"raise"`` stops at a non-finite loss naming the step; ``"skip"`` skips the step.
+
+    Validation uses the posterior mean and a fixed generator per batch index: the same noise, timesteps
+    and latents every epoch, so validation losses are comparable across epochs.
     """
 
     def __init__(self, dmg: MotionGenerator, mcdvae: MCDVAE | str, text_encoder: TextEncoder | None = None,
                  lr: float = 2e-5, betas: Sequence[float] = (0.9, 0.999), weight_decay: float = 0.0,
                  cond_drop_prob: float = 0.1, content_drop_prob: float = 0.0, sample_posterior: bool = True,
                  diffusion: dict[str, Any] | None = None, sample_steps: int = 50, sample_sampler: str = "ddim",
-                 sample_guidance_scale: float = 1.0) -> None:
-        super().__init__()
+                 sample_guidance_scale: float = 1.0, scale_lr: bool = False, nan_policy: str = "raise") -> None:
+        super().__init__(nan_policy=nan_policy)
         for name, p in (("cond_drop_prob", cond_drop_prob), ("content_drop_prob", content_drop_prob)):
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {p}")
@@ -81,13 +87,18 @@ class DMGModule(pl.LightningModule):
 
     # ---- data -> latents + conditions ---------------------------------------------------------
     @torch.no_grad()
-    def encode_batch(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        """``batch["video"] (B, C, T, H, W)`` -> ``z_m (B, d, h, w)`` and the DMG's condition kwargs."""
+    def encode_batch(self, batch: dict[str, Any], drop: bool, sample: bool | None = None
+                     ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``batch["video"] (B, C, T, H, W)`` -> ``z_m (B, d, h, w)`` and the DMG's condition kwargs.
+
+        ``sample`` (default ``sample_posterior``) draws ``z_m`` from the posterior, else takes its mean.
+        """
+        sample = self.hparams.sample_posterior if sample is None else sample
         if "z_m" in batch:  # latents cached once per video by `cache_latents`
             z_m, content = batch["z_m"], batch["content"]
         else:
             video = batch["video"]
-            z_m, _, _ = self.mcdvae.encode_motion(video, sample=self.hparams.sample_posterior)
+            z_m, _, _ = self.mcdvae.encode_motion(video, sample=sample)
             content = self.mcdvae.encode_content(video[:, :, 0])[0]  # f_x0 (B, d', h, w)
         b = z_m.shape[0]
         cond: dict[str, Any] = {"content": content, "label": None, "text": None, "text_mask": None}
@@ -115,14 +126,16 @@ class DMGModule(pl.LightningModule):
             cond["content"] = cond["content"] * keep[:, None, None, None].to(cond["content"].dtype)
 
     # ---- Lightning hooks ----------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         z_m, cond = self.encode_batch(batch, drop=True)
         loss = self.diffusion.training_loss(self.dmg, z_m, **cond)  # Eq. 6
+        if not self.finite_or_skip(loss=loss):
+            return None
         self.log("train/loss", loss, prog_bar=True, batch_size=z_m.shape[0])
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        z_m, cond = self.encode_batch(batch, drop=False)
+        z_m, cond = self.encode_batch(batch, drop=False, sample=False)
         # Fixed noise and timesteps per batch index: comparable validation losses across epochs.
         gen = torch.Generator(device=z_m.device).manual_seed(batch_idx)
         loss = self.diffusion.training_loss(self.dmg, z_m, generator=gen, **cond)
@@ -130,27 +143,30 @@ class DMGModule(pl.LightningModule):
         return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.dmg.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+        lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
+        return torch.optim.Adam(self.dmg.parameters(), lr=lr, betas=tuple(self.hparams.betas),
                                 weight_decay=self.hparams.weight_decay)
 
     @torch.no_grad()
     def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
         """Animate the first frames of up to ``num`` batch videos (with their labels / captions)."""
         pipe = LaMD(self.mcdvae, self.dmg, self.diffusion_config, self.text_encoder)
-        video = batch["video"][:num]
+        first = batch["first_frame"] if "first_frame" in batch else batch["video"][:, :, 0]  # (B, C, H, W)
+        first = first[:num]
         label = batch["label"][:num] if self.dmg.num_classes is not None else None
         text = list(batch["caption"][:num]) if self.text_encoder is not None else None
         scale = self.hparams.sample_guidance_scale if (label is not None or text is not None) else 1.0
         gen = torch.Generator(device="cpu").manual_seed(0)
-        return pipe.generate(video[:, :, 0], label=label, text=text, num_steps=self.hparams.sample_steps,
+        return pipe.generate(first, label=label, text=text, num_steps=self.hparams.sample_steps,
                              sampler=self.hparams.sample_sampler, guidance_scale=scale, generator=gen,
                              progress=False)
 
 
 @torch.no_grad()
 def cache_latents(mcdvae: MCDVAE, items: Sequence[dict[str, Any]], batch_size: int = 64) -> list[dict[str, Any]]:
-    """Add ``z_m`` (normalised posterior mean, ``(d, h, w)``) and ``content`` (``f_x0``, ``(d', h, w)``) to
-    each item, dropping ``video``: stage 2 then skips the frozen MCD-VAE at every step.
+    """Add ``z_m`` (normalised posterior mean, ``(d, h, w)``), ``content`` (``f_x0``, ``(d', h, w)``) and
+    ``first_frame`` (``(C, H, W)``, for ``sample_videos``) to each item, dropping ``video``: stage 2 then
+    skips the frozen MCD-VAE at every step.
 
     The trade-off: ``z_m`` is the posterior mean rather than a fresh posterior sample each epoch
     (``sample_posterior`` no longer applies). Worth it when the MCD-VAE pass costs as much as a DMG step,
@@ -164,5 +180,6 @@ def cache_latents(mcdvae: MCDVAE, items: Sequence[dict[str, Any]], batch_size: i
         z_m = mcdvae.encode_motion(video, sample=False)[0]
         content = mcdvae.encode_content(video[:, :, 0])[0]
         for item, z, c in zip(chunk, z_m, content):
-            out.append({**{k: v for k, v in item.items() if k != "video"}, "z_m": z, "content": c})
+            out.append({**{k: v for k, v in item.items() if k != "video"}, "z_m": z, "content": c,
+                        "first_frame": item["video"][:, 0]})
     return out

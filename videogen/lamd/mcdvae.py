@@ -9,12 +9,14 @@ Three networks:
   reach ``h = H / r_s``; temporal stages (``(2, 1, 1)`` strided conv + ResBlocks) reach
   ``folded_frames`` frames; these are folded into channels so that ``r_t = L`` and the temporal axis
   disappears; a conv then gives the information bottleneck's ``(mean, logvar)`` (Eq. 1).
-* ``FusionDecoder`` (D_V): the mirror.  ``z_m`` is unfolded back into ``folded_frames`` frames, a 3D
-  decoder restores the spatial size with one content-integration layer per scale (concatenate the
+* ``FusionDecoder`` (D_V): the mirror.  ``z_m`` is unfolded back into ``folded_frames`` frames and
+  fused with ``f_x0`` (concatenate + 1x1 conv, at the latent scale), a 3D decoder restores the spatial size with one content-integration layer per scale (concatenate the
   same-scale content feature broadcast over time + 1x1 conv), then temporal interpolation blocks
   (temporal upsample + ResBlock) restore ``L`` frames, and an output conv gives the video.
 
-The motion latent passes through ``LatentNorm`` (the paper's normalisation layer) before the decoder
+D_V reads ``f_x0`` so that the stage-1 loss trains every layer of the DMG's content condition (with
+``f^1..f^k`` alone the ``f_x0`` head would never get a gradient and the DMG would be conditioned on an
+untrained projection).  The motion latent passes through ``LatentNorm`` (the paper's normalisation layer) before the decoder
 and the DMG.  Choices the paper leaves open are listed in ``docs/lamd.md``.
 """
 
@@ -169,7 +171,7 @@ class FusionDecoder(nn.Module):
 
     def __init__(self, out_channels: int, channels: int, channel_mult: Sequence[int], num_res_blocks: int,
                  num_temporal_stages: int, folded_frames: int, z_channels: int, content_widths: Sequence[int],
-                 dropout: float, groups: int, use_checkpoint: bool):
+                 content_dim: int, dropout: float, groups: int, use_checkpoint: bool):
         super().__init__()
         self.use_checkpoint, self.folded_frames = use_checkpoint, folded_frames
         rb = dict(dims=3, dropout=dropout, groups=groups)
@@ -177,6 +179,7 @@ class FusionDecoder(nn.Module):
         self.width_in = widths[0]
         # unfold: (B, d, h, w) -> (B, C*T', h, w) -> (B, C, T', h, w)
         self.conv_in = nn.Conv2d(z_channels, widths[0] * folded_frames, 3, padding=1)
+        self.fuse_content = nn.Conv3d(widths[0] + content_dim, widths[0], 1)  # f_x0 at the latent scale
         self.mid = nn.Sequential(ResBlock(widths[0], widths[0], **rb), ResBlock(widths[0], widths[0], **rb))
         self.fuse = nn.ModuleList(nn.Conv3d(w + c, w, 1) for w, c in zip(widths, content_widths))
         self.scales = nn.ModuleList()
@@ -192,9 +195,11 @@ class FusionDecoder(nn.Module):
         self.temporal = nn.ModuleList(temporal)
         self.conv_out = _out_head(widths[-1], out_channels, groups, dims=3)
 
-    def forward(self, z_m: torch.Tensor, content: Sequence[torch.Tensor]) -> torch.Tensor:
+    def forward(self, z_m: torch.Tensor, f_x0: torch.Tensor, content: Sequence[torch.Tensor]) -> torch.Tensor:
         b, _, hh, ww = z_m.shape
-        h = self.conv_in(z_m).view(b, self.width_in, self.folded_frames, hh, ww)
+        h = self.conv_in(z_m).view(b, self.width_in, self.folded_frames, hh, ww)  # (B, C, T', h, w)
+        f = f_x0.unsqueeze(2).expand(-1, -1, self.folded_frames, -1, -1)  # (B, d', h, w) -> (B, d', T', h, w)
+        h = self.fuse_content(torch.cat([h, f.to(h.dtype)], dim=1))
         h = _run(self.mid, h, self.use_checkpoint)
         for fuse, stage, feat in zip(self.fuse, self.scales, content):
             feat = feat.unsqueeze(2).expand(-1, -1, h.shape[2], -1, -1)  # (B, C', H', W') -> (B, C', T', H', W')
@@ -253,7 +258,8 @@ class MCDVAE(nn.Module):
         content_widths = [image_channels * m for m in reversed(channel_mult)]
         self.decoder = FusionDecoder(in_channels, decoder_channels, num_temporal_stages=n_t,
                                      folded_frames=folded_frames, z_channels=z_channels,
-                                     content_widths=content_widths, **common)
+                                     content_widths=content_widths, content_dim=self.image_encoder.content_dim,
+                                     **common)
         self.latent_norm = LatentNorm(z_channels, momentum=latent_norm_momentum)
 
     # ---- shapes -------------------------------------------------------------------------------
@@ -340,7 +346,7 @@ class MCDVAE(nn.Module):
     def decode(self, z_m: torch.Tensor, content: Sequence[torch.Tensor]) -> torch.Tensor:
         """Normalised ``z_m (B, d, h, w)`` + ``encode_content`` output -> video ``(B, C, L, H, W)``."""
         self._check_decode_inputs(z_m, content)
-        return self.decoder(z_m, content[1:])
+        return self.decoder(z_m, content[0], content[1:])
 
     def forward(self, video: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

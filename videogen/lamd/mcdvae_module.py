@@ -17,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
 
@@ -31,6 +30,7 @@ from videogen.core.losses import (
 )
 from videogen.core.metrics.psnr_ssim import psnr_per_video
 from videogen.core.nn import PatchGANDiscriminator
+from videogen.core.training import TrainingModule
 
 from .mcdvae import CONFIG_NAME, MCDVAE
 
@@ -49,7 +49,7 @@ def _build_autoencoder(autoencoder: MCDVAE | dict[str, Any]) -> MCDVAE:
     raise ValueError(f"autoencoder must be an MCDVAE or its config dict, got {type(autoencoder).__name__}")
 
 
-class MCDVAEModule(L.LightningModule):
+class MCDVAEModule(TrainingModule):
     """Trains an :class:`MCDVAE` with L1 + LPIPS + beta*KL + adaptive-weight GAN (LaMD Eq. 2).
 
     Args:
@@ -63,11 +63,20 @@ class MCDVAEModule(L.LightningModule):
         disc_loss: ``"vanilla"`` (the paper's log D / log(1 - D)) or ``"hinge"``.
         discriminator: a custom video discriminator (default ``PatchGANDiscriminator(dims=3)``).
         lr, betas: Adam for both optimisers (Table 1: 5e-5; betas as VQGAN/LDM).
+        scale_lr: multiply ``lr`` by devices x nodes x batch x accumulation (the LDM codebase's rule for
+            its ``base_learning_rate``); False uses ``lr`` as the effective rate.
         grad_clip: optional max gradient norm for both optimisers.
         sample_posterior: train the decoder on ``z ~ q`` (True) or on the posterior mean.
         rec_loss: pixel term, ``"l1"`` (the paper's Eq. 2) or ``"l2"``. Without LPIPS and GAN (e.g. the
             CPU demo) L1 lets a small moving object fade into the background, its median under
             uncertainty, for hundreds of steps; L2 keeps it (docs/lamd.md, "CPU demo").
+        nan_policy: ``"raise"`` stops at a non-finite loss naming the step and term; ``"skip"`` skips
+            the step (single device only).
+
+    Lightning's ``global_step`` counts optimiser steps, two per batch once the GAN is on; ``disc_start``
+    counts generator steps (the ``gen_steps`` buffer, kept across resumes).  Under DDP the
+    discriminator takes no part in the generator's backward before ``disc_start``: the recipes use
+    ``strategy: ddp_find_unused_parameters_true``.
     """
 
     def __init__(
@@ -90,8 +99,10 @@ class MCDVAEModule(L.LightningModule):
         adaptive_max_weight: float = 1e4,
         sample_posterior: bool = True,
         rec_loss: str = "l1",
+        scale_lr: bool = False,
+        nan_policy: str = "raise",
     ):
-        super().__init__()
+        super().__init__(nan_policy=nan_policy)
         if rec_loss not in ("l1", "l2"):
             raise ValueError(f"rec_loss must be 'l1' or 'l2', got {rec_loss!r}")
         if disc_loss not in _D_LOSSES:
@@ -132,15 +143,10 @@ class MCDVAEModule(L.LightningModule):
         return self.discriminator is not None and int(self.gen_steps) >= self.hparams.disc_start
 
     # ---- training -----------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        video = batch["video"]
-        optimizers = self.optimizers()
-        opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers
-        gan = self._gan_active()
-
-        # generator (E_I, E_M, D_V) step
-        if self.discriminator is not None:
-            self.toggle_optimizer(opt_g)
+    def generator_loss(self, video: torch.Tensor, gan: bool
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """Eq. 2 for the autoencoder (E_I, E_M, D_V): ``(loss, logs, recon)``; ``gan`` adds the weighted
+        adversarial term."""
         recon, mean, logvar = self.autoencoder(video, sample=self.hparams.sample_posterior)
         rec, logs = self._rec_loss(recon, video)
         kl = self._kl(mean, logvar)
@@ -151,6 +157,23 @@ class MCDVAEModule(L.LightningModule):
                 rec, g_loss, self.autoencoder.last_layer_weight, self.hparams.adaptive_max_weight)
             loss = loss + weight * g_loss
             logs.update(g_loss=g_loss.detach(), disc_adaptive_weight=weight)
+        logs.update(rec_loss=rec.detach(), kl=kl.detach())
+        return loss, logs, recon
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
+        video = batch["video"]
+        optimizers = self.optimizers()
+        opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers
+        gan = self._gan_active()
+
+        # generator (E_I, E_M, D_V) step
+        if self.discriminator is not None:
+            self.toggle_optimizer(opt_g)
+        loss, logs, recon = self.generator_loss(video, gan)
+        if not self.finite_or_skip(**{k: v for k, v in logs.items() if k in ("rec_loss", "kl", "g_loss")}):
+            if self.discriminator is not None:
+                self.untoggle_optimizer(opt_g)
+            return None
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         self._clip(opt_g)
@@ -165,17 +188,18 @@ class MCDVAEModule(L.LightningModule):
             self.toggle_optimizer(opt_d)
             logits_real, logits_fake = self.discriminator(video), self.discriminator(recon.detach())
             d_loss = _D_LOSSES[self.hparams.disc_loss](logits_real, logits_fake)
-            opt_d.zero_grad(set_to_none=True)
-            self.manual_backward(d_loss)
-            self._clip(opt_d)
-            opt_d.step()
+            if self.finite_or_skip(d_loss=d_loss):
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(d_loss)
+                self._clip(opt_d)
+                opt_d.step()
             self.untoggle_optimizer(opt_d)
             logs.update(d_loss=d_loss.detach(), logits_real=logits_real.detach().mean(),
                         logits_fake=logits_fake.detach().mean())
 
-        logs.update(rec_loss=rec.detach(), kl=kl.detach(), loss=loss.detach())
+        logs.update(loss=loss.detach(), gen_steps=self.gen_steps.float())
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, batch_size=video.shape[0])
-        self.log("train/rec_loss_bar", rec.detach(), prog_bar=True, logger=False, batch_size=video.shape[0])
+        self.log("train/rec_loss_bar", logs["rec_loss"], prog_bar=True, logger=False, batch_size=video.shape[0])
         return loss.detach()
 
     def _clip(self, opt) -> None:
@@ -192,7 +216,7 @@ class MCDVAEModule(L.LightningModule):
                       prog_bar=True, sync_dist=True, batch_size=video.shape[0])
 
     def configure_optimizers(self):
-        kw = dict(lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        kw = dict(lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr), betas=tuple(self.hparams.betas))
         opt_g = torch.optim.Adam(self.autoencoder.parameters(), **kw)
         if self.discriminator is None:
             return opt_g

@@ -1,0 +1,122 @@
+"""What every videogen LightningModule shares in training: reproducible per-rank randomness, a
+NaN/Inf guard and the learning-rate scaling rule of the LDM codebase.
+
+Randomness.  ``seed_everything`` seeds every DDP process identically, so without more care every rank
+draws the same timesteps, noise, condition-drop masks and posterior samples (at 6 GPUs x 16 a step sees
+16 distinct draws, not 96).  :class:`TrainingModule` reseeds torch, NumPy and Python's ``random`` at
+the start of every training epoch and before every training batch from ``(seed, rank, epoch)`` and
+``(seed, rank, batch index)``.  The draws of step ``n`` on rank ``r`` then depend on nothing else, which
+also makes a resumed run draw exactly what the uninterrupted run drew (the checkpoint holds the batch
+counter; no RNG state needs saving).  The data order is the other half of exact resume:
+``videogen.data.VideoDataModule`` shuffles with an epoch-seeded sampler.
+
+Learning rate.  The LDM codebase that LaMD and LVDM build on multiplies ``base_learning_rate`` by
+``num_gpus x batch_size x accumulate_grad_batches``; :func:`effective_lr` is that rule, and the modules'
+``scale_lr`` switch applies it (docs/recipes.md, "Multi-GPU").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+__all__ = ["TrainingModule", "effective_lr", "reseed", "derived_seed"]
+
+
+def derived_seed(*keys: int) -> int:
+    """A 63-bit seed from integer keys, well mixed (NumPy's SeedSequence): no two key tuples collide in practice."""
+    return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def reseed(seed: int) -> None:
+    """Seed torch (all devices), NumPy and Python's ``random`` with ``seed``."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def effective_lr(base_lr: float, batch_size: int, devices: int = 1, num_nodes: int = 1,
+                 accumulate_grad_batches: int = 1) -> float:
+    """LDM's rule: ``lr = base_lr x (devices x num_nodes) x batch_size x accumulate_grad_batches``."""
+    return base_lr * devices * num_nodes * batch_size * accumulate_grad_batches
+
+
+_EPOCH, _BATCH = 1, 2  # key tags: epoch-start and per-batch seeds never coincide
+
+
+class TrainingModule(pl.LightningModule):
+    """LightningModule base of every videogen stage: per-rank, per-step seeding and a finite-loss guard.
+
+    Subclasses that override ``on_train_epoch_start`` or ``on_train_batch_start`` call ``super()``.
+
+    Args:
+        seed: base seed of the per-step streams; ``None`` takes ``PL_GLOBAL_SEED`` (set by
+            ``seed_everything``, i.e. the recipe's ``seed_everything``), else 0.
+        nan_policy: what a NaN/Inf loss term does: ``"raise"`` (stop, naming the step and the term) or
+            ``"skip"`` (skip that optimiser step and count it in ``skipped_nonfinite``).
+    """
+
+    def __init__(self, seed: int | None = None, nan_policy: str = "raise") -> None:
+        super().__init__()
+        if nan_policy not in ("raise", "skip"):
+            raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
+        self._seed, self.nan_policy = seed, nan_policy
+        self.skipped_nonfinite = 0
+
+    @property
+    def base_seed(self) -> int:
+        if self._seed is not None:
+            return int(self._seed)
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def _batch_counter(self) -> int:
+        """Training batches started so far (restored from the checkpoint on resume)."""
+        return int(self.trainer.fit_loop.epoch_loop.batch_progress.total.ready)
+
+    def on_train_epoch_start(self) -> None:
+        # before the epoch's DataLoader iterator exists: worker seeds and random crops are reproducible too
+        reseed(derived_seed(self.base_seed, self.global_rank, _EPOCH, self.current_epoch))
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        reseed(derived_seed(self.base_seed, self.global_rank, _BATCH, self._batch_counter()))
+
+    def finite_or_skip(self, **terms: torch.Tensor) -> bool:
+        """True when every loss term is finite.  Otherwise raise (``nan_policy="raise"``) naming the
+        step and the terms, or count the step and return False (``"skip"``: the caller skips it)."""
+        bad = [name for name, value in terms.items() if not bool(torch.isfinite(value.detach()).all())]
+        if not bad:
+            return True
+        if self.nan_policy == "raise":
+            values = ", ".join(f"{n}={float(terms[n].detach().float().mean())}" for n in bad)
+            raise FloatingPointError(
+                f"non-finite loss at global step {self.global_step} (epoch {self.current_epoch}): {values}. "
+                "Lower the learning rate, enable gradient clipping or bf16 -> fp32, or set nan_policy: skip.")
+        if self.trainer.world_size > 1:
+            raise FloatingPointError(
+                f"non-finite loss at global step {self.global_step}: {bad}; nan_policy 'skip' works on one "
+                "device only (DDP ranks must take the same steps)")
+        self.skipped_nonfinite += 1
+        self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), rank_zero_only=True)
+        return False
+
+    def scaled_lr(self, base_lr: float, scale_lr: bool) -> float:
+        """``base_lr`` as given, or LDM-scaled by the trainer's devices, nodes, batch and accumulation."""
+        if not scale_lr:
+            return base_lr
+        trainer = self._trainer
+        if trainer is None:
+            raise RuntimeError("scale_lr needs a Trainer (the batch size and device count come from it)")
+        loader = trainer.datamodule if trainer.datamodule is not None else None
+        batch = getattr(loader, "batch_size", None)
+        if batch is None:
+            raise ValueError("scale_lr needs the data module's batch_size (videogen.data.VideoDataModule has it)")
+        accumulate = trainer.accumulate_grad_batches
+        lr = effective_lr(base_lr, batch, trainer.num_devices, trainer.num_nodes, accumulate)
+        if not math.isfinite(lr) or lr <= 0:
+            raise ValueError(f"scaled learning rate {lr} is not positive")
+        return lr
