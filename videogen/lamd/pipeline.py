@@ -78,19 +78,23 @@ class LaMD(nn.Module):
             raise FileNotFoundError(f"DMG checkpoint {path} not found")
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
         hp = ckpt.get("hyper_parameters", {})
-        if "dmg_config" not in hp or "mcdvae_config" not in hp:
-            raise ValueError(f"{path} has no dmg_config/mcdvae_config hyper-parameters: not a DMGModule checkpoint")
+        configs = ckpt.get("lamd") or hp  # older checkpoints kept the configs in the hyper-parameters
+        if "dmg_config" not in configs or "mcdvae_config" not in configs:
+            if "autoencoder" in hp:
+                raise ValueError(f"{path} is a stage-1 (MCDVAEModule) checkpoint; LaMD.from_checkpoint needs the "
+                                 "stage-2 DMGModule checkpoint that recipes/lamd_*_dmg.yaml writes")
+            raise ValueError(f"{path} has no LaMD network configs: not a DMGModule checkpoint")
 
         def part(prefix: str) -> dict[str, torch.Tensor]:
             return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
 
-        mcdvae_config = {k: v for k, v in hp["mcdvae_config"].items() if k != "class"}
-        mcdvae, dmg = MCDVAE(**mcdvae_config), MotionGenerator(**hp["dmg_config"])
+        mcdvae_config = {k: v for k, v in configs["mcdvae_config"].items() if k != "class"}
+        mcdvae, dmg = MCDVAE(**mcdvae_config), MotionGenerator(**configs["dmg_config"])
         mcdvae.load_state_dict(part("mcdvae."))
         dmg.load_state_dict(part("dmg."))
         text_encoder = None
-        if hp.get("text_encoder_config") is not None:
-            text_encoder = build_text_encoder(hp["text_encoder_config"])
+        if configs.get("text_encoder_config") is not None:
+            text_encoder = build_text_encoder(configs["text_encoder_config"])
             text_encoder.load_state_dict(part("text_encoder."))
         return cls(mcdvae, dmg, hp.get("diffusion") or {}, text_encoder).to(map_location).eval()
 
