@@ -335,7 +335,7 @@ register_table(
     "lamd_params", build_params_table, title="LaMD: parameters (Tables 1-2)",
     description="N_params of the MCD-VAE (Table 1) and DMG (Table 2) that each recipe builds (meta device), "
     "vs the paper. mug128 is MUG at 32x128x128 (Sec. 4.1; Table 1 lists MUG once). Table 1 gives z_m = "
-    "32x32x3 for MUG 256x256, which r_s = 4 cannot give: our mug256 latent is 64x64x3.",
+    "32x32x3 for MUG 256x256, which r_s = 4 cannot give: our mug256 MCD-VAE uses r_s = 8 (channel_mult 1,1,2,4) to give it.",
 )
 register_table(
     "lamd_flops", build_flops_table, title="LaMD: sampling FLOPs, video vs image (Table 11)",
