@@ -5,8 +5,9 @@ Training runs through Lightning's CLI; a few tool commands are dispatched before
     videogen fit|validate|test|predict --config recipes/<recipe>.yaml [--ckpt_path ...]   (LightningCLI)
     videogen demo     --out DIR [--seed N] [--fast]          the main demo (LaMD on synthetic data)
     videogen bench    --out DIR [--only a,b] [--quick]       paper tables -> results.json, docs/bench.md
-    videogen sample   --model DIR --out DIR [...]            generate from a save_pretrained directory
-    videogen evaluate --real DIR --fake DIR --metric fvd     metrics on two folders of videos
+    videogen sample   --model DIR --out DIR [...]            generate from a save_pretrained directory / .ckpt
+    videogen generate --model M --recipe R --out DIR         N samples per item of a split (test-set generation)
+    videogen evaluate --real DIR --fake DIR --metric fvd     streaming metrics on two folders of videos
 
 Recipes use ``class_path``/``init_args`` for the model and the data module (subclass mode), and
 unknown keys are errors: a misspelt hyperparameter never passes silently.  Heavy libraries (torch,
@@ -26,7 +27,9 @@ from typing import Any
 __all__ = ["LIGHTNING_COMMANDS", "TOOL_COMMANDS", "main"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-TOOL_COMMANDS = ("demo", "bench", "sample", "evaluate")
+TOOL_COMMANDS = ("demo", "bench", "sample", "generate", "evaluate")
+#: `videogen evaluate --metric` choices (videogen.evaluation.METRICS, repeated to keep --help import-free)
+METRIC_CHOICES = ("fvd", "kvd", "cfvd", "fid", "lpips", "clipsim", "psnr", "ssim")
 MODEL_PACKAGES = ("lamd", "cmd", "lvdm")
 SEED_DEFAULT = 0
 
@@ -42,7 +45,8 @@ training (LightningCLI; recipes in recipes/*.yaml, see docs/recipes.md):
 tools:
   demo       train and sample LaMD on synthetic videos (CPU, minutes): videogen demo --out outputs/demo
   bench      rebuild the benchmark tables: videogen bench --out outputs/bench [--only lamd_params]
-  sample     generate videos from a save_pretrained directory: videogen sample --model DIR --out DIR
+  sample     generate videos from a save_pretrained directory or .ckpt: videogen sample --model DIR --out DIR
+  generate   N samples per item of a test split: videogen generate --model M --recipe R --out DIR
   evaluate   metrics between two folders of videos: videogen evaluate --real DIR --fake DIR --metric fvd
 """
 
@@ -120,14 +124,32 @@ def _model_class(name: str) -> type:
 PRETRAINED_CONFIG_FILES = {"lamd_config.json": "videogen.lamd.LaMD"}
 
 
+#: Lightning checkpoints of a final stage: top-level checkpoint key -> class with ``from_checkpoint``
+CHECKPOINT_KEYS = {"lamd": "videogen.lamd.LaMD"}
+
+
 def load_pretrained(directory: str | Path) -> Any:
-    """Load any model saved with ``save_pretrained``.
+    """Load any model saved with ``save_pretrained``, or the Lightning ``.ckpt`` of a final stage.
 
     The class comes from the directory's config: a file listed in ``PRETRAINED_CONFIG_FILES`` (e.g.
     ``lamd_config.json`` -> ``LaMD``), else the ``"class"`` entry of ``config.json`` (a dotted path or
-    a name exported by ``videogen.lamd``/``cmd``/``lvdm``).
+    a name exported by ``videogen.lamd``/``cmd``/``lvdm``).  A ``.ckpt`` file is recognised by the key
+    its module writes (``CHECKPOINT_KEYS``: ``"lamd"`` for a ``DMGModule`` checkpoint).
     """
     directory = Path(directory)
+    if directory.is_file():
+        import torch
+
+        ckpt = torch.load(directory, map_location="cpu", weights_only=True)
+        for key, class_name in CHECKPOINT_KEYS.items():
+            if isinstance(ckpt, dict) and key in ckpt:
+                return _model_class(class_name).from_checkpoint(directory)
+        hint = (" (a stage-1 checkpoint: sample from the final stage's checkpoint)"
+                if isinstance(ckpt, dict) and "autoencoder" in ckpt.get("hyper_parameters", {}) else "")
+        raise ValueError(f"{directory} is not the checkpoint of a final stage{hint}; expected one of the keys "
+                         f"{sorted(CHECKPOINT_KEYS)}")
+    if not directory.exists():
+        raise FileNotFoundError(f"{directory} does not exist: give a save_pretrained directory or a .ckpt file")
     for file_name, class_name in PRETRAINED_CONFIG_FILES.items():
         if (directory / file_name).is_file():
             return _model_class(class_name).from_pretrained(directory)
@@ -141,31 +163,50 @@ def load_pretrained(directory: str | Path) -> Any:
     return _model_class(name).from_pretrained(directory)
 
 
+def _read_image(path: str, size: int | None) -> Any:
+    """An RGB image file as float ``(3, H, W)`` in [-1, 1], resized (short side) and centre-cropped to ``size``."""
+    import imageio.v2 as imageio
+    import torch
+
+    from videogen.core.video import from_uint8, resize_center_crop
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"image {path} not found")
+    frame = imageio.imread(path)
+    if frame.ndim == 2:
+        frame = frame[..., None].repeat(3, axis=-1)
+    video = from_uint8(torch.from_numpy(frame[None, ..., :3].copy()))  # (1, H, W, 3) -> (3, 1, H, W)
+    if size is not None and tuple(video.shape[-2:]) != (size, size):
+        video = resize_center_crop(video, size)
+    return video[:, 0]
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     import inspect
 
     import torch
 
-    from videogen.core.video import from_uint8, save_contact_sheet, write_video
+    from videogen.core.video import save_contact_sheet, write_video
 
-    model = load_pretrained(args.model).eval()
+    model = load_pretrained(args.model).eval().to(args.device)
     params = inspect.signature(model.generate).parameters
-    kwargs: dict[str, Any] = {"generator": torch.Generator().manual_seed(args.seed)}
-    if args.image is not None:
-        import imageio.v2 as imageio
-
-        frame = torch.from_numpy(imageio.imread(args.image)[None, ..., :3].copy())  # (1, H, W, 3) uint8
-        image = from_uint8(frame)[:, 0]  # (1, H, W, 3) -> (3, 1, H, W) -> (3, H, W) in [-1, 1]
-        kwargs["image"] = image[None].expand(args.num_samples, -1, -1, -1)  # (B, 3, H, W)
+    kwargs: dict[str, Any] = {"generator": torch.Generator(device=args.device).manual_seed(args.seed)}
+    images = args.image or []
+    if images:
+        size = getattr(model, "image_size", None) if args.resize else None
+        frames = torch.stack([_read_image(p, size) for p in images])  # (I, 3, H, W)
+        # every image num_samples times: (I * num_samples, 3, H, W)
+        kwargs["image"] = frames.repeat_interleave(args.num_samples, dim=0).to(args.device)
+    batch = max(1, len(images)) * args.num_samples
     if args.label is not None:
-        kwargs["label"] = torch.full((args.num_samples,), args.label, dtype=torch.long)
+        kwargs["label"] = torch.full((batch,), args.label, dtype=torch.long, device=args.device)
     if args.text is not None:
-        kwargs["text"] = [args.text] * args.num_samples
+        kwargs["text"] = [args.text] * batch
     for key in ("num_steps", "sampler", "guidance_scale"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     if "num_samples" in params:
-        kwargs["num_samples"] = args.num_samples
+        kwargs["num_samples"] = batch
     unsupported = sorted(k for k in kwargs if k not in params)
     if unsupported:
         raise SystemExit(f"videogen sample: {type(model).__name__}.generate does not take {unsupported}")
@@ -175,7 +216,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         flags = ", ".join("--" + n.replace("_", "-") for n in missing)
         raise SystemExit(f"videogen sample: {type(model).__name__}.generate needs {flags}")
     with torch.no_grad():
-        videos = model.generate(**kwargs)  # (B, C, T, H, W) in [-1, 1]
+        videos = model.generate(**kwargs).float().cpu()  # (B, C, T, H, W) in [-1, 1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     for i, video in enumerate(videos):
@@ -185,42 +226,58 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_folder(folder: str, num_frames: int, size: int | None) -> Any:
-    """All videos of a folder as float ``(N, C, T, H, W)`` in [-1, 1] (first ``num_frames`` frames)."""
-    import torch
+def _instantiate(config: Any) -> Any:
+    """Build ``{class_path, init_args}`` configs (nested ones too), as a recipe's ``data`` block holds them."""
+    if isinstance(config, dict) and "class_path" in config:
+        cls = _model_class(config["class_path"])
+        return cls(**{k: _instantiate(v) for k, v in (config.get("init_args") or {}).items()})
+    if isinstance(config, dict):
+        return {k: _instantiate(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_instantiate(v) for v in config]
+    return config
 
-    from videogen.core.video import VIDEO_EXTENSIONS, from_uint8, read_video, resize_center_crop
 
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in VIDEO_EXTENSIONS)
-    if not files:
-        raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {folder}")
-    videos = []
-    for f in files:
-        video = from_uint8(read_video(f, num_frames=num_frames))  # (T, H, W, C) -> (C, T, H, W)
-        videos.append(resize_center_crop(video, size) if size else video)
-    return torch.stack(videos)
+def _split_dataset(recipe: str, split: str) -> Any:
+    """The ``dataset`` / ``val_dataset`` / ``test_dataset`` block of a recipe's data module, built."""
+    import yaml
+
+    path = Path(recipe)
+    if not path.is_file():
+        raise FileNotFoundError(f"recipe {recipe} not found")
+    data = (yaml.safe_load(path.read_text()) or {}).get("data", {}).get("init_args", {})
+    key = {"train": "dataset", "val": "val_dataset", "test": "test_dataset"}[split]
+    block = data.get(key) or (data.get("val_dataset") if split == "test" else None)
+    if not block:
+        raise ValueError(f"{recipe} has no data.init_args.{key}: give --split with a split it defines")
+    return _instantiate(block)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from videogen.evaluation import generate_split
+
+    model = load_pretrained(args.model).eval().to(args.device)
+    dataset = _split_dataset(args.recipe, args.split)
+    if args.limit is not None:
+        from torch.utils.data import Subset
+
+        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
+    kwargs = {k: getattr(args, k) for k in ("num_steps", "sampler", "guidance_scale") if getattr(args, k) is not None}
+    summary = generate_split(model, dataset, args.out, args.samples_per_item, batch_size=args.batch_size,
+                             device=args.device, seed=args.seed, write_real=not args.no_real, fps=args.fps,
+                             **kwargs)
+    print(json.dumps(summary))
+    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from videogen.core.metrics.fvd import FrechetVideoDistance
-    from videogen.core.metrics.psnr_ssim import psnr_per_video, ssim_per_video
+    from videogen.evaluation import evaluate_folders
 
-    # load I3D before reading any video: missing weights fail fast with a message saying where to get them
-    fvd = FrechetVideoDistance(feature_extractor=args.i3d, resize=args.resize) if "fvd" in args.metric else None
-    real = _read_folder(args.real, args.num_frames, args.size)
-    fake = _read_folder(args.fake, args.num_frames, args.size)
-    results: dict[str, Any] = {"num_real": len(real), "num_fake": len(fake), "num_frames": args.num_frames}
-    if fvd is not None:
-        fvd.update(real, real=True)
-        fvd.update(fake, real=False)
-        results["fvd"] = float(fvd.compute())
-        results["fvd_resize"] = args.resize
-    for name in ("psnr", "ssim"):
-        if name in args.metric:
-            if real.shape != fake.shape:
-                raise ValueError(f"{name} pairs videos by file order and needs equal shapes: {real.shape} vs {fake.shape}")
-            fn = psnr_per_video if name == "psnr" else ssim_per_video
-            results[name] = float(fn(fake, real).mean())
+    results = evaluate_folders(
+        args.real, args.fake, args.metric, num_frames=args.num_frames, size=args.size, batch_size=args.batch_size,
+        device=args.device, i3d=args.i3d, resize=args.resize, real_stats=args.real_stats,
+        inception=args.inception, lpips_backbone=args.lpips_backbone, clip_model=args.clip_model,
+        clip_weights=args.clip_weights, progress=not args.no_progress)
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
@@ -242,34 +299,67 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--quick", action="store_true", help="cheapest version of every table")
         p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/bench.md of the checkout")
     elif command == "sample":
-        p.description = "Generate videos with a model saved by save_pretrained (config.json + model.safetensors)."
-        p.add_argument("--model", required=True, help="directory written by <Model>.save_pretrained")
+        p.description = "Generate videos with a save_pretrained directory or a final-stage .ckpt."
+        p.add_argument("--model", required=True, help="directory written by <Model>.save_pretrained, or a .ckpt")
         p.add_argument("--out", required=True, help="output directory for mp4s and a contact sheet")
-        p.add_argument("--num-samples", type=int, default=4)
-        p.add_argument("--image", default=None, help="first frame (PNG/JPG) for image-to-video models")
+        p.add_argument("--num-samples", type=int, default=4, help="samples per image (or in all without --image)")
+        p.add_argument("--image", action="append", default=None,
+                       help="first frame (PNG/JPG) for image-to-video models; repeat for several images")
+        p.add_argument("--no-resize", dest="resize", action="store_false",
+                       help="do not resize + centre-crop images to the model's size")
         p.add_argument("--label", type=int, default=None, help="class label for class-conditional models")
         p.add_argument("--text", default=None, help="caption for text-conditional models")
         p.add_argument("--num-steps", type=int, default=None, help="sampling steps (model default if unset)")
         p.add_argument("--sampler", default=None, help="ddim | ddpm | dpm++ (model default if unset)")
         p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
+        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
         p.add_argument("--seed", type=int, default=SEED_DEFAULT)
         p.add_argument("--fps", type=float, default=8.0)
+    elif command == "generate":
+        p.description = ("Generate N samples per item of a recipe's dataset split (test-set generation), resumable; "
+                         "writes OUT/fake and OUT/real with manifests, the layout `videogen evaluate` reads.")
+        p.add_argument("--model", required=True, help="save_pretrained directory or final-stage .ckpt")
+        p.add_argument("--recipe", required=True, help="recipe whose data block defines the split")
+        p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                       help="test falls back to the recipe's val_dataset")
+        p.add_argument("--out", required=True)
+        p.add_argument("--samples-per-item", type=int, default=1, help="e.g. 100 for the BAIR protocol")
+        p.add_argument("--limit", type=int, default=None, help="first N items only")
+        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--num-steps", type=int, default=None)
+        p.add_argument("--sampler", default=None)
+        p.add_argument("--guidance-scale", type=float, default=None)
+        p.add_argument("--seed", type=int, default=SEED_DEFAULT)
+        p.add_argument("--fps", type=float, default=8.0)
+        p.add_argument("--no-real", action="store_true", help="do not write the split's real clips to OUT/real")
     elif command == "evaluate":
-        p.description = "Compare two folders of videos (FVD needs local I3D weights: --i3d PATH)."
-        p.add_argument("--real", required=True, help="folder of real videos")
-        p.add_argument("--fake", required=True, help="folder of generated videos")
-        p.add_argument("--metric", action="append", choices=("fvd", "psnr", "ssim"), required=True,
-                       help="repeat for several metrics; psnr/ssim pair files by sorted name")
+        p.description = ("Score a folder of generated videos against real ones, streaming in batches on a device "
+                         "(FVD/KVD need local I3D weights: --i3d PATH).")
+        p.add_argument("--real", required=True, help="folder of real videos (manifest.jsonl optional)")
+        p.add_argument("--fake", required=True, help="folder of generated videos (manifest.jsonl optional)")
+        p.add_argument("--metric", action="append", choices=METRIC_CHOICES, required=True,
+                       help="repeat for several; psnr/ssim/lpips pair videos by the manifest's source or by name")
         p.add_argument("--num-frames", type=int, default=16, help="frames read from the start of each video")
         p.add_argument("--size", type=int, default=None, help="resize short side + centre-crop to this size")
+        p.add_argument("--batch-size", type=int, default=16, help="videos per batch (bounds memory)")
+        p.add_argument("--device", default="cpu")
         p.add_argument("--i3d", default=None, help="i3d_pretrained_400.pt or i3d_torchscript.pt (file or dir)")
         p.add_argument("--resize", default="direct", choices=("direct", "center_crop"),
                        help="FVD preprocessing to 224x224 (TATS/LVDM: direct; VideoGPT/CMD: center_crop)")
+        p.add_argument("--real-stats", default=None,
+                       help="real I3D statistics (.safetensors): read if it exists, else written")
+        p.add_argument("--inception", default=None, help="FID Inception weights (torch-fidelity's pt_inception file)")
+        p.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (file or directory)")
+        p.add_argument("--clip-model", default=None, help="open_clip model name for clipsim (default ViT-B-32)")
+        p.add_argument("--clip-weights", default=None, help="open_clip checkpoint for clipsim")
+        p.add_argument("--no-progress", action="store_true")
         p.add_argument("--out", default=None, help="also write the results JSON here")
     return p
 
 
-_TOOLS = {"demo": _cmd_demo, "bench": _cmd_bench, "sample": _cmd_sample, "evaluate": _cmd_evaluate}
+_TOOLS = {"demo": _cmd_demo, "bench": _cmd_bench, "sample": _cmd_sample, "generate": _cmd_generate,
+          "evaluate": _cmd_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

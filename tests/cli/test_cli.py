@@ -209,8 +209,9 @@ def test_evaluate_psnr_between_two_folders(tmp_path, capsys):
         assert main([*argv, "--num-frames", "4", "--out", str(out)]) == 0
         psnr[name] = json.loads(out.read_text())["psnr"]
     assert psnr["same"] > 60 and psnr["darker"] < 15
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no videos"):
-        main(["evaluate", "--real", str(tmp_path), "--fake", str(tmp_path), "--metric", "psnr"])
+        main(["evaluate", "--real", str(tmp_path / "empty"), "--fake", str(tmp_path / "empty"), "--metric", "psnr"])
 
 
 def test_evaluate_fvd_without_i3d_weights_names_the_file(tmp_path, monkeypatch):

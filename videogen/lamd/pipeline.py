@@ -98,6 +98,17 @@ class LaMD(nn.Module):
             text_encoder.load_state_dict(part("text_encoder."))
         return cls(mcdvae, dmg, hp.get("diffusion") or {}, text_encoder).to(map_location).eval()
 
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """The conditions ``generate`` takes: always ``"image"``; ``"label"`` / ``"text"`` when the DMG has them."""
+        return ("image",) + (("label",) if self.dmg.num_classes is not None else ()) + \
+            (("text",) if self.text_encoder is not None else ())
+
+    @property
+    def image_size(self) -> int:
+        """Side of the square first frame ``generate`` expects."""
+        return self.mcdvae.resolution
+
     # ---- input handling -----------------------------------------------------------------------
     def _device(self) -> torch.device:
         return next(self.dmg.parameters()).device
