@@ -63,3 +63,10 @@ def test_open_clip_text_encoder_roundtrip(tmp_path):
     enc.save_pretrained(tmp_path / "saved")
     again = load_text_encoder(tmp_path / "saved")
     torch.testing.assert_close(again(["a red cone slides", "hi"])[0], tokens)
+
+
+def test_relative_text_encoder_path_is_recorded_absolute(clip_dir, monkeypatch):
+    """A checkpoint's text-encoder config must load from any working directory (LaMD.from_checkpoint)."""
+    monkeypatch.chdir(clip_dir.parent)
+    enc = HFTextEncoder(f"./{clip_dir.name}", max_length=12, local_files_only=True)
+    assert enc.config["name_or_path"] == str(clip_dir.resolve())

@@ -102,3 +102,14 @@ def test_bad_arguments_are_rejected(tmp_path):
         load_mcdvae(tmp_path / "nothing.ckpt")
     with pytest.raises(ValueError, match="autoencoder"):
         MCDVAEModule(autoencoder=3)
+
+
+def test_load_mcdvae_errors_name_the_recipe_and_the_stage(tmp_path):
+    from videogen.lamd import load_mcdvae
+
+    with pytest.raises(FileNotFoundError, match=r"recipes/lamd_bair_mcdvae.yaml"):
+        load_mcdvae(tmp_path / "outputs/lamd_bair_mcdvae/checkpoints/last.ckpt")
+    stage2 = tmp_path / "dmg.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "lamd": {"dmg_config": {}}}, stage2)
+    with pytest.raises(ValueError, match="stage-2"):
+        load_mcdvae(stage2)

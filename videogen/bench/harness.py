@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Modules under ``videogen.bench`` that register tables; each is imported if it exists.
-TABLE_MODULES: tuple[str, ...] = ("lamd", "cmd", "lvdm")
+TABLE_MODULES: tuple[str, ...] = ("lamd", "cmd", "lvdm", "evaluation")
 
 Row = dict[str, Any]
 

@@ -14,6 +14,7 @@ or ``"hinge"``.  Two Adam optimisers, manual optimisation.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -235,11 +236,16 @@ def load_mcdvae(path: str | Path, map_location: str | torch.device = "cpu") -> M
             raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: not an MCDVAE.save_pretrained directory")
         return MCDVAE.from_pretrained(path, map_location=map_location)
     if not path.is_file():
-        raise FileNotFoundError(f"MCD-VAE checkpoint {path} not found (give a .ckpt file or a save_pretrained dir)")
+        match = re.search(r"(lamd_\w+?)_mcdvae", str(path))
+        hint = (f": train stage 1 first (videogen fit --config recipes/{match.group(1)}_mcdvae.yaml writes it)"
+                if match else " (give the .ckpt that a stage-1 recipe writes, or an MCDVAE.save_pretrained directory)")
+        raise FileNotFoundError(f"MCD-VAE checkpoint {path} not found{hint}")
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     config = ckpt.get("hyper_parameters", {}).get("autoencoder")
     if not isinstance(config, dict):
-        raise ValueError(f"{path} has no 'autoencoder' hyper-parameters: not an MCDVAEModule checkpoint")
+        kind = "a stage-2 (DMGModule) checkpoint" if "lamd" in ckpt else "not an MCDVAEModule checkpoint"
+        raise ValueError(f"{path} is {kind}: the MCD-VAE comes from the stage-1 checkpoint "
+                         "(outputs/lamd_<setting>_mcdvae/checkpoints/last.ckpt)")
     model = _build_autoencoder(config)
     prefix = "autoencoder."
     state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}

@@ -83,8 +83,11 @@ class HFTextEncoder(TextEncoder):
         from transformers import AutoModel, AutoTokenizer
 
         name_or_path = str(name_or_path)
-        if _looks_like_path(name_or_path) and not Path(name_or_path).expanduser().is_dir():
-            raise FileNotFoundError(f"text encoder directory {name_or_path!r} does not exist")
+        if _looks_like_path(name_or_path) or Path(name_or_path).expanduser().is_dir():
+            if not Path(name_or_path).expanduser().is_dir():
+                raise FileNotFoundError(f"text encoder directory {name_or_path!r} does not exist")
+            # absolute, so that a checkpoint's recorded config loads from any working directory
+            name_or_path = str(Path(name_or_path).expanduser().resolve())
         self.max_length = int(max_length)
         self.config = {"kind": "transformers", "name_or_path": name_or_path, "max_length": self.max_length,
                        "local_files_only": local_files_only}
