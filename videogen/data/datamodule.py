@@ -27,9 +27,52 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, random_split
 
-__all__ = ["VideoDataModule"]
+__all__ = ["EpochSampler", "ResumableDataLoader", "VideoDataModule"]
 
 log = logging.getLogger(__name__)
+
+
+class EpochSampler(DistributedSampler):
+    """``DistributedSampler`` whose next pass can skip its first ``n`` indices (mid-epoch resume)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._skip = 0
+
+    def skip_next(self, n: int) -> None:
+        self._skip = int(n)
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        skip, self._skip = self._skip, 0
+        return iter(indices[skip:])
+
+
+class ResumableDataLoader(DataLoader):
+    """The training loader: Lightning sees it as stateful (``state_dict``/``load_state_dict``), so a run
+    resumed from a mid-epoch checkpoint continues the interrupted epoch where it stopped, in the same
+    epoch-seeded order, instead of starting that epoch's order again.
+
+    ``consumed()`` gives the batches the interrupted epoch had taken (Lightning's restored progress).
+    """
+
+    def __init__(self, *args, consumed=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._consumed, self._resume = consumed, False
+
+    def state_dict(self) -> dict:
+        return {"kind": "videogen.ResumableDataLoader"}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = True
+
+    def __iter__(self):
+        if self._resume:
+            self._resume = False
+            n = int(self._consumed()) if self._consumed is not None else 0
+            if n and isinstance(self.sampler, EpochSampler):
+                self.sampler.skip_next(n * self.batch_size)
+        return super().__iter__()
 
 
 def _base(dataset: Dataset) -> Dataset:
@@ -112,7 +155,7 @@ class VideoDataModule(L.LightningDataModule):
             if ds is not None and len(ds) == 0:
                 raise ValueError(f"{name} {type(ds).__name__} is empty")
 
-    def _train_sampler(self, dataset: Dataset) -> DistributedSampler | None:
+    def _train_sampler(self, dataset: Dataset) -> EpochSampler | None:
         """Epoch-seeded shuffling (Lightning calls ``set_epoch``), sharded over the trainer's ranks.
 
         Lightning leaves a ``DistributedSampler`` in place, so this one is used with and without DDP.
@@ -122,13 +165,15 @@ class VideoDataModule(L.LightningDataModule):
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
         seed = self.shuffle_seed if self.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
-        return DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        return EpochSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             return []  # Lightning skips a stage whose loader is empty
-        return DataLoader(
+        extra = {"consumed": self._consumed_batches} if train else {}
+        return (ResumableDataLoader if train else DataLoader)(
             dataset,
+            **extra,
             batch_size=self.batch_size if train else self.eval_batch_size,
             sampler=self._train_sampler(dataset) if train else None,
             drop_last=self.drop_last and train,
@@ -136,6 +181,10 @@ class VideoDataModule(L.LightningDataModule):
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
+
+    def _consumed_batches(self) -> int:
+        trainer = self.trainer
+        return 0 if trainer is None else int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
