@@ -135,7 +135,7 @@ class DMGModule(TrainingModule):
         loss = self.diffusion.training_loss(self.dmg, z_m, **cond)  # Eq. 6
         if not self.finite_or_skip(loss=loss):
             return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=z_m.shape[0])
+        self.log("train/loss", loss, prog_bar=True, batch_size=z_m.shape[0], sync_dist=True)  # mean over ranks
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

@@ -199,7 +199,9 @@ class MCDVAEModule(TrainingModule):
                         logits_fake=logits_fake.detach().mean())
 
         logs.update(loss=loss.detach(), gen_steps=self.gen_steps.float())
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, batch_size=video.shape[0])
+        # sync_dist: under DDP the logged values are averages over ranks, not rank 0's alone
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, batch_size=video.shape[0],
+                      sync_dist=True)
         self.log("train/rec_loss_bar", logs["rec_loss"], prog_bar=True, logger=False, batch_size=video.shape[0])
         return loss.detach()
 
