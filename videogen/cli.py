@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LIGHTNING_COMMANDS", "TOOL_COMMANDS", "main"]
+__all__ = ["LIGHTNING_COMMANDS", "TOOL_COMMANDS", "CommandError", "main", "user_error"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 TOOL_COMMANDS = ("demo", "bench", "sample", "generate", "evaluate")
@@ -207,14 +208,20 @@ def _cmd_sample(args: argparse.Namespace) -> int:
             kwargs[key] = getattr(args, key)
     if "num_samples" in params:
         kwargs["num_samples"] = batch
+    conditions = getattr(model, "conditions", None)
+    given = [c for c in ("image", "label", "text") if c in kwargs]
+    if conditions is not None and any(c not in conditions for c in given):
+        bad = ", ".join("--" + c for c in given if c not in conditions)
+        raise CommandError(f"{bad} not supported: this {type(model).__name__} model supports {', '.join(conditions)}")
     unsupported = sorted(k for k in kwargs if k not in params)
     if unsupported:
-        raise SystemExit(f"videogen sample: {type(model).__name__}.generate does not take {unsupported}")
+        raise CommandError(f"{type(model).__name__}.generate does not take {unsupported}: this model supports "
+                           f"{', '.join(getattr(model, 'conditions', ())) or 'no conditions'}")
     missing = [n for n, p in params.items() if p.default is p.empty and n not in kwargs
                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     if missing:
         flags = ", ".join("--" + n.replace("_", "-") for n in missing)
-        raise SystemExit(f"videogen sample: {type(model).__name__}.generate needs {flags}")
+        raise CommandError(f"{type(model).__name__}.generate needs {flags}")
     with torch.no_grad():
         videos = model.generate(**kwargs).float().cpu()  # (B, C, T, H, W) in [-1, 1]
     out = Path(args.out)
@@ -362,18 +369,43 @@ _TOOLS = {"demo": _cmd_demo, "bench": _cmd_bench, "sample": _cmd_sample, "genera
           "evaluate": _cmd_evaluate}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``videogen``; returns the exit status (LightningCLI exits itself on bad input)."""
-    from_sys_argv = argv is None
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(_USAGE)
-        return 0 if argv else 2
-    if argv[0] == "--version":
-        from videogen import __version__
+class CommandError(ValueError):
+    """A mistake in a command's input that the user can fix; reported as one ``videogen: error:`` line."""
 
-        print(f"videogen {__version__}")
-        return 0
+
+#: exception types that a user's input can cause (bad value, missing file or weights, NaN training loss);
+#: reported as one line when videogen's own code raised them, with a traceback otherwise
+USER_ERROR_TYPES = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FloatingPointError)
+_PACKAGE_DIR = str(Path(__file__).resolve().parent)
+
+
+def _raised_by_videogen(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return str(Path(tb.tb_frame.f_code.co_filename).resolve()).startswith(_PACKAGE_DIR)
+
+
+def user_error(exc: BaseException) -> BaseException | None:
+    """The exception to report in one line, or None to keep the traceback.
+
+    Follows the ``raise ... from`` chain (LightningCLI/jsonargparse wrap an error raised while building a
+    class in "Does not validate against any of the Union subtypes") to the innermost exception of a
+    :data:`USER_ERROR_TYPES` type that videogen's own code raised.
+    """
+    chain: list[BaseException] = []
+    while exc is not None and exc not in chain:
+        chain.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    for candidate in reversed(chain):
+        if isinstance(candidate, USER_ERROR_TYPES) and _raised_by_videogen(candidate):
+            return candidate
+    return None
+
+
+def _dispatch(argv: list[str], from_sys_argv: bool) -> int:
     command = argv[0]
     if command in _TOOLS:
         return _TOOLS[command](_tool_parser(command).parse_args(argv[1:]))
@@ -383,3 +415,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(f"videogen: unknown command {command!r}\n\n{_USAGE}", file=sys.stderr)
     return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``videogen``; returns the exit status.
+
+    Errors a user can cause (see :func:`user_error`) print ``videogen: error: <message>`` on stderr and
+    return 2; ``--debug`` (anywhere on the command line) or ``VIDEOGEN_DEBUG=1`` shows the traceback
+    instead. Unexpected errors keep their traceback. Bad recipe keys and values are reported by
+    jsonargparse in the same ``videogen: error:`` form (exit code 2).
+    """
+    from_sys_argv = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("VIDEOGEN_DEBUG", "") not in ("", "0")
+    if "--debug" in argv:
+        argv = [a for a in argv if a != "--debug"]
+        if from_sys_argv:  # LightningCLI parses sys.argv itself
+            sys.argv = [sys.argv[0], *argv]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_USAGE)
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from videogen import __version__
+
+        print(f"videogen {__version__}")
+        return 0
+    try:
+        return _dispatch(argv, from_sys_argv)
+    except Exception as exc:
+        cause = None if debug else user_error(exc)
+        if cause is None:
+            raise
+        message = " ".join(str(cause).split())  # one line
+        print(f"videogen: error: {message} (--debug shows the traceback)", file=sys.stderr)
+        return 2

@@ -72,3 +72,23 @@ def test_module_errors():
     module = DMGModule(tiny_dmg(num_classes=4), tiny_mcdvae())
     with pytest.raises(ValueError, match="batch\\['label'\\]"):
         module.training_step({"video": random_video(2)}, 0)
+
+
+def test_cached_latents_feed_sample_videos_and_validation_is_fixed():
+    """Batches from cache_latents have no video: sample_videos animates their stored first frames; the
+    validation loss uses the posterior mean and fixed noise, so it is the same on every call."""
+    from torch.utils.data import default_collate
+
+    from videogen.lamd.dmg_module import cache_latents
+
+    module = DMGModule(tiny_dmg(num_classes=4), tiny_mcdvae(), sample_steps=2)
+    data = SyntheticVideoDataset(3, num_frames=FRAMES, size=RES, directions=4)
+    items = cache_latents(module.mcdvae, [data[i] for i in range(3)])
+    batch = default_collate(items)
+    assert "video" not in batch and batch["first_frame"].shape == (3, 3, RES, RES)
+    assert module.sample_videos(batch, num=2).shape == (2, 3, FRAMES, RES, RES)
+    module.log = lambda *a, **k: None
+    video_batch = default_collate([data[i] for i in range(3)])
+    first = module.validation_step(video_batch, 0)
+    torch.manual_seed(123)  # the global RNG must not matter
+    assert torch.equal(first, module.validation_step(video_batch, 0))

@@ -10,7 +10,6 @@ import torch
 import yaml
 
 from videogen.core.training import effective_lr
-
 from videogen.lamd.dmg import MotionGenerator
 from videogen.lamd.mcdvae import MCDVAE
 from videogen.lamd.pipeline import check_stages

@@ -85,6 +85,20 @@ class TrainingModule(pl.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         reseed(derived_seed(self.base_seed, self.global_rank, _BATCH, self._batch_counter()))
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Refuse a checkpoint of another model or stage with a message naming both, before Lightning's
+        ``load_state_dict`` fails with a list of missing keys."""
+        state = checkpoint.get("state_dict", {})
+        own = self.state_dict().keys()
+        missing = [k for k in own if k not in state]
+        if missing:
+            hp = checkpoint.get("hyper_parameters", {})
+            origin = hp.get("_class_path") or ", ".join(sorted({k.split(".")[0] for k in state})[:6]) or "nothing"
+            raise ValueError(
+                f"this checkpoint is not one of {type(self).__name__}: it lacks {len(missing)} of its "
+                f"{len(own)} weights (e.g. {missing[0]!r}); it holds {origin}. Give the checkpoint that this "
+                "stage's recipe writes (its ModelCheckpoint dirpath).")
+
     def finite_or_skip(self, **terms: torch.Tensor) -> bool:
         """True when every loss term is finite.  Otherwise raise (``nan_policy="raise"``) naming the
         step and the terms, or count the step and return False (``"skip"``: the caller skips it)."""

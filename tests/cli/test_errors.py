@@ -1,0 +1,112 @@
+"""Errors a user can cause end as one ``videogen: error: ...`` line on stderr with exit code 2, for every
+subcommand; ``--debug`` shows the traceback; unexpected errors keep theirs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+import torch
+
+from tests.lamd._dmg_tiny import randomize, tiny_dmg, tiny_mcdvae
+from videogen.cli import main
+from videogen.lamd import LaMD
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def _error_line(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "nothing on stderr"
+    assert err[-1].startswith("videogen: error: "), err[-1]
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+@pytest.fixture(scope="module")
+def class_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("lamd") / "model"
+    LaMD(tiny_mcdvae(), randomize(tiny_dmg(num_classes=4))).save_pretrained(path)
+    return path
+
+
+def test_fit_missing_weight_file_is_unwrapped_from_jsonargparse(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VIDEOGEN_CACHE", str(tmp_path / "cache"))
+    line = _error_line(capsys, ["fit", "--config", str(RECIPES / "lamd_bair_mcdvae.yaml")])
+    assert "alexnet-owt-7be5be79.pth" in line and "Union subtypes" not in line
+
+
+def test_fit_missing_stage1_checkpoint_names_the_recipe(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    line = _error_line(capsys, ["fit", "--config", str(RECIPES / "lamd_tiny_dmg.yaml")])
+    assert "recipes/lamd_tiny_mcdvae.yaml" in line
+
+
+def test_fit_missing_data_root(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    line = _error_line(capsys, ["fit", "--config", str(RECIPES / "lamd_landscape_mcdvae.yaml"),
+                                "--model.init_args.lpips_weight=0"])
+    assert "data/sky" in line
+
+
+def test_fit_bad_recipe_value_exits_2_with_a_videogen_error(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(RECIPES / "lamd_tiny_mcdvae.yaml"), "--trainer.max_epochs=many"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "videogen: error:" in err and "max_epochs" in err
+
+
+def test_validate_with_a_checkpoint_of_another_stage(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"dmg.weight": torch.zeros(1)}, "hyper_parameters": {}, "epoch": 0, "global_step": 0,
+                "pytorch-lightning_version": "2.6.0"}, other)
+    line = _error_line(capsys, ["validate", "--config", str(RECIPES / "lamd_tiny_mcdvae.yaml"),
+                                "--data.init_args.val_dataset.init_args.num_videos=2", f"--ckpt_path={other}"])
+    assert "not one of MCDVAEModule" in line
+
+
+@pytest.mark.parametrize("case, message", [
+    ("size", "x0 must be"), ("label", "label must lie in"), ("text", "supports image, label"),
+])
+def test_sample_bad_inputs(capsys, class_model, tmp_path, case, message):
+    image = tmp_path / "first.png"
+    imageio.imwrite(image, np.zeros((24 if case == "size" else 16, 16, 3), dtype=np.uint8))
+    argv = ["sample", "--model", str(class_model), "--out", str(tmp_path / "out"), "--image", str(image),
+            "--num-samples", "1", "--num-steps", "2", "--no-resize"]
+    argv += {"size": ["--label", "1"], "label": ["--label", "9"], "text": ["--text", "a red cube"]}[case]
+    assert message in _error_line(capsys, argv)
+
+
+def test_sample_with_a_stage1_checkpoint(capsys, tmp_path):
+    ckpt = tmp_path / "stage1.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"autoencoder": {}}}, ckpt)
+    line = _error_line(capsys, ["sample", "--model", str(ckpt), "--out", str(tmp_path / "o")])
+    assert "stage-1 checkpoint" in line
+
+
+def test_evaluate_and_generate_missing_inputs(capsys, class_model, tmp_path):
+    line = _error_line(capsys, ["evaluate", "--real", str(tmp_path / "nope"), "--fake", str(tmp_path),
+                                "--metric", "psnr"])
+    assert "does not exist" in line
+    line = _error_line(capsys, ["generate", "--model", str(class_model), "--recipe", str(tmp_path / "r.yaml"),
+                                "--out", str(tmp_path / "o")])
+    assert "recipe" in line and "not found" in line
+
+
+def test_debug_shows_the_traceback_and_unexpected_errors_keep_theirs(class_model, tmp_path, monkeypatch):
+    with pytest.raises(FileNotFoundError):
+        main(["evaluate", "--real", str(tmp_path / "nope"), "--fake", str(tmp_path), "--metric", "psnr", "--debug"])
+    import videogen.evaluation
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug, not a user error")
+
+    monkeypatch.setattr(videogen.evaluation, "evaluate_folders", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["evaluate", "--real", str(tmp_path), "--fake", str(tmp_path), "--metric", "psnr"])
