@@ -77,7 +77,9 @@ def _videogen_cli_class() -> type:
                 "seed_everything_default": SEED_DEFAULT,
                 # SaveConfigCallback refuses to overwrite config.yaml of an earlier run otherwise.
                 "save_config_kwargs": {"overwrite": True},
-                "parser_kwargs": {"prog": "videogen"},
+                # exit_on_error=False: a bad recipe key or value raises ArgumentError, which main() prints
+                # as one "videogen: error:" line (strictness is unchanged)
+                "parser_kwargs": {"prog": "videogen", "exit_on_error": False},
                 **kwargs,
             }
             super().__init__(args=args, **kwargs)
@@ -405,6 +407,21 @@ def user_error(exc: BaseException) -> BaseException | None:
     return None
 
 
+def _compact_parser_error(message: str) -> str:
+    """jsonargparse's multi-line Union report -> ``Parser key "k": <the errors that are not 'None'>``."""
+    message = " ".join(message.split())
+    if " Errors: " not in message:
+        return message
+    head = message.split(": Does not validate", 1)[0]
+    body = message.split(" Errors: ", 1)[1]
+    given = body.split(" Given value: ", 1)[1] if " Given value: " in body else None
+    body = body.split(" Given value type: ", 1)[0]
+    errors = [e.strip() for e in body.split(" - ") if e.strip(" -") and "Expected a <class 'NoneType'>" not in e]
+    errors = [e.lstrip("- ") for e in errors]
+    text = f"{head}: {'; '.join(errors) or body}"
+    return text + (f" (given: {given})" if given and "Option '" not in text else "")
+
+
 def _dispatch(argv: list[str], from_sys_argv: bool) -> int:
     command = argv[0]
     if command in _TOOLS:
@@ -442,6 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return _dispatch(argv, from_sys_argv)
+    except argparse.ArgumentError as exc:  # a bad recipe key or value (jsonargparse, exit_on_error=False)
+        if debug:
+            raise
+        print(f"videogen: error: {_compact_parser_error(str(exc))}", file=sys.stderr)
+        return 2
     except Exception as exc:
         cause = None if debug else user_error(exc)
         if cause is None:

@@ -156,7 +156,7 @@ def evaluate_folders(real: str | os.PathLike, fake: str | os.PathLike, metrics: 
     if "clipsim" in metrics:
         from videogen.core.metrics.clipsim import DEFAULT_MODEL, CLIPSimilarity
         others["clipsim"] = CLIPSimilarity(clip_model or DEFAULT_MODEL, clip_weights).to(device)
-    fake_entries, real_entries = index_folder(fake), index_folder(real)
+    real_entries, fake_entries = index_folder(real), index_folder(fake)
     if "clipsim" in others and any(e.caption is None for e in fake_entries):
         raise ValueError(f"clipsim needs a caption for every generated video (the 'caption' of {fake}/{MANIFEST})")
     groups = sorted({e.group for e in [*real_entries, *fake_entries] if e.group is not None})
