@@ -10,7 +10,7 @@ from tests.lamd._dmg_tiny import FRAMES, RES, random_video, tiny_clip_dir, tiny_
 from videogen.data import SyntheticVideoDataset, VideoDataModule
 from videogen.lamd.dmg_module import DMGModule
 from videogen.lamd.pipeline import LaMD
-from videogen.lamd.text import HFTextEncoder
+from videogen.core.text import HFTextEncoder
 
 
 def test_fit_trains_only_the_dmg(tmp_path):

@@ -7,7 +7,7 @@ import torch
 
 from tests.lamd._dmg_tiny import FRAMES, RES, random_video, randomize, tiny_clip_dir, tiny_dmg, tiny_mcdvae
 from videogen.lamd.pipeline import LaMD
-from videogen.lamd.text import HFTextEncoder
+from videogen.core.text import HFTextEncoder
 
 STEPS = 4
 

@@ -13,13 +13,16 @@ def lazy_exports(package: str, exports: Mapping[str, str], namespace: Mapping[st
                  ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """Module-level ``__getattr__`` and ``__dir__`` for ``package``.
 
-    ``exports`` maps each public name to the submodule (relative to ``package``) that defines it;
+    ``exports`` maps each public name to the submodule (relative to ``package``, or an absolute
+    ``videogen.*`` module for names re-exported from elsewhere) that defines it;
     ``namespace`` is the package's ``globals()`` (for ``dir()``).
     """
 
     def __getattr__(name: str) -> Any:
         if name in exports:
-            return getattr(importlib.import_module(f"{package}.{exports[name]}"), name)
+            module = exports[name]  # relative to the package, or absolute ("videogen.core.text")
+            full = module if module.startswith("videogen.") else f"{package}.{module}"
+            return getattr(importlib.import_module(full), name)
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:

@@ -4,7 +4,7 @@ Names load on first access, so ``import videogen.lamd`` stays cheap.
 
 Stage 1 (MCD-VAE): ``MCDVAE``, ``LatentNorm``, ``MCDVAEModule``, ``load_mcdvae``.
 Stage 2 (DMG): ``MotionGenerator``, ``DMGModule``; text encoders ``TextEncoder``, ``HFTextEncoder``,
-``OpenCLIPTextEncoder``, ``load_text_encoder``. Inference: ``LaMD`` (generate / transfer_motion).
+``OpenCLIPTextEncoder``, ``load_text_encoder`` (from ``videogen.core.text``). Inference: ``LaMD`` (generate / transfer_motion).
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ _EXPORTS = {
     "MotionGenerator": "dmg",
     "DMGModule": "dmg_module",
     "LaMD": "pipeline",
-    "TextEncoder": "text",
-    "HFTextEncoder": "text",
-    "OpenCLIPTextEncoder": "text",
-    "load_text_encoder": "text",
-    "build_text_encoder": "text",
+    # text encoders live in videogen.core.text (CMD and LVDM use them too); re-exported for LaMD users
+    "TextEncoder": "videogen.core.text",
+    "HFTextEncoder": "videogen.core.text",
+    "OpenCLIPTextEncoder": "videogen.core.text",
+    "load_text_encoder": "videogen.core.text",
+    "build_text_encoder": "videogen.core.text",
 }
 
 

@@ -21,7 +21,7 @@ from videogen.core.training import TrainingModule
 from .dmg import MotionGenerator
 from .mcdvae import MCDVAE
 from .pipeline import LaMD, check_stages
-from .text import TextEncoder
+from videogen.core.text import TextEncoder
 
 __all__ = ["DMGModule"]
 

@@ -22,7 +22,7 @@ from videogen.core.diffusion import GaussianDiffusion
 
 from .dmg import MotionGenerator
 from .mcdvae import MCDVAE
-from .text import TextEncoder, build_text_encoder, load_text_encoder
+from videogen.core.text import TextEncoder, build_text_encoder, load_text_encoder
 
 __all__ = ["LaMD", "check_stages"]
 

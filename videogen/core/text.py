@@ -1,8 +1,8 @@
-"""Frozen text encoders for text-image-to-video LaMD (CATER-GEN-v2).
+"""Frozen text encoders shared by the models (LaMD's text-guided DMG, CMD's motion DiT, text-to-video).
 
-The paper (Sec. 4.3.3) concatenates "the text embeddings extracted by a text encoder" with the content
-features of the given image and feeds both to the DMG as cross-attention context. It does not name the
-encoder, so any frozen encoder that returns per-token features works. Every encoder here maps a list of
+LaMD (Sec. 4.3.3) concatenates "the text embeddings extracted by a text encoder" with the content
+features of the given image; CMD projects a pooled text feature (``TextEncoder.pooled``). Any frozen
+encoder that returns per-token features works. Every encoder here maps a list of
 strings to ``(tokens (B, L, D), mask (B, L) bool)`` with a fixed ``L`` (padded to ``max_length``) so
 batches stack, and saves/loads itself to a directory.
 
@@ -36,7 +36,7 @@ class TextEncoder(nn.Module):
         super().__init__()
 
     def freeze(self) -> None:
-        """The text encoder is never trained in LaMD: no gradients, eval mode."""
+        """Text encoders are never trained here: no gradients, eval mode."""
         self.requires_grad_(False)
         self.eval()
 
@@ -46,6 +46,14 @@ class TextEncoder(nn.Module):
 
     def forward(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    @torch.no_grad()
+    def pooled(self, texts: Sequence[str], masked: bool = True) -> torch.Tensor:
+        """``(B, dim)``: the mean of the token features over the tokenizer mask, or over all ``max_length``
+        tokens (``masked=False``: what CMD's code computes from its 77 OpenCLIP states)."""
+        tokens, mask = self(texts)
+        weights = (mask if masked else torch.ones_like(mask)).to(tokens.dtype).unsqueeze(-1)  # (B, L, 1)
+        return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1.0)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         raise NotImplementedError
@@ -69,6 +77,17 @@ def _looks_like_path(name: str) -> bool:
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
+def _absolute_if_path(name_or_path: str | os.PathLike) -> str:
+    """Local directories become absolute (a checkpoint's recorded config then loads from any working
+    directory); hub ids stay as they are."""
+    name_or_path = str(name_or_path)
+    if _looks_like_path(name_or_path) or Path(name_or_path).expanduser().is_dir():
+        if not Path(name_or_path).expanduser().is_dir():
+            raise FileNotFoundError(f"text encoder directory {name_or_path!r} does not exist")
+        return str(Path(name_or_path).expanduser().resolve())
+    return name_or_path
+
+
 class HFTextEncoder(TextEncoder):
     """Any transformers text model (``CLIPTextModel``, T5 encoder, BERT, ...) with its tokenizer.
 
@@ -76,22 +95,23 @@ class HFTextEncoder(TextEncoder):
         name_or_path: local directory written by ``save_pretrained`` or a hub id in the HF cache.
         max_length: tokens per caption (padded / truncated), 77 as in CLIP.
         local_files_only: forbid transformers from reaching the network.
+        tokenizer: where the tokenizer is, if not beside the model (Stable Diffusion's ``tokenizer/``).
+        use_attention_mask: pass the padding mask to the model; Stable Diffusion's UNets were trained on
+            CLIP states computed without it (``False`` for them).
     """
 
-    def __init__(self, name_or_path: str, max_length: int = 77, local_files_only: bool = False) -> None:
+    def __init__(self, name_or_path: str, max_length: int = 77, local_files_only: bool = False,
+                 tokenizer: str | None = None, use_attention_mask: bool = True) -> None:
         super().__init__()
         from transformers import AutoModel, AutoTokenizer
 
-        name_or_path = str(name_or_path)
-        if _looks_like_path(name_or_path) or Path(name_or_path).expanduser().is_dir():
-            if not Path(name_or_path).expanduser().is_dir():
-                raise FileNotFoundError(f"text encoder directory {name_or_path!r} does not exist")
-            # absolute, so that a checkpoint's recorded config loads from any working directory
-            name_or_path = str(Path(name_or_path).expanduser().resolve())
-        self.max_length = int(max_length)
+        name_or_path = _absolute_if_path(name_or_path)
+        tokenizer = None if tokenizer is None else _absolute_if_path(tokenizer)
+        self.max_length, self.use_attention_mask = int(max_length), use_attention_mask
         self.config = {"kind": "transformers", "name_or_path": name_or_path, "max_length": self.max_length,
-                       "local_files_only": local_files_only}
-        self.tokenizer = AutoTokenizer.from_pretrained(name_or_path, local_files_only=local_files_only)
+                       "local_files_only": local_files_only, "tokenizer": tokenizer,
+                       "use_attention_mask": use_attention_mask}
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or name_or_path, local_files_only=local_files_only)
         model = AutoModel.from_pretrained(name_or_path, local_files_only=local_files_only)
         # A full CLIP / encoder-decoder checkpoint: keep only its text encoder.
         if hasattr(model, "text_model"):
@@ -109,7 +129,8 @@ class HFTextEncoder(TextEncoder):
                              return_tensors="pt")
         device = next(self.model.parameters()).device
         ids, mask = enc["input_ids"].to(device), enc["attention_mask"].to(device)
-        tokens = self.model(input_ids=ids, attention_mask=mask).last_hidden_state  # (B, L, D)
+        tokens = self.model(input_ids=ids, attention_mask=mask if self.use_attention_mask else None
+                            ).last_hidden_state  # (B, L, D)
         return tokens.float(), mask.bool()
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
@@ -117,7 +138,8 @@ class HFTextEncoder(TextEncoder):
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(directory)
         self.model.save_pretrained(directory)
-        (directory / CONFIG_NAME).write_text(json.dumps({"kind": "transformers", "max_length": self.max_length}))
+        (directory / CONFIG_NAME).write_text(json.dumps({"kind": "transformers", "max_length": self.max_length,
+                                                         "use_attention_mask": self.use_attention_mask}))
 
 
 class OpenCLIPTextEncoder(TextEncoder):
@@ -206,7 +228,8 @@ def load_text_encoder(directory: str | os.PathLike) -> TextEncoder:
         raise FileNotFoundError(f"{cfg_path} not found: not a directory written by TextEncoder.save_pretrained")
     cfg = json.loads(cfg_path.read_text())
     if cfg["kind"] == "transformers":
-        return HFTextEncoder(str(directory), max_length=cfg["max_length"], local_files_only=True)
+        return HFTextEncoder(str(directory), max_length=cfg["max_length"], local_files_only=True,
+                             use_attention_mask=cfg.get("use_attention_mask", True))
     if cfg["kind"] == "open_clip":
         return OpenCLIPTextEncoder(cfg["model_name"], directory / "open_clip_text.safetensors",
                                    model_config=cfg["model_config"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.lamd._dmg_tiny import tiny_clip_dir
-from videogen.lamd.text import HFTextEncoder, OpenCLIPTextEncoder, load_text_encoder
+from videogen.core.text import HFTextEncoder, OpenCLIPTextEncoder, load_text_encoder
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +70,12 @@ def test_relative_text_encoder_path_is_recorded_absolute(clip_dir, monkeypatch):
     monkeypatch.chdir(clip_dir.parent)
     enc = HFTextEncoder(f"./{clip_dir.name}", max_length=12, local_files_only=True)
     assert enc.config["name_or_path"] == str(clip_dir.resolve())
+
+
+def test_pooled_is_the_masked_mean_of_the_token_features(clip_dir):
+    enc = HFTextEncoder(str(clip_dir), max_length=12, local_files_only=True)
+    tokens, mask = enc(["ab", "abcdef"])
+    pooled = enc.pooled(["ab", "abcdef"])
+    assert pooled.shape == (2, enc.dim)
+    n = int(mask[0].sum())
+    torch.testing.assert_close(pooled[0], tokens[0, :n].mean(0))

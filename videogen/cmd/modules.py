@@ -1,0 +1,369 @@
+"""CMD's three training stages as LightningModules (Sec. 3.2, App. B.3).
+
+* :class:`CMDAutoencoderModule`: the autoencoder.  Pixel mode: ``4 * L1`` over the whole video +
+  ``4 * LPIPS`` on one random frame per video (or all frames), as the official code; latent mode: MSE
+  between reconstructed and input SD latents (videos are encoded frame by frame by a frozen
+  ``FrameVAE``, posterior samples in training, means in validation).
+* :class:`CMDContentModule`: the content-frame model (eq. 7) on the frozen autoencoder's content frames:
+  a :class:`ContentDiT` from scratch (class labels) or a Stable Diffusion UNet (:class:`SDUNet`, text
+  token states of SD's own text encoder) fine-tuned whole.  Labels / captions are dropped with
+  ``cond_drop_prob`` (null class / empty caption) for classifier-free guidance.
+* :class:`CMDMotionModule`: the motion DiT (eq. 8) on the frozen autoencoder's motion latents, given the
+  content frame and the class / pooled text feature (dropped with ``cond_drop_prob``).
+
+Later stages take the earlier one's checkpoint (``autoencoder: <stage-1 last.ckpt>``) and keep it frozen
+in eval mode; the network configs are written to ``checkpoint["cmd"]`` so that ``CMD.from_checkpoints``
+rebuilds the pipeline from the checkpoints alone.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.losses import LPIPSLoss
+from videogen.core.metrics.psnr_ssim import psnr_per_video
+from videogen.core.sd import FrameVAE, SDUNet
+from videogen.core.text import TextEncoder
+from videogen.core.training import TrainingModule
+
+from .autoencoder import CMDAutoencoder
+from .dit import ContentDiT, MotionDiT
+
+__all__ = ["CMDAutoencoderModule", "CMDContentModule", "CMDMotionModule", "load_cmd_autoencoder"]
+
+
+def _build_autoencoder(autoencoder: CMDAutoencoder | dict[str, Any]) -> CMDAutoencoder:
+    if isinstance(autoencoder, CMDAutoencoder):
+        return autoencoder
+    if isinstance(autoencoder, dict):
+        kwargs = autoencoder.get("init_args", autoencoder) if "class_path" in autoencoder else autoencoder
+        return CMDAutoencoder(**{k: v for k, v in kwargs.items() if k != "class"})
+    raise ValueError(f"autoencoder must be a CMDAutoencoder or its config, got {type(autoencoder).__name__}")
+
+
+def load_cmd_autoencoder(path: str | Path | CMDAutoencoder, map_location: str = "cpu") -> CMDAutoencoder:
+    """The trained autoencoder from a ``CMDAutoencoderModule`` checkpoint or a ``save_pretrained`` directory."""
+    if isinstance(path, CMDAutoencoder):
+        return path
+    path = Path(path)
+    if path.is_dir():
+        return CMDAutoencoder.from_pretrained(path, map_location=map_location)
+    if not path.is_file():
+        match = re.search(r"(cmd_\w+?)_autoencoder", str(path))
+        hint = (f": train stage 1 first (videogen fit --config recipes/{match.group(1)}_autoencoder.yaml writes it)"
+                if match else " (give the .ckpt a CMD autoencoder recipe writes, or a save_pretrained directory)")
+        raise FileNotFoundError(f"CMD autoencoder checkpoint {path} not found{hint}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    config = (ckpt.get("cmd") or {}).get("autoencoder_config")
+    if config is None:
+        raise ValueError(f"{path} is not a CMD checkpoint (no autoencoder config in checkpoint['cmd'])")
+    model = CMDAutoencoder(**config)
+    model.load_state_dict({k[len("autoencoder."):]: v for k, v in ckpt["state_dict"].items()
+                           if k.startswith("autoencoder.")})
+    return model
+
+
+def _frozen(module: nn.Module | None) -> nn.Module | None:
+    return None if module is None else module.requires_grad_(False).eval()
+
+
+class _CMDStage(TrainingModule):
+    """Shared: the (frozen or trained) autoencoder, the optional SD VAE, pixels -> AE input, checkpoint configs."""
+
+    autoencoder: CMDAutoencoder
+    vae: FrameVAE | None
+
+    def _ae_input(self, video: torch.Tensor, sample: bool) -> torch.Tensor:
+        """Batch videos (pixels in [-1, 1]) -> what the autoencoder reads (pixels, or scaled SD latents)."""
+        if self.vae is not None:
+            return self.vae.encode(video, sample=sample)
+        if self.autoencoder.mode == "latent":
+            raise ValueError("a latent-mode autoencoder needs `vae` (a FrameVAE) or latent batches")
+        return video
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cmd"] = dict(self.network_configs)
+
+
+class CMDAutoencoderModule(_CMDStage):
+    """Trains a :class:`CMDAutoencoder` (see the module docstring for the losses).
+
+    Args:
+        autoencoder: the network (or its config).
+        vae: frozen SD VAE for latent mode (videos in the batch stay pixels; they are encoded here).
+        l1_weight, lpips_weight: pixel-mode weights (official: 4, 4); ``lpips_weight=0`` builds no LPIPS.
+        lpips_frames: ``"one"`` random frame per video (official) or ``"all"``.
+        lpips_net / lpips_pretrained / lpips_random: the LPIPS backbone (``core.losses.LPIPSLoss``).
+        lr, betas: Adam (B.3: 1e-5, (0.5, 0.9)); ``scale_lr``: LDM scaling (off: the paper's rate is effective).
+    """
+
+    def __init__(self, autoencoder: CMDAutoencoder | dict[str, Any], vae: FrameVAE | None = None,
+                 l1_weight: float = 4.0, lpips_weight: float = 4.0, lpips_frames: str = "one",
+                 lpips_net: str = "vgg", lpips_pretrained: bool | str = True, lpips_random: bool = False,
+                 lr: float = 1e-5, betas: tuple[float, float] = (0.5, 0.9), scale_lr: bool = False,
+                 nan_policy: str = "raise"):
+        super().__init__(nan_policy=nan_policy)
+        if lpips_frames not in ("one", "all"):
+            raise ValueError(f"lpips_frames must be 'one' or 'all', got {lpips_frames!r}")
+        self.save_hyperparameters(ignore=["autoencoder", "vae"])
+        self.autoencoder = _build_autoencoder(autoencoder)
+        self.vae = _frozen(vae)
+        pixel = self.autoencoder.mode == "pixel"
+        self.lpips = (LPIPSLoss(lpips_net, pretrained=lpips_pretrained, pnet_rand=lpips_random)
+                      if pixel and lpips_weight > 0 else None)
+        self.network_configs = {"autoencoder_config": self.autoencoder.config}
+
+    def train(self, mode: bool = True) -> CMDAutoencoderModule:
+        super().train(mode)
+        if self.vae is not None:
+            self.vae.eval()
+        return self
+
+    def reconstruction_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        recon, _, _ = self.autoencoder(x)
+        if self.autoencoder.mode == "latent":
+            mse = (recon.float() - x.float()).square().mean()
+            return mse, {"mse": mse.detach()}
+        l1 = (recon.float() - x.float()).abs().mean()
+        loss, logs = self.hparams.l1_weight * l1, {"l1": l1.detach()}
+        if self.lpips is not None:
+            if self.hparams.lpips_frames == "one":  # one random frame per video (official)
+                idx = torch.randint(0, x.shape[2], (x.shape[0],), device=x.device)
+                pick = torch.arange(x.shape[0], device=x.device)
+                r, t = recon[pick, :, idx].unsqueeze(2), x[pick, :, idx].unsqueeze(2)  # (B, C, 1, H, W)
+            else:
+                r, t = recon, x
+            lp = self.lpips(r, t)
+            loss = loss + self.hparams.lpips_weight * lp
+            logs["lpips"] = lp.detach()
+        return loss, logs
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        x = self._ae_input(batch["video"], sample=True)
+        loss, logs = self.reconstruction_loss(x)
+        if not self.finite_or_skip(loss=loss):
+            return None
+        self.log_dict({f"train/{k}": v for k, v in {**logs, "loss": loss.detach()}.items()},
+                      prog_bar=False, batch_size=x.shape[0], sync_dist=True)
+        self.log("train/loss_bar", loss.detach(), prog_bar=True, logger=False, batch_size=x.shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        x = self._ae_input(batch["video"], sample=False)
+        recon, _, _ = self.autoencoder(x)
+        logs = {"val/mse": (recon.float() - x.float()).square().mean()}
+        if self.autoencoder.mode == "pixel":
+            logs["val/psnr"] = psnr_per_video(recon.clamp(-1, 1), x).mean().float()
+        self.log_dict(logs, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.autoencoder.parameters(), lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
+                                betas=tuple(self.hparams.betas))
+
+    @torch.no_grad()
+    def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
+        """Reconstructions of the first ``num`` batch videos (pixels)."""
+        x = self._ae_input(batch["video"][:num], sample=False)
+        recon = self.autoencoder(x)[0]
+        return self.vae.decode(recon) if self.vae is not None else recon.clamp(-1, 1)
+
+
+class _ConditionalStage(_CMDStage):
+    """Label / caption handling shared by the content and motion stages."""
+
+    text_encoder: TextEncoder | None
+
+    def _labels(self, batch: dict[str, Any], num_classes: int | None) -> torch.Tensor | None:
+        if num_classes is None:
+            return None
+        if "label" not in batch:
+            raise ValueError("a class-conditional model needs batch['label']")
+        return batch["label"].to(self.device).long()
+
+    def _captions(self, batch: dict[str, Any]) -> list[str] | None:
+        if self.text_encoder is None:
+            return None
+        if "caption" not in batch:
+            raise ValueError("a text-conditional model needs batch['caption']")
+        return list(batch["caption"])
+
+    def _drop_mask(self, b: int) -> torch.Tensor:
+        return torch.rand(b, device=self.device) < self.hparams.cond_drop_prob  # (B,)
+
+
+class CMDContentModule(_ConditionalStage):
+    """The content-frame diffusion model (eq. 7) on content frames of a frozen autoencoder.
+
+    Args:
+        denoiser: a :class:`ContentDiT` (class or pooled-text conditions) or an :class:`SDUNet` (text token
+            states of ``text_encoder``: Stable Diffusion fine-tuning, no new parameters).
+        autoencoder: the stage-1 checkpoint (``.ckpt`` or ``save_pretrained`` directory) or network.
+        vae: frozen SD VAE (latent-mode autoencoders).
+        text_encoder: frozen; for an ``SDUNet`` the checkpoint's own (``videogen.core.sd.sd_text_encoder``).
+        cond_drop_prob: label -> null class / caption -> "" with this probability (CFG; 0.1).
+        diffusion: ``GaussianDiffusion`` kwargs (DiT: linear 1e-4..0.02, eps; SD: its own schedule).
+        lr, betas, scale_lr: Adam (B.3: 1e-4, (0.9, 0.999)).
+    """
+
+    def __init__(self, denoiser: nn.Module, autoencoder: CMDAutoencoder | str, vae: FrameVAE | None = None,
+                 text_encoder: TextEncoder | None = None, cond_drop_prob: float = 0.1,
+                 diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise"):
+        super().__init__(nan_policy=nan_policy)
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
+        if not isinstance(denoiser, (ContentDiT, SDUNet)):
+            raise ValueError(f"denoiser must be a ContentDiT or an SDUNet, got {type(denoiser).__name__}")
+        if isinstance(denoiser, SDUNet) and text_encoder is None:
+            raise ValueError("an SDUNet content model needs the text_encoder of its Stable Diffusion checkpoint")
+        self.save_hyperparameters(ignore=["denoiser", "autoencoder", "vae", "text_encoder"])
+        self.denoiser = denoiser
+        self.autoencoder = _frozen(load_cmd_autoencoder(autoencoder))
+        self.vae, self.text_encoder = _frozen(vae), _frozen(text_encoder)
+        if tuple(self.autoencoder.content_shape[:1]) != (self._denoiser_channels(),):
+            raise ValueError(f"the autoencoder's content frames have {self.autoencoder.content_shape[0]} channels, "
+                             f"the denoiser takes {self._denoiser_channels()}")
+        self.diffusion_config = dict(diffusion or {})
+        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+        self.network_configs = {
+            "autoencoder_config": self.autoencoder.config,
+            "content_kind": "sd_unet" if isinstance(denoiser, SDUNet) else "dit",
+            "content_config": denoiser.config,
+            "text_encoder_config": None if text_encoder is None else text_encoder.config,
+            "vae": None if vae is None else {"scaling_factor": vae.scaling_factor, "config": dict(vae.vae.config)},
+            "content_diffusion": self.diffusion_config}
+
+    def _denoiser_channels(self) -> int:
+        return self.denoiser.in_channels
+
+    def train(self, mode: bool = True) -> CMDContentModule:
+        super().train(mode)
+        for frozen in (self.autoencoder, self.vae, self.text_encoder):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    @torch.no_grad()
+    def content_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Content frames ``(B, C, H, W)`` of the batch videos and the denoiser's condition kwargs."""
+        x = self._ae_input(batch["video"], sample=drop)
+        content, _ = self.autoencoder.encode(x)
+        b = content.shape[0]
+        drop_mask = self._drop_mask(b) if drop else torch.zeros(b, dtype=torch.bool, device=self.device)
+        if isinstance(self.denoiser, SDUNet):
+            captions = [("" if d else c) for c, d in zip(self._captions(batch), drop_mask.tolist())]
+            return content, {"text_states": self.text_encoder(captions)[0]}
+        label = self._labels(batch, self.denoiser.num_classes)
+        if label is not None:
+            label = torch.where(drop_mask, torch.full_like(label, self.denoiser.null_label), label)
+        text = None
+        if self.denoiser.text_dim is not None:
+            text = self.text_encoder.pooled(self._captions(batch)) * (~drop_mask)[:, None].float()
+        return content, {"label": label, "text": text}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        content, cond = self.content_and_condition(batch, drop=True)
+        loss = self.diffusion.training_loss(self.denoiser, content, **cond)  # eq. 7
+        if not self.finite_or_skip(loss=loss):
+            return None
+        self.log("train/loss", loss, prog_bar=True, batch_size=content.shape[0], sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        content, cond = self.content_and_condition(batch, drop=False)
+        gen = torch.Generator(device=content.device).manual_seed(batch_idx)  # the same noise every epoch
+        loss = self.diffusion.training_loss(self.denoiser, content, generator=gen, **cond)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=content.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
+        return torch.optim.Adam(self.denoiser.parameters(), lr=lr, betas=tuple(self.hparams.betas))
+
+
+class CMDMotionModule(_ConditionalStage):
+    """The motion DiT (eq. 8) on motion latents of a frozen autoencoder, given its content frames.
+
+    Args:
+        denoiser: a :class:`MotionDiT` whose shapes match the autoencoder's.
+        autoencoder, vae: as :class:`CMDContentModule`.
+        text_encoder: frozen; its pooled feature (mean over all tokens, ``pool_masked=False``, as the
+            official code, or over the tokenizer mask) is the text condition.
+        cond_drop_prob: label -> null / text -> zero feature with this probability (10%, as DiT).
+        diffusion: ``GaussianDiffusion`` kwargs (DiT's linear 1e-4..0.02, eps).
+        lr, betas, scale_lr: Adam (B.3: 1e-4, (0.9, 0.999)).
+    """
+
+    def __init__(self, denoiser: MotionDiT, autoencoder: CMDAutoencoder | str, vae: FrameVAE | None = None,
+                 text_encoder: TextEncoder | None = None, pool_masked: bool = False, cond_drop_prob: float = 0.1,
+                 diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise"):
+        super().__init__(nan_policy=nan_policy)
+        if not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
+        self.save_hyperparameters(ignore=["denoiser", "autoencoder", "vae", "text_encoder"])
+        self.denoiser = denoiser
+        self.autoencoder = _frozen(load_cmd_autoencoder(autoencoder))
+        self.vae, self.text_encoder = _frozen(vae), _frozen(text_encoder)
+        ae = self.autoencoder
+        if denoiser.motion_shape != ae.motion_shape or denoiser.content_shape != ae.content_shape:
+            raise ValueError(f"MotionDiT shapes (motion {denoiser.motion_shape}, content {denoiser.content_shape}) "
+                             f"do not fit the autoencoder's (motion {ae.motion_shape}, content {ae.content_shape})")
+        if (denoiser.text_dim is None) != (text_encoder is None):
+            raise ValueError("a text-conditional MotionDiT (text_dim) needs a text_encoder, and only then")
+        if text_encoder is not None and text_encoder.dim != denoiser.text_dim:
+            raise ValueError(f"text encoder width {text_encoder.dim} != MotionDiT text_dim {denoiser.text_dim}")
+        self.diffusion_config = dict(diffusion or {})
+        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+        self.network_configs = {
+            "autoencoder_config": ae.config, "motion_config": denoiser.config,
+            "text_encoder_config": None if text_encoder is None else text_encoder.config,
+            "pool_masked": pool_masked, "motion_diffusion": self.diffusion_config}
+
+    def train(self, mode: bool = True) -> CMDMotionModule:
+        super().train(mode)
+        for frozen in (self.autoencoder, self.vae, self.text_encoder):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    @torch.no_grad()
+    def motion_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Motion latents ``(B, D, L, W'+H')`` and the condition kwargs (content frame, label / text)."""
+        x = self._ae_input(batch["video"], sample=drop)
+        content, motion = self.autoencoder.encode(x)
+        b = motion.shape[0]
+        drop_mask = self._drop_mask(b) if drop else torch.zeros(b, dtype=torch.bool, device=self.device)
+        label = self._labels(batch, self.denoiser.num_classes)
+        if label is not None:
+            label = torch.where(drop_mask, torch.full_like(label, self.denoiser.null_label), label)
+        text = None
+        if self.text_encoder is not None:
+            text = self.text_encoder.pooled(self._captions(batch), masked=self.hparams.pool_masked)
+            text = text * (~drop_mask)[:, None].to(text.dtype)
+        return motion, {"content": content, "label": label, "text": text}
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        motion, cond = self.motion_and_condition(batch, drop=True)
+        loss = self.diffusion.training_loss(self.denoiser, motion, **cond)  # eq. 8
+        if not self.finite_or_skip(loss=loss):
+            return None
+        self.log("train/loss", loss, prog_bar=True, batch_size=motion.shape[0], sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        motion, cond = self.motion_and_condition(batch, drop=False)
+        gen = torch.Generator(device=motion.device).manual_seed(batch_idx)
+        loss = self.diffusion.training_loss(self.denoiser, motion, generator=gen, **cond)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=motion.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
+        return torch.optim.Adam(self.denoiser.parameters(), lr=lr, betas=tuple(self.hparams.betas))

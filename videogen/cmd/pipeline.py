@@ -1,0 +1,274 @@
+"""``CMD``: the inference pipeline (Sec. 3.2): condition -> content frame -> motion -> video.
+
+``generate(label=... | text=...)`` samples the content frame with classifier-free guidance (B.4: DDIM
+50 steps, scale 4.0 for UCF-101, 7.5 for text), then the motion latent given that frame (DDIM 100 steps,
+no guidance by default), decodes both with the autoencoder and, in latent mode, each frame with the SD
+VAE.  ``animate(content_frame, ...)`` skips the first stage (image-to-video: the image is the content
+frame).  ``reconstruct(video)`` runs the autoencoder.  Every noise draw comes from ``generator``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.sd import FrameVAE, SDUNet
+from videogen.core.text import TextEncoder, build_text_encoder, load_text_encoder
+
+from .autoencoder import CMDAutoencoder
+from .dit import ContentDiT, MotionDiT
+
+__all__ = ["CMD"]
+
+CONFIG_NAME = "cmd_config.json"
+
+
+class CMD(nn.Module):
+    """Autoencoder + content model + motion model (+ text encoder, + SD VAE in latent mode).
+
+    Args:
+        autoencoder, content_model (``ContentDiT`` or ``SDUNet``), motion_model (``MotionDiT``).
+        content_diffusion, motion_diffusion: the ``GaussianDiffusion`` kwargs each was trained with.
+        text_encoder: frozen; SD token states for an ``SDUNet`` content model, pooled features for the
+            motion DiT (``pool_masked`` as in training).
+        vae: ``FrameVAE`` for latent-mode autoencoders.
+    """
+
+    def __init__(self, autoencoder: CMDAutoencoder, content_model: nn.Module, motion_model: MotionDiT,
+                 content_diffusion: dict[str, Any] | None = None, motion_diffusion: dict[str, Any] | None = None,
+                 text_encoder: TextEncoder | None = None, vae: FrameVAE | None = None, pool_masked: bool = False):
+        super().__init__()
+        self.autoencoder, self.content_model, self.motion_model = autoencoder, content_model, motion_model
+        self.text_encoder, self.vae, self.pool_masked = text_encoder, vae, pool_masked
+        self.content_diffusion_config = dict(content_diffusion or {})
+        self.motion_diffusion_config = dict(motion_diffusion or {})
+        self.content_diffusion = GaussianDiffusion(**self.content_diffusion_config)
+        self.motion_diffusion = GaussianDiffusion(**self.motion_diffusion_config)
+        if autoencoder.mode == "latent" and vae is None:
+            raise ValueError("a latent-mode CMD needs the SD VAE (vae) to turn latents into pixels")
+
+    # ---- what it takes ----------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int | None:
+        return getattr(self.content_model, "num_classes", None)
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """``"label"`` or ``"text"`` for ``generate``; ``"content_frame"`` for ``animate``."""
+        if isinstance(self.content_model, SDUNet) or self.text_encoder is not None:
+            return ("text",)
+        return ("label",) if self.num_classes is not None else ()
+
+    def _device(self) -> torch.device:
+        return next(self.motion_model.parameters()).device
+
+    def _label(self, label: Any, b: int, model: nn.Module) -> torch.Tensor | None:
+        if label is None:
+            return None
+        n = getattr(model, "num_classes", None)
+        if n is None:
+            raise ValueError(f"label given, but this CMD model is not class-conditional (it takes {self.conditions})")
+        label = torch.as_tensor(label, dtype=torch.long, device=self._device()).reshape(-1)
+        if label.numel() == 1 and b > 1:
+            label = label.expand(b)
+        if label.shape != (b,) or int(label.min()) < 0 or int(label.max()) >= n:
+            raise ValueError(f"label must be one int or {b} ints in [0, {n - 1}], got {label.tolist()}")
+        return label
+
+    def _texts(self, text: str | Sequence[str] | None, b: int) -> list[str] | None:
+        if text is None:
+            return None
+        if self.text_encoder is None:
+            raise ValueError(f"text given, but this CMD model has no text encoder (it takes {self.conditions})")
+        texts = [text] * b if isinstance(text, str) else list(text)
+        if len(texts) != b:
+            raise ValueError(f"give one caption or {b} captions, got {len(texts)}")
+        return texts
+
+    # ---- stages -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample_content(self, num: int, label: Any = None, text: str | Sequence[str] | None = None,
+                       num_steps: int = 50, sampler: Any = "ddim", guidance_scale: float = 1.0,
+                       generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
+        """Content frames ``(B, C, H, W)`` (pixels in [-1, 1], or scaled SD latents) for a condition."""
+        device = self._device()
+        shape = (num, *self.autoencoder.content_shape)
+        if isinstance(self.content_model, SDUNet):
+            texts = self._texts(text, num) or [""] * num
+            cond = {"text_states": self.text_encoder(texts)[0].to(device)}
+            uncond = {"text_states": self.text_encoder([""] * num)[0].to(device)}
+        else:
+            lab = self._label(label, num, self.content_model)
+            texts = self._texts(text, num) if getattr(self.content_model, "text_dim", None) else None
+            tfeat = None if texts is None else self.text_encoder.pooled(texts, masked=self.pool_masked).to(device)
+            cond = {"label": lab, "text": tfeat}
+            uncond = {"label": None if lab is None else torch.full_like(lab, self.content_model.null_label),
+                      "text": None if tfeat is None else torch.zeros_like(tfeat)}
+            if lab is None and tfeat is None:
+                uncond, guidance_scale = None, 1.0
+        out = self.content_diffusion.sample(self.content_model, shape, cond=cond, uncond=uncond,
+                                            guidance_scale=guidance_scale, sampler=sampler, num_steps=num_steps,
+                                            generator=generator, device=device, progress=progress)
+        return out.clamp(-1, 1) if self.autoencoder.mode == "pixel" else out
+
+    @torch.no_grad()
+    def sample_motion(self, content_frame: torch.Tensor, label: Any = None, text: str | Sequence[str] | None = None,
+                      num_steps: int = 100, sampler: Any = "ddim", guidance_scale: float = 1.0,
+                      generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
+        """Motion latents ``(B, D, L, W'+H')`` given content frames (and the class / caption)."""
+        device = self._device()
+        b = content_frame.shape[0]
+        lab = self._label(label, b, self.motion_model) if self.motion_model.num_classes is not None else None
+        tfeat = None
+        if self.motion_model.text_dim is not None:
+            texts = self._texts(text, b)
+            if texts is not None:
+                tfeat = self.text_encoder.pooled(texts, masked=self.pool_masked).to(device)
+        cond = {"content": content_frame.to(device), "label": lab, "text": tfeat}
+        uncond = None
+        if guidance_scale != 1.0 and (lab is not None or tfeat is not None):
+            uncond = {"content": cond["content"],
+                      "label": None if lab is None else torch.full_like(lab, self.motion_model.null_label),
+                      "text": None if tfeat is None else torch.zeros_like(tfeat)}
+        else:
+            guidance_scale = 1.0
+        z = self.motion_diffusion.sample(self.motion_model, (b, *self.autoencoder.motion_shape), cond=cond,
+                                         uncond=uncond, guidance_scale=guidance_scale, sampler=sampler,
+                                         num_steps=num_steps, generator=generator, device=device, progress=progress)
+        return z.clamp(-1, 1)  # the motion latent is a tanh output
+
+    def _to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(x) if self.vae is not None else x.clamp(-1, 1)
+
+    # ---- public API ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, label: Any = None, text: str | Sequence[str] | None = None, num_samples: int | None = None,
+                 num_steps: int = 100, content_steps: int = 50, sampler: Any = "ddim", guidance_scale: float = 4.0,
+                 motion_guidance_scale: float = 1.0, generator: torch.Generator | None = None,
+                 progress: bool = True) -> torch.Tensor:
+        """Class- or text-to-video: ``(B, C, L, H, W)`` pixels in [-1, 1].
+
+        ``num_steps`` / ``content_steps``: motion / content sampling steps (B.4: 100 / 50, DDIM eta 0);
+        ``guidance_scale``: content CFG (4.0 UCF, 7.5 text); ``motion_guidance_scale``: motion CFG (1 = off).
+        """
+        b = num_samples or (len(text) if text is not None and not isinstance(text, str) else
+                            (torch.as_tensor(label).numel() if label is not None else 1))
+        content = self.sample_content(b, label, text, content_steps, sampler, guidance_scale, generator, progress)
+        return self.animate(content, label=label, text=text, num_steps=num_steps, sampler=sampler,
+                            guidance_scale=motion_guidance_scale, generator=generator, progress=progress,
+                            _latent=True)
+
+    @torch.no_grad()
+    def animate(self, content_frame: torch.Tensor, label: Any = None, text: str | Sequence[str] | None = None,
+                num_steps: int = 100, sampler: Any = "ddim", guidance_scale: float = 1.0,
+                generator: torch.Generator | None = None, progress: bool = True, _latent: bool = False
+                ) -> torch.Tensor:
+        """Image-to-video: the image is the content frame.  ``content_frame (B, 3, H, W)`` pixels in [-1, 1]
+        (encoded by the SD VAE in latent mode) -> ``(B, C, L, H, W)`` pixels in [-1, 1]."""
+        if content_frame.ndim != 4:
+            raise ValueError(f"content_frame must be (B, C, H, W), got {tuple(content_frame.shape)}")
+        x_bar = content_frame.to(self._device())
+        if self.vae is not None and not _latent:
+            x_bar = self.vae.encode_frames(x_bar)
+        if tuple(x_bar.shape[1:]) != self.autoencoder.content_shape:
+            raise ValueError(f"content frame must be (B, {', '.join(map(str, self.autoencoder.content_shape))})"
+                             f"{' after the SD VAE' if self.vae is not None else ''}, got {tuple(x_bar.shape)}")
+        z = self.sample_motion(x_bar, label, text, num_steps, sampler, guidance_scale, generator, progress)
+        return self._to_pixels(self.autoencoder.decode(x_bar, z))
+
+    @torch.no_grad()
+    def reconstruct(self, video: torch.Tensor) -> torch.Tensor:
+        """Autoencoder round trip of pixel videos ``(B, 3, L, H, W)`` in [-1, 1]."""
+        x = self.vae.encode(video.to(self._device()), sample=False) if self.vae is not None else video
+        return self._to_pixels(self.autoencoder(x.to(self._device()))[0])
+
+    # ---- save / load --------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.autoencoder.save_pretrained(directory / "autoencoder")
+        self.motion_model.save_pretrained(directory / "motion")
+        kind = "sd_unet" if isinstance(self.content_model, SDUNet) else "dit"
+        self.content_model.save_pretrained(directory / "content")
+        if self.text_encoder is not None:
+            self.text_encoder.save_pretrained(directory / "text_encoder")
+        if self.vae is not None:
+            self.vae.vae.save_pretrained(str(directory / "vae"))
+        config = {"content_kind": kind, "content_diffusion": self.content_diffusion_config,
+                  "motion_diffusion": self.motion_diffusion_config, "pool_masked": self.pool_masked,
+                  "vae_scaling_factor": None if self.vae is None else self.vae.scaling_factor}
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> CMD:
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}: not a CMD.save_pretrained directory")
+        cfg = json.loads((directory / CONFIG_NAME).read_text())
+        ae = CMDAutoencoder.from_pretrained(directory / "autoencoder", map_location)
+        motion = MotionDiT.from_pretrained(directory / "motion", map_location)
+        if cfg["content_kind"] == "sd_unet":
+            from diffusers import UNet2DConditionModel
+
+            content: nn.Module = SDUNet(unet=UNet2DConditionModel.from_pretrained(str(directory / "content")))
+        else:
+            content = ContentDiT.from_pretrained(directory / "content", map_location)
+        text = load_text_encoder(directory / "text_encoder") if (directory / "text_encoder").is_dir() else None
+        vae = None
+        if (directory / "vae").is_dir():
+            from diffusers import AutoencoderKL
+
+            vae = FrameVAE(vae=AutoencoderKL.from_pretrained(str(directory / "vae")),
+                           scaling_factor=cfg.get("vae_scaling_factor"))
+        return cls(ae, content, motion, cfg["content_diffusion"], cfg["motion_diffusion"], text, vae,
+                   cfg.get("pool_masked", False)).to(map_location).eval()
+
+    @classmethod
+    def from_checkpoints(cls, content_ckpt: str | os.PathLike, motion_ckpt: str | os.PathLike,
+                         map_location: str | torch.device = "cpu") -> CMD:
+        """The pipeline from the content- and motion-stage Lightning checkpoints (EMA weights if the EMA
+        callback ran); the autoencoder and SD VAE come from the motion checkpoint."""
+        cc, mc = (_load_ckpt(p, key, map_location) for p, key in ((content_ckpt, "content_config"),
+                                                                   (motion_ckpt, "motion_config")))
+        ae = CMDAutoencoder(**mc["cmd"]["autoencoder_config"])
+        ae.load_state_dict(_part(mc, "autoencoder."))
+        motion = MotionDiT(**mc["cmd"]["motion_config"])
+        motion.load_state_dict(_part(mc, "denoiser."))
+        if cc["cmd"]["content_kind"] == "sd_unet":
+            content: nn.Module = SDUNet(config=cc["cmd"]["content_config"]["config"])
+        else:
+            content = ContentDiT(**cc["cmd"]["content_config"])
+        content.load_state_dict(_part(cc, "denoiser."))
+        text_cfg = mc["cmd"].get("text_encoder_config") or cc["cmd"].get("text_encoder_config")
+        text = build_text_encoder(text_cfg) if text_cfg else None
+        vae = None
+        if cc["cmd"].get("vae"):
+            from diffusers import AutoencoderKL
+
+            vae = FrameVAE(vae=AutoencoderKL.from_config(cc["cmd"]["vae"]["config"]),
+                           scaling_factor=cc["cmd"]["vae"]["scaling_factor"])
+            vae.vae.load_state_dict(_part(cc, "vae.vae."))
+        return cls(ae, content, motion, cc["cmd"]["content_diffusion"], mc["cmd"]["motion_diffusion"], text, vae,
+                   mc["cmd"].get("pool_masked", False)).to(map_location).eval()
+
+
+def _load_ckpt(path: str | os.PathLike, key: str, map_location) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if key not in (ckpt.get("cmd") or {}):
+        stage = "content" if key == "content_config" else "motion"
+        raise ValueError(f"{path} is not a CMD {stage}-stage checkpoint (recipes/cmd_*_{stage}.yaml writes one)")
+    return ckpt
+
+
+def _part(ckpt: dict, prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
