@@ -66,6 +66,11 @@ class CMD(nn.Module):
             return ("text",)
         return ("label",) if self.num_classes is not None else ()
 
+    def _check_conditions(self, label: Any, text: Any) -> None:
+        for name, value in (("label", label), ("text", text)):
+            if value is not None and name not in self.conditions:
+                raise ValueError(f"{name} given, but this CMD model takes {self.conditions or 'no condition'}")
+
     def _device(self) -> torch.device:
         return next(self.motion_model.parameters()).device
 
@@ -158,6 +163,7 @@ class CMD(nn.Module):
         ``num_steps`` / ``content_steps``: motion / content sampling steps (B.4: 100 / 50, DDIM eta 0);
         ``guidance_scale``: content CFG (4.0 UCF, 7.5 text); ``motion_guidance_scale``: motion CFG (1 = off).
         """
+        self._check_conditions(label, text)
         b = num_samples or (len(text) if text is not None and not isinstance(text, str) else
                             (torch.as_tensor(label).numel() if label is not None else 1))
         content = self.sample_content(b, label, text, content_steps, sampler, guidance_scale, generator, progress)
@@ -174,6 +180,7 @@ class CMD(nn.Module):
         (encoded by the SD VAE in latent mode) -> ``(B, C, L, H, W)`` pixels in [-1, 1]."""
         if content_frame.ndim != 4:
             raise ValueError(f"content_frame must be (B, C, H, W), got {tuple(content_frame.shape)}")
+        self._check_conditions(label, text)
         x_bar = content_frame.to(self._device())
         if self.vae is not None and not _latent:
             x_bar = self.vae.encode_frames(x_bar)
