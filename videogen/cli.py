@@ -124,7 +124,7 @@ def _model_class(name: str) -> type:
 
 
 #: save_pretrained layouts whose config file does not name the class: file name -> class
-PRETRAINED_CONFIG_FILES = {"lamd_config.json": "videogen.lamd.LaMD"}
+PRETRAINED_CONFIG_FILES = {"lamd_config.json": "videogen.lamd.LaMD", "cmd_config.json": "videogen.cmd.CMD"}
 
 
 #: Lightning checkpoints of a final stage: top-level checkpoint key -> class with ``from_checkpoint``
