@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from tests.lamd._dmg_tiny import FRAMES, RES, random_video, tiny_clip_dir, tiny_dmg, tiny_mcdvae
+from videogen.core.text import HFTextEncoder
 from videogen.data import SyntheticVideoDataset, VideoDataModule
 from videogen.lamd.dmg_module import DMGModule
 from videogen.lamd.pipeline import LaMD
-from videogen.core.text import HFTextEncoder
 
 
 def test_fit_trains_only_the_dmg(tmp_path):

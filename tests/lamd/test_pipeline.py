@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tests.lamd._dmg_tiny import FRAMES, RES, random_video, randomize, tiny_clip_dir, tiny_dmg, tiny_mcdvae
-from videogen.lamd.pipeline import LaMD
 from videogen.core.text import HFTextEncoder
+from videogen.lamd.pipeline import LaMD
 
 STEPS = 4
 

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.text import TextEncoder
 from videogen.core.training import TrainingModule
 
 from .dmg import MotionGenerator
 from .mcdvae import MCDVAE
 from .pipeline import LaMD, check_stages
-from videogen.core.text import TextEncoder
 
 __all__ = ["DMGModule"]
 

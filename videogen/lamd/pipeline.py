@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.text import TextEncoder, build_text_encoder, load_text_encoder
 
 from .dmg import MotionGenerator
 from .mcdvae import MCDVAE
-from videogen.core.text import TextEncoder, build_text_encoder, load_text_encoder
 
 __all__ = ["LaMD", "check_stages"]
 
