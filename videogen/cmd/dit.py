@@ -139,7 +139,7 @@ class ContentDiT(_ConditionedDiT):
         """``x_t (B, C, H, W)``, ``t (B,)`` -> eps ``(B, C, H, W)``."""
         if tuple(x.shape[1:]) != self.sample_shape:
             raise ValueError(f"x must be (B, {', '.join(map(str, self.sample_shape))}), got {tuple(x.shape)}")
-        h = self.x_embedder(x) + self.pos_embed.to(x.dtype)  # (B, N, D)
+        h = self.x_embedder(x) + self.pos_embed.to(x)  # (B, N, D)
         c = self.condition(t, label, text)
         h = self.final_layer(self._blocks(h, c), c)  # (B, N, p*p*C)
         return unpatchify(h, self.patch_size, self.in_channels, self.grid)
@@ -198,8 +198,8 @@ class MotionDiT(_ConditionedDiT):
         if tuple(content.shape[1:]) != self.content_shape or content.shape[0] != z.shape[0]:
             raise ValueError(f"content must be (B, {', '.join(map(str, self.content_shape))}) with z's batch, "
                              f"got {tuple(content.shape)}")
-        motion = self.x_embedder(z) + self.pos_embed.to(z.dtype)  # (B, N_m, D)
-        frame = self.content_embedder(content.to(z.dtype)) + self.content_pos_embed.to(z.dtype)  # (B, N_c, D)
+        motion = self.x_embedder(z) + self.pos_embed.to(z)  # (B, N_m, D)
+        frame = self.content_embedder(content.to(z.dtype)) + self.content_pos_embed.to(z)  # (B, N_c, D)
         c = self.condition(t, label, text)
         h = self._blocks(torch.cat([motion, frame], dim=1), c)  # joint attention over [motion ; content]
         h = self.final_layer(h[:, : motion.shape[1]], c)  # motion tokens only -> (B, N_m, p*p*D)

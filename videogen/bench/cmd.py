@@ -1,0 +1,137 @@
+"""CMD bench tables: parameter counts (App. B.3 / spec) and sampling cost in the paper's FLOP convention.
+
+* ``cmd_params``: every network of the CMD recipes built on the ``meta`` device, with the count of the
+  official modules (or the paper) next to it.
+* ``cmd_flops``: forward cost of the networks and of sampling one 512x1024x16 video (Sec. 4.3: 46.83
+  TFLOPs on an A100, SD decoder excluded, 50 DDIM steps of each model, no CFG doubling). The paper's
+  "FLOPs" are multiply-accumulates of linear and convolution layers without the attention matmuls
+  (fvcore's convention: it skips SDPA); we print that and our own convention (2 FLOPs per
+  multiply-add, attention included).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from videogen.bench.harness import _explicit_attention, register_table
+
+__all__ = ["SD21_BASE_UNET", "build_params_table", "build_flops_table", "macs_and_flops"]
+
+#: Stable Diffusion 2.1-base UNet (diffusers config of stabilityai/stable-diffusion-2-1-base/unet)
+SD21_BASE_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+                      block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=1024,
+                      attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+                      down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                      up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+
+
+def macs_and_flops(fn) -> tuple[float, float]:
+    """(linear + conv multiply-adds without attention, all FLOPs incl. attention) of ``fn()``."""
+    with torch.no_grad(), _explicit_attention(), FlopCounterMode(display=False) as counter:
+        fn()
+    per_op = {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+    linear_conv = sum(v for k, v in per_op.items() if k in ("aten.mm", "aten.addmm", "aten.convolution"))
+    return linear_conv / 2, float(sum(per_op.values()))
+
+
+def _networks() -> dict[str, Any]:
+    from diffusers import UNet2DConditionModel
+
+    from videogen.cmd import CMDAutoencoder, ContentDiT, MotionDiT
+
+    with torch.device("meta"):
+        return {
+            "ae_ucf": CMDAutoencoder(),
+            "ae_sd512": CMDAutoencoder(in_channels=4, mode="latent"),
+            "ae_sd1024": CMDAutoencoder(in_channels=4, mode="latent", height=64, width=128),
+            "content_ucf": ContentDiT(),
+            "motion_ucf": MotionDiT(num_classes=101),
+            "motion_sd512": MotionDiT(content_channels=4, hidden_size=1152, depth=28, text_dim=1024),
+            "motion_sd1024": MotionDiT(content_channels=4, content_height=64, content_width=128, content_patch_size=8,
+                                       motion_width=96, hidden_size=1152, depth=28, text_dim=1024),
+            "sd21_unet": UNet2DConditionModel(**SD21_BASE_UNET),
+        }
+
+
+def _n(m) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def build_params_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
+    nets = _networks()
+    rows = [
+        ("autoencoder, UCF pixels 3x16x64x64", "ae_ucf", 47_359_510, "official ProjectedAutoencoder"),
+        ("autoencoder, SD latents 4x16x64x64 (512x512)", "ae_sd512", 47_365_656, "official, latent mode"),
+        ("autoencoder, SD latents 4x16x64x128 (512x1024)", "ae_sd1024", 47_365_656, "official, latent mode"),
+        ("content DiT-XL/2, UCF (from scratch)", "content_ucf", 673_785_240, "official, learned sigma"),
+        ("motion DiT-L/2, UCF (key patch 4)", "motion_ucf", 456_915_008, "official trainable, no class table"),
+        ("motion DiT-XL/2, SD 512x512 (key patch 4)", "motion_sd512", 674_401_600 - 512 * 1152 + 1_180_800,
+         "official trainable + text projection"),
+        ("motion DiT-XL/2, SD 512x1024 (key patch 8)", "motion_sd1024", 674_622_784 - 512 * 1152 + 1_180_800,
+         "official trainable + text projection"),
+        ("SD 2.1-base UNet (fine-tuned whole)", "sd21_unet", 865_910_724, "spec: 865.9M from the diffusers config"),
+    ]
+    out = []
+    for what, key, ref, source in rows:
+        n = _n(nets[key])
+        out.append({"network": what, "setting": "paper", "ours M": round(n / 1e6, 3), "reference M": round(ref / 1e6, 3),
+                    "diff %": round(100 * (n - ref) / ref, 3), "reference": source})
+    t2v = _n(nets["ae_sd1024"]) + _n(nets["sd21_unet"]) + _n(nets["motion_sd1024"])
+    ucf = _n(nets["ae_ucf"]) + _n(nets["content_ucf"]) + _n(nets["motion_ucf"])
+    out.append({"network": "CMD text-to-video total (AE + SD UNet + motion DiT)", "setting": "paper",
+                "ours M": round(t2v / 1e6, 1), "reference M": 1600.0, "diff %": round(100 * (t2v - 1.6e9) / 1.6e9, 2),
+                "reference": "Sec. 4.2 \"1.6B\" (text encoder and VAE excluded)"})
+    out.append({"network": "CMD UCF-101 total (AE + content DiT + motion DiT)", "setting": "paper",
+                "ours M": round(ucf / 1e6, 1), "reference M": None, "diff %": None, "reference": "not in the paper"})
+    return out
+
+
+def build_flops_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
+    nets = _networks()
+    with torch.device("meta"):
+        t = torch.zeros(1, dtype=torch.long)
+        text = torch.empty(1, 77, 1024)
+        ae512, ae1024 = nets["ae_sd512"], nets["ae_sd1024"]
+        x512 = torch.empty(1, 4, 16, 64, 64)
+        content1024, motion1024 = torch.empty(1, 4, 64, 128), torch.empty(1, 8, 16, 96)
+        costs = {
+            "AE encoder + decoder, 4x16x64x64 (512x512)": (macs_and_flops(lambda: ae512(x512)), 0.77),
+            "AE decoder, 4x16x64x128 (512x1024)": (macs_and_flops(lambda: ae1024.decode(content1024, motion1024)), None),
+            "SD 2.1-base UNet, 4x64x128, per step": (macs_and_flops(
+                lambda: nets["sd21_unet"](content1024, t, encoder_hidden_states=text)), None),
+            "motion DiT-XL/2, 512 tokens, per step": (macs_and_flops(
+                lambda: nets["motion_sd1024"](motion1024, t, content1024, text=torch.empty(1, 1024))), None),
+        }
+    rows = [{"network": k, "setting": "paper", "paper T (MACs)": ref, "T MACs, linear+conv": round(m / 1e12, 4),
+             "TFLOPs, incl. attention": round(f / 1e12, 4)} for k, ((m, f), ref) in costs.items()]
+    steps = 50
+    unet, motion, dec = (costs[k][0] for k in ("SD 2.1-base UNet, 4x64x128, per step",
+                                               "motion DiT-XL/2, 512 tokens, per step", "AE decoder, 4x16x64x128 (512x1024)"))
+    rows.append({"network": f"CMD sample 512x1024x16 = {steps} x UNet + {steps} x motion DiT + AE decoder "
+                            "(no CFG, SD VAE decoder excluded)", "setting": "paper", "paper T (MACs)": 46.83,
+                 "T MACs, linear+conv": round((steps * unet[0] + steps * motion[0] + dec[0]) / 1e12, 2),
+                 "TFLOPs, incl. attention": round((steps * unet[1] + steps * motion[1] + dec[1]) / 1e12, 2)})
+    rows.append({"network": "the same with the recipes' sampler: 50 content steps x 2 (CFG 7.5) + 100 motion steps",
+                 "setting": "paper", "paper T (MACs)": None,
+                 "T MACs, linear+conv": round((2 * steps * unet[0] + 100 * motion[0] + dec[0]) / 1e12, 2),
+                 "TFLOPs, incl. attention": round((2 * steps * unet[1] + 100 * motion[1] + dec[1]) / 1e12, 2)})
+    return rows
+
+
+register_table(
+    "cmd_params", build_params_table, title="CMD: parameters of the recipe networks",
+    description="Counted on the meta device. References: the official modules (NVlabs/CMD at its only commit, counted "
+    "by instantiating them; ours predict eps only, so DiTs have a half-width final layer, and keep fixed positions as "
+    "buffers, not parameters; our UCF motion DiT has the class table the official one lacks) and the paper's 1.6B.",
+)
+register_table(
+    "cmd_flops", build_flops_table, title="CMD: sampling cost (Sec. 4.3)",
+    description="Forward cost on the meta device, batch 1. 'T MACs, linear+conv' is the paper's convention "
+    "(multiply-accumulates of linear and convolution layers, attention matmuls not counted, as fvcore): the "
+    "autoencoder's 0.77 and the 46.83 TFLOPs of one 512x1024x16 video are in it. 'TFLOPs, incl. attention' is ours "
+    "(2 FLOPs per multiply-add, attention included, as the LaMD tables).",
+)
