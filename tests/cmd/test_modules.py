@@ -166,3 +166,19 @@ def test_text_pooling_follows_the_official_code_by_default(tmp_path, stage1):
     batch = {"video": torch.rand(2, 3, FRAMES, SIZE, SIZE) * 2 - 1, "caption": ["ab", "abcdef"]}
     _, cond = module.motion_and_condition(batch, drop=False)
     torch.testing.assert_close(cond["text"], text.pooled(batch["caption"], masked=False))  # mean of all tokens
+
+
+def test_cli_sample_and_generate_with_a_saved_cmd(class_stages, tmp_path):
+    from videogen.cli import load_pretrained, main
+    from videogen.evaluation import generate_split
+
+    CMD.from_checkpoints(*class_stages).save_pretrained(tmp_path / "cmd")
+    assert isinstance(load_pretrained(tmp_path / "cmd"), CMD)
+    out = tmp_path / "samples"
+    assert main(["sample", "--model", str(tmp_path / "cmd"), "--out", str(out), "--label", "2",
+                 "--num-samples", "2", "--num-steps", "2"]) == 0
+    assert len(list(out.glob("*.mp4"))) == 2
+    data = SyntheticVideoDataset(3, num_frames=FRAMES, size=SIZE, directions=4, seed=4)
+    summary = generate_split(CMD.from_pretrained(tmp_path / "cmd"), data, tmp_path / "gen", 1, num_steps=2,
+                             content_steps=2, progress=False)  # class-to-video: the items' labels
+    assert summary["written"] == 3
