@@ -4,14 +4,14 @@ Writes N synthetic moving-shapes clips (16 x 64 x 64) to a real and a generated 
 ``videogen evaluate`` in a fresh process (``--metric psnr --metric ssim --metric fvd``, batch 16, CPU)
 for each N; the FVD feature extractor is a small TorchScript stand-in with the detector's calling
 convention (so the run needs no I3D weights; every video is still resized to 224x224 as for I3D).
-Peak RSS comes from ``resource.getrusage`` of the child.  A streaming evaluation is flat in N: only
+Peak RSS is that process's own (``os.wait4``).  A streaming evaluation is flat in N: only
 the features (N x 16 float64 here, N x 400 with I3D) grow.
 """
 
 from __future__ import annotations
 
 import json
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -51,14 +51,19 @@ def _write_videos(folder: Path, n: int, seed: int) -> None:
 
 
 def _child_peak_rss_mb(args: list[str]) -> tuple[float, float]:
-    """Run ``python -m videogen <args>`` and return (peak RSS of that child in MiB, seconds)."""
+    """Run ``python -m videogen <args>``; return (peak RSS of that process in MiB, seconds).
+
+    ``os.wait4`` reports the resource usage of this one child (``RUSAGE_CHILDREN`` would be the maximum over
+    every child so far, ffmpeg writers included).
+    """
     start = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "videogen", *args], check=True, capture_output=True)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak < before:  # ru_maxrss of children is the max over all waited-for children
-        raise RuntimeError("peak RSS went down: run each size in its own bench process")
-    return peak / 1024.0, time.perf_counter() - start
+    proc = subprocess.Popen([sys.executable, "-m", "videogen", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"videogen {' '.join(args[:1])} failed: {proc.stderr.read().decode()[-2000:]}")
+    return usage.ru_maxrss / 1024.0, time.perf_counter() - start
 
 
 def build_eval_memory_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
@@ -72,7 +77,6 @@ def build_eval_memory_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
             torch.jit.script(_FeatureStandIn()).save(str(detector))
-        # smallest size first: RUSAGE_CHILDREN reports the maximum over children so far
         for n in SIZES_QUICK if quick else SIZES_FULL:
             real, fake = tmp / f"real{n}", tmp / f"fake{n}"
             _write_videos(real, n, seed=0)

@@ -1,8 +1,9 @@
 """videogen.lvdm: LVDM, latent video diffusion for long videos (He et al. 2022); imports only core and data.
 
-Names load on first access.  Built so far: the 3D autoencoder (``VideoAutoencoder3D``) and its training
-module (``VideoAutoencoder3DModule``).  The 3D UNet, long-video prediction/interpolation and
-text-to-video are not built yet (docs/lvdm.md).
+Names load on first access.  Built so far: the 3D autoencoder (``VideoAutoencoder3D``,
+``VideoAutoencoder3DModule``), the 3D UNet with factorised attention (``UNet3D``) and the unconditional
+short-video model (``LVDMShortModule``).  Long-video prediction / interpolation, hierarchical sampling
+and text-to-video are not built yet (docs/lvdm.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from videogen.core.lazy import lazy_exports
 _EXPORTS = {
     "VideoAutoencoder3D": "autoencoder",
     "VideoAutoencoder3DModule": "autoencoder_module",
+    "UNet3D": "unet3d",
+    "LVDMShortModule": "short_module",
+    "load_video_autoencoder": "short_module",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

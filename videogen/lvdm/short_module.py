@@ -1,0 +1,134 @@
+"""LVDM's short-video diffusion model (Sec. 3.2): ``LVDMShortModule`` trains a ``UNet3D`` on the latents
+of a frozen ``VideoAutoencoder3D``.
+
+Official settings (spec §2): T = 1000, LDM's "linear" = scaled-linear 0.0015..0.0155, eps prediction,
+**L1** loss, AdamW lr 6e-5 (weight decay 0.01), EMA 0.9999.  The latents are normalised by the
+autoencoder's ``scale * (z + shift)``; when the autoencoder has never been calibrated (scale 1, shift 0)
+and ``calibrate_latents > 0``, the constants are derived at the start of ``fit`` from that many training
+clips (rank 0's, broadcast to every rank) and saved with the weights: LVDM's per-dataset constants are
+undocumented (LVDM#10).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.training import TrainingModule
+
+from .autoencoder import VideoAutoencoder3D
+from .unet3d import UNet3D
+
+__all__ = ["LVDMShortModule", "load_video_autoencoder"]
+
+DEFAULT_DIFFUSION = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.0015,
+                     "beta_end": 0.0155, "prediction_type": "epsilon", "loss_type": "l1"}
+
+
+def load_video_autoencoder(path: str | Path | VideoAutoencoder3D, map_location: str = "cpu") -> VideoAutoencoder3D:
+    """The autoencoder from a ``VideoAutoencoder3DModule`` checkpoint or a ``save_pretrained`` directory."""
+    if isinstance(path, VideoAutoencoder3D):
+        return path
+    path = Path(path)
+    if path.is_dir():
+        return VideoAutoencoder3D.from_pretrained(path, map_location=map_location)
+    if not path.is_file():
+        raise FileNotFoundError(f"LVDM autoencoder checkpoint {path} not found: train the autoencoder recipe first "
+                                "(recipes/lvdm_*_autoencoder.yaml), or give a save_pretrained directory")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    config = ckpt.get("hyper_parameters", {}).get("autoencoder")
+    if not isinstance(config, dict) or "init_args" not in config:
+        raise ValueError(f"{path} is not a VideoAutoencoder3DModule checkpoint")
+    model = VideoAutoencoder3D(**config["init_args"])
+    model.load_state_dict({k[len("autoencoder."):]: v for k, v in ckpt["state_dict"].items()
+                           if k.startswith("autoencoder.")})
+    return model
+
+
+class LVDMShortModule(TrainingModule):
+    """Unconditional short-video diffusion on 3D-autoencoder latents.
+
+    Args:
+        unet: the denoiser.
+        autoencoder: stage-1 checkpoint / directory / network (frozen).
+        calibrate_latents: clips for the latent scale/shift when the autoencoder is uncalibrated (0: never).
+        diffusion: ``GaussianDiffusion`` kwargs (default: the official schedule and L1 loss).
+        lr, weight_decay, scale_lr: AdamW (official 6e-5, 0.01, unscaled).
+    """
+
+    def __init__(self, unet: UNet3D, autoencoder: VideoAutoencoder3D | str, calibrate_latents: int = 1024,
+                 diffusion: dict[str, Any] | None = None, lr: float = 6e-5, weight_decay: float = 0.01,
+                 scale_lr: bool = False, nan_policy: str = "raise"):
+        super().__init__(nan_policy=nan_policy)
+        self.save_hyperparameters(ignore=["unet", "autoencoder"])
+        self.unet = unet
+        self.autoencoder = load_video_autoencoder(autoencoder).requires_grad_(False).eval()
+        if self.autoencoder.z_channels != unet.in_channels:
+            raise ValueError(f"the autoencoder's latents have {self.autoencoder.z_channels} channels, the UNet "
+                             f"takes {unet.in_channels}")
+        self.diffusion_config = {**DEFAULT_DIFFUSION, **(diffusion or {})}
+        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+
+    def train(self, mode: bool = True) -> LVDMShortModule:
+        super().train(mode)
+        self.autoencoder.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lvdm"] = {"unet_config": self.unet.config, "autoencoder_config": self.autoencoder.config,
+                              "diffusion": self.diffusion_config}
+
+    @property
+    def calibrated(self) -> bool:
+        return float(self.autoencoder.scale) != 1.0 or float(self.autoencoder.shift) != 0.0
+
+    @torch.no_grad()
+    def on_fit_start(self) -> None:
+        if self.calibrated or self.hparams.calibrate_latents <= 0:
+            return
+        trainer = self.trainer
+        if trainer.global_rank == 0:
+            loader = trainer.datamodule.train_dataloader() if trainer.datamodule is not None else None
+            if loader is None:
+                raise ValueError("latent calibration needs the data module's training loader")
+            batches = (b["video"].to(self.device) for b in loader)
+            self.autoencoder.calibrate(batches, max_latents=self.hparams.calibrate_latents)
+        stats = torch.stack([self.autoencoder.scale, self.autoencoder.shift])
+        stats = trainer.strategy.broadcast(stats, src=0)
+        self.autoencoder.set_latent_normalization(float(stats[0]), float(stats[1]))
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        with torch.no_grad():
+            z = self.autoencoder.encode(batch["video"], sample=True)  # (B, 4, t, h, w), normalised
+        loss = self.diffusion.training_loss(self.unet, z)
+        if not self.finite_or_skip(loss=loss):
+            return None
+        self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0], sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        z = self.autoencoder.encode(batch["video"], sample=False)
+        gen = torch.Generator(device=z.device).manual_seed(batch_idx)
+        loss = self.diffusion.training_loss(self.unet, z, generator=gen)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=z.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.unet.parameters(), lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
+                                 weight_decay=self.hparams.weight_decay)
+
+    @torch.no_grad()
+    def sample(self, num: int, num_frames: int, height: int, width: int, num_steps: int = 50, eta: float = 1.0,
+               generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+        """Unconditional videos ``(num, 3, num_frames, height, width)`` in [-1, 1] (DDIM, eta 1 as LVDM)."""
+        shape = (num, *self.autoencoder.latent_shape(num_frames, height, width))
+        z = self.diffusion.sample(self.unet, shape, num_steps=num_steps, eta=eta, generator=generator,
+                                  device=self.device, progress=progress)
+        return self.autoencoder.decode(z).clamp(-1, 1)
+
+    def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
+        _, _, t, h, w = batch["video"].shape
+        return self.sample(num, t, h, w, num_steps=25, generator=torch.Generator(device=self.device).manual_seed(0))

@@ -1,0 +1,208 @@
+"""LVDM's 3D UNet on video latents (Sec. 3.2; spec §2), on the core ResBlocks.
+
+``(B, 4, t, h, w)`` latents + timesteps -> eps.  Every convolution has a ``(1, 3, 3)`` kernel and
+resampling is spatial only (time is never resampled); ResBlocks use AdaGN (scale-shift norm).  At the
+attention resolutions, a :class:`FactorizedAttention` block attends over space (per frame) and then over
+time (per position), each as GN -> qkv -> attention -> zero-initialised projection -> residual.  The
+temporal attention has Shaw-style relative positions with **keys and values** tables indexed by
+``clamp(j - i, -R, R) + R``; ``R = max_relative_distance`` is fixed (not the clip length), so the
+prediction (4 latents) and interpolation (5 latents) models share the short model's tables:
+
+    logit_ij = q_i . (k_j + a^K_{ij}) / sqrt(d),    out_i = sum_j softmax_j(logit)_ij (v_j + a^V_{ij})
+
+(the official code transposes the key term and scales it by ``d^-1/4``).  At the official configuration
+(256 channels, mult 1,2,3,4, 3 blocks, attention at 16^2/8^2/4^2, 4 heads) it has 548,904,580 parameters;
+``channel_mult (1, 2, 3, 3)`` gives 418,366,340, the closest to the paper's Table 2 (418M): an inference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from videogen.core.nn import Downsample, ResBlock, Upsample, normalization, timestep_embedding, zero_module
+
+__all__ = ["UNet3D", "FactorizedAttention", "relative_attention"]
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_K = (1, 3, 3)
+
+
+def relative_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_k: torch.Tensor,
+                       rel_v: torch.Tensor) -> torch.Tensor:
+    """``q, k, v (N, heads, T, d)``, ``rel_k, rel_v (T, T, d)`` -> ``(N, heads, T, d)`` (Shaw et al. 2018)."""
+    scale = q.shape[-1] ** -0.5
+    logits = (torch.einsum("nhid,nhjd->nhij", q, k) + torch.einsum("nhid,ijd->nhij", q, rel_k)) * scale
+    p = logits.float().softmax(dim=-1).to(q.dtype)
+    return p @ v + torch.einsum("nhij,ijd->nhid", p, rel_v)
+
+
+class _AttentionHalf(nn.Module):
+    """GN -> Conv1d qkv -> multi-head attention -> zero-init Conv1d -> residual, over the last axis of ``(N, C, L)``."""
+
+    def __init__(self, channels: int, heads: int, relative: int | None):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels {channels} must be divisible by heads {heads}")
+        self.heads, self.head_dim = heads, channels // heads
+        self.norm = normalization(channels)
+        self.qkv = nn.Conv1d(channels, 3 * channels, 1)
+        self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
+        self.max_distance = relative
+        if relative is not None:
+            self.rel_k = nn.Parameter(torch.empty(2 * relative + 1, self.head_dim))
+            self.rel_v = nn.Parameter(torch.empty(2 * relative + 1, self.head_dim))
+            nn.init.xavier_uniform_(self.rel_k)
+            nn.init.xavier_uniform_(self.rel_v)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, length = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(n, 3, self.heads, self.head_dim, length).permute(1, 0, 2, 4, 3)
+        if self.max_distance is None:
+            out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, L, d)
+        else:
+            pos = torch.arange(length, device=x.device)
+            idx = (pos[None, :] - pos[:, None]).clamp(-self.max_distance, self.max_distance) + self.max_distance
+            out = relative_attention(q, k, v, self.rel_k[idx].to(q.dtype), self.rel_v[idx].to(q.dtype))
+        out = out.permute(0, 1, 3, 2).reshape(n, c, length)  # (N, heads, L, d) -> (N, C, L)
+        return x + self.proj_out(out)
+
+
+class FactorizedAttention(nn.Module):
+    """Spatial attention per frame, then temporal attention (relative positions) per position: ``(B, C, T, H, W)``."""
+
+    def __init__(self, channels: int, heads: int, max_relative_distance: int | None = 4):
+        super().__init__()
+        self.spatial = _AttentionHalf(channels, heads, None)
+        self.temporal = _AttentionHalf(channels, heads, max_relative_distance)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t, h, w = x.shape
+        xs = self.spatial(x.permute(0, 2, 1, 3, 4).reshape(b * t, c, h * w))  # (B*T, C, HW)
+        x = xs.view(b, t, c, h, w).permute(0, 2, 1, 3, 4)
+        xt = self.temporal(x.permute(0, 3, 4, 1, 2).reshape(b * h * w, c, t))  # (B*H*W, C, T)
+        return xt.view(b, h, w, c, t).permute(0, 3, 4, 1, 2)
+
+
+class UNet3D(nn.Module):
+    """3D UNet for video latents.  ``forward(x (B, C, T, H, W), t (B,), **extra) -> (B, out, T, H, W)``.
+
+    Args:
+        in_channels / out_channels: latent channels (4); prediction / interpolation models take one more
+            input channel (the mask), see docs/lvdm.md.
+        model_channels, channel_mult, num_res_blocks: width, per-level multipliers, ResBlocks per level.
+        attention_resolutions: downsampling factors with attention (official 8, 4, 2 = latent 4^2, 8^2, 16^2).
+        num_heads: attention heads; max_relative_distance: R of the temporal tables (None: no positions).
+        dropout, use_checkpoint: ResBlock dropout; gradient checkpointing of every block.
+    """
+
+    def __init__(self, in_channels: int = 4, out_channels: int = 4, model_channels: int = 256,
+                 channel_mult: Sequence[int] = (1, 2, 3, 4), num_res_blocks: int = 3,
+                 attention_resolutions: Sequence[int] = (8, 4, 2), num_heads: int = 4,
+                 max_relative_distance: int | None = 4, dropout: float = 0.0, use_checkpoint: bool = False):
+        super().__init__()
+        self.config = dict(in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
+                           channel_mult=list(channel_mult), num_res_blocks=num_res_blocks,
+                           attention_resolutions=list(attention_resolutions), num_heads=num_heads,
+                           max_relative_distance=max_relative_distance, dropout=dropout,
+                           use_checkpoint=use_checkpoint)
+        self.in_channels, self.out_channels, self.model_channels = in_channels, out_channels, model_channels
+        self.use_checkpoint = use_checkpoint
+        emb = model_channels * 4
+        self.time_embed = nn.Sequential(nn.Linear(model_channels, emb), nn.SiLU(), nn.Linear(emb, emb))
+        rb = dict(emb_dim=emb, dims=3, dropout=dropout, use_scale_shift_norm=True, kernel_size=_K)
+
+        def attention(ch: int) -> FactorizedAttention:
+            return FactorizedAttention(ch, num_heads, max_relative_distance)
+
+        self.input_blocks = nn.ModuleList([nn.ModuleList([nn.Conv3d(in_channels, model_channels, _K, padding=(0, 1, 1))])])
+        chans, ch, ds = [model_channels], model_channels, 1
+        for level, mult in enumerate(channel_mult):
+            for _ in range(num_res_blocks):
+                layers: list[nn.Module] = [ResBlock(ch, mult * model_channels, **rb)]
+                ch = mult * model_channels
+                if ds in attention_resolutions:
+                    layers.append(attention(ch))
+                self.input_blocks.append(nn.ModuleList(layers))
+                chans.append(ch)
+            if level != len(channel_mult) - 1:
+                self.input_blocks.append(nn.ModuleList([Downsample(ch, dims=3, stride=(1, 2, 2), kernel_size=_K)]))
+                chans.append(ch)
+                ds *= 2
+        self.middle_block = nn.ModuleList([ResBlock(ch, ch, **rb), attention(ch), ResBlock(ch, ch, **rb)])
+        self.output_blocks = nn.ModuleList()
+        for level, mult in list(enumerate(channel_mult))[::-1]:
+            for i in range(num_res_blocks + 1):
+                layers = [ResBlock(ch + chans.pop(), mult * model_channels, **rb)]
+                ch = mult * model_channels
+                if ds in attention_resolutions:
+                    layers.append(attention(ch))
+                if level and i == num_res_blocks:
+                    layers.append(Upsample(ch, dims=3, scale=(1, 2, 2), kernel_size=_K))
+                    ds //= 2
+                self.output_blocks.append(nn.ModuleList(layers))
+        self.out = nn.Sequential(normalization(ch), nn.SiLU(),
+                                 zero_module(nn.Conv3d(model_channels, out_channels, _K, padding=(0, 1, 1))))
+        self.downsample = 2 ** (len(channel_mult) - 1)
+
+    def _apply_block(self, block: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        for layer in block:
+            if isinstance(layer, ResBlock):
+                h = checkpoint(layer, h, emb, use_reentrant=False) if self.use_checkpoint and h.requires_grad \
+                    else layer(h, emb)
+            elif self.use_checkpoint and h.requires_grad and isinstance(layer, FactorizedAttention):
+                h = checkpoint(layer, h, use_reentrant=False)
+            else:
+                h = layer(h)
+        return h
+
+    def time_embedding(self, t: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` -> ``(B, 4 * model_channels)``; subclasses add their own embeddings to it."""
+        freq = timestep_embedding(t, self.model_channels)
+        return self.time_embed(freq.to(self.time_embed[0].weight.dtype))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, C_in, T, H, W)``; ``emb`` (optional) is added to the time embedding."""
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(f"x must be (B, {self.in_channels}, T, H, W), got {tuple(x.shape)}")
+        if x.shape[-1] % self.downsample or x.shape[-2] % self.downsample:
+            raise ValueError(f"latent H, W must be divisible by {self.downsample}, got {tuple(x.shape[-2:])}")
+        e = self.time_embedding(t)
+        if emb is not None:
+            e = e + emb
+        hs, h = [], x
+        for block in self.input_blocks:
+            h = self._apply_block(block, h, e)
+            hs.append(h)
+        h = self._apply_block(self.middle_block, h, e)
+        for block in self.output_blocks:
+            h = self._apply_block(block, torch.cat([h, hs.pop()], dim=1), e)
+        return self.out(h)
+
+    # ---- save / load --------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_NAME).write_text(json.dumps({"class": type(self).__name__, **self.config}, indent=2))
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> UNet3D:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        config: dict[str, Any] = json.loads((directory / CONFIG_NAME).read_text())
+        config.pop("class", None)
+        model = cls(**config)
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))
+        return model
