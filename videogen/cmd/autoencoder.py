@@ -25,21 +25,16 @@ Non-square grids (e.g. 32 x 64 latents of 512 x 1024 videos) work.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videogen.core.nn import FeedForward
+from videogen.core.pretrained import SavableModule
 
 __all__ = ["CMDAutoencoder", "TimeSformerBlock", "rotary"]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 def _rotary_angles(positions: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +108,7 @@ class TimeSformerBlock(nn.Module):
         return xs.view(b, L, n, c)
 
 
-class CMDAutoencoder(nn.Module):
+class CMDAutoencoder(SavableModule, nn.Module):
     """Content-frame / motion-latent autoencoder.  See the module docstring.
 
     Args:
@@ -255,24 +250,3 @@ class CMDAutoencoder(nn.Module):
         """``x`` -> ``(reconstruction, content_frame, motion_latent)``."""
         content, motion = self.encode(x)
         return self.decode(content, motion), content, motion
-
-    # ---- save / load ----------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps({"class": "CMDAutoencoder", **self.config}, indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> CMDAutoencoder:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config: dict[str, Any] = json.loads((directory / CONFIG_NAME).read_text())
-        config.pop("class", None)
-        model = cls(**config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))
-        return model
-

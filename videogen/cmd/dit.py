@@ -16,30 +16,25 @@ eta 0 never needs it).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videogen.core.nn import DiTBlock, DiTFinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder, unpatchify
 from videogen.core.nn.embeddings import get_2d_sincos_pos_embed
+from videogen.core.pretrained import SavableModule
 
 __all__ = ["ContentDiT", "MotionDiT", "DIT_SIZES"]
 
 #: DiT sizes by name (Peebles & Xie 2023): (depth, hidden, heads)
 DIT_SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 def _positions(hidden: int, grid: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(get_2d_sincos_pos_embed(hidden, grid)).float().unsqueeze(0)  # (1, h*w, D)
 
 
-class _ConditionedDiT(nn.Module):
+class _ConditionedDiT(SavableModule, nn.Module):
     """Shared part: timestep + (class | text) conditioning, the DiT blocks, save/load."""
 
     def __init__(self, hidden_size: int, depth: int, num_heads: int, mlp_ratio: float, num_classes: int | None,
@@ -86,27 +81,6 @@ class _ConditionedDiT(nn.Module):
         for block in self.blocks:
             x = checkpoint(block, x, c, use_reentrant=False) if self.use_checkpoint and x.requires_grad else block(x, c)
         return x
-
-    def save_pretrained(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps({"class": type(self).__name__, **self.config}, indent=2))
-        state = {k: v.contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_NAME))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu"):
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config: dict[str, Any] = json.loads((directory / CONFIG_NAME).read_text())
-        if config.pop("class", cls.__name__) != cls.__name__:
-            raise ValueError(f"{directory} holds a {config.get('class')}, not a {cls.__name__}")
-        model = cls(**config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))
-        return model
 
 
 class ContentDiT(_ConditionedDiT):

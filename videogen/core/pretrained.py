@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["MissingWeightsError", "cache_dir", "resolve_weight_file"]
+__all__ = ["MissingWeightsError", "SavableModule", "cache_dir", "resolve_weight_file"]
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -56,3 +56,48 @@ def resolve_weight_file(path: str | os.PathLike | None, filename: str, how_to_ge
         f"weight file {filename!r} not found (looked in: {looked}). {how_to_get} "
         f"Put it in {cache_dir()} (or set VIDEOGEN_CACHE) or pass its path explicitly."
     )
+
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class SavableModule:
+    """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` whose ``config`` dict holds its constructor
+    arguments: ``config.json`` (``{"class": <name>, **config}``) + ``model.safetensors`` (weights and buffers).
+
+    Loading is strict and checks the class name, so a directory of another network is refused by name.
+    """
+
+    config: dict
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        import json
+
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_NAME).write_text(json.dumps({"class": type(self).__name__, **self.config}, indent=2))
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
+        save_file(state, str(directory / WEIGHTS_NAME))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | object = "cpu"):
+        import json
+
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in (CONFIG_NAME, WEIGHTS_NAME):
+            if not (directory / name).is_file():
+                raise FileNotFoundError(f"{directory / name} not found: expected a {cls.__name__}.save_pretrained "
+                                        "directory")
+        config = json.loads((directory / CONFIG_NAME).read_text())
+        saved = config.pop("class", cls.__name__)
+        if saved != cls.__name__:
+            raise ValueError(f"{directory} holds a {saved}, not a {cls.__name__}")
+        model = cls(**config)
+        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))  # type: ignore[attr-defined]
+        return model

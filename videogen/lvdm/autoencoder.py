@@ -18,20 +18,17 @@ per-dataset constants are undocumented, LVDM#10) and saved with the weights.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videogen.core.pretrained import SavableModule
+
 __all__ = ["VideoAutoencoder3D", "SamePadConv3d", "SamePadConvTranspose3d"]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 def _triple(x: int | Sequence[int]) -> tuple[int, int, int]:
@@ -90,7 +87,7 @@ class AEResBlock(nn.Module):
         return x + self.block(x)
 
 
-class VideoAutoencoder3D(nn.Module):
+class VideoAutoencoder3D(SavableModule, nn.Module):
     """The LVDM 3D KL autoencoder.  See the module docstring.
 
     Args:
@@ -203,23 +200,3 @@ class VideoAutoencoder3D(nn.Module):
         """Use given constants (e.g. the official ones with official weights)."""
         self.scale.fill_(scale)
         self.shift.fill_(shift)
-
-    # ---- save / load --------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps({"class": "VideoAutoencoder3D", **self.config}, indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> VideoAutoencoder3D:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config: dict[str, Any] = json.loads((directory / CONFIG_NAME).read_text())
-        config.pop("class", None)
-        model = cls(**config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))
-        return model

@@ -17,10 +17,7 @@ prediction (4 latents) and interpolation (5 latents) models share the short mode
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,11 +25,10 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videogen.core.nn import Downsample, ResBlock, Upsample, normalization, timestep_embedding, zero_module
+from videogen.core.pretrained import SavableModule
 
 __all__ = ["UNet3D", "FactorizedAttention", "relative_attention"]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 _K = (1, 3, 3)
 
 
@@ -92,7 +88,7 @@ class FactorizedAttention(nn.Module):
         return xt.view(b, h, w, c, t).permute(0, 3, 4, 1, 2)
 
 
-class UNet3D(nn.Module):
+class UNet3D(SavableModule, nn.Module):
     """3D UNet for video latents.  ``forward(x (B, C, T, H, W), t (B,), **extra) -> (B, out, T, H, W)``.
 
     Args:
@@ -186,23 +182,3 @@ class UNet3D(nn.Module):
         for block in self.output_blocks:
             h = self._apply_block(block, torch.cat([h, hs.pop()], dim=1), e)
         return self.out(h)
-
-    # ---- save / load --------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> None:
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps({"class": type(self).__name__, **self.config}, indent=2))
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(directory / WEIGHTS_NAME))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> UNet3D:
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        config: dict[str, Any] = json.loads((directory / CONFIG_NAME).read_text())
-        config.pop("class", None)
-        model = cls(**config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))
-        return model
