@@ -6,7 +6,8 @@
   TFLOPs on an A100, SD decoder excluded, 50 DDIM steps of each model, no CFG doubling). The paper's
   "FLOPs" are multiply-accumulates of linear and convolution layers without the attention matmuls
   (fvcore's convention: it skips SDPA); we print that and our own convention (2 FLOPs per
-  multiply-add, attention included).
+  multiply-add, attention included).  Baselines: ModelScope's 3D UNet (diffusers ``UNet3DConditionModel``
+  config; paper: 9.41 T per training forward at 512x512, 938.9 T per 512x1024 video) and LVDM's UNet3D.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ SD21_BASE_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_
                       attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
                       down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
                       up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
+
+
+#: ModelScope's text-to-video 3D UNet (diffusers UNet3DConditionModel), the paper's efficiency baseline
+MODELSCOPE_UNET3D = dict(sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
+                         layers_per_block=2, cross_attention_dim=1024, attention_head_dim=64, norm_num_groups=32,
+                         down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
+                         up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3)
 
 
 def macs_and_flops(fn) -> tuple[float, float]:
@@ -106,6 +114,19 @@ def build_flops_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
             "motion DiT-XL/2, 512 tokens, per step": (macs_and_flops(
                 lambda: nets["motion_sd1024"](motion1024, t, content1024, text=torch.empty(1, 1024))), None),
         }
+    from diffusers import UNet3DConditionModel
+
+    from videogen.lvdm import UNet3D
+
+    with torch.device("meta"):
+        ms = UNet3DConditionModel(**MODELSCOPE_UNET3D)
+        lvdm = UNet3D()
+        costs["ModelScope UNet3D, 4x16x64x64 (512x512), per step"] = (macs_and_flops(
+            lambda: ms(torch.empty(1, 4, 16, 64, 64), t, encoder_hidden_states=text)), 9.41)
+        costs["ModelScope UNet3D, 4x16x64x128 (512x1024), per step"] = (macs_and_flops(
+            lambda: ms(torch.empty(1, 4, 16, 64, 128), t, encoder_hidden_states=text)), None)
+        costs["LVDM UNet3D (official config), 4x4x32x32 (16x256x256), per step"] = (macs_and_flops(
+            lambda: lvdm(torch.empty(1, 4, 4, 32, 32), t)), None)
     rows = [{"network": k, "setting": "paper", "paper T (MACs)": ref, "T MACs, linear+conv": round(m / 1e12, 4),
              "TFLOPs, incl. attention": round(f / 1e12, 4)} for k, ((m, f), ref) in costs.items()]
     steps = 50
@@ -115,6 +136,20 @@ def build_flops_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
                             "(no CFG, SD VAE decoder excluded)", "setting": "paper", "paper T (MACs)": 46.83,
                  "T MACs, linear+conv": round((steps * unet[0] + steps * motion[0] + dec[0]) / 1e12, 2),
                  "TFLOPs, incl. attention": round((steps * unet[1] + steps * motion[1] + dec[1]) / 1e12, 2)})
+    ms_step = costs["ModelScope UNet3D, 4x16x64x128 (512x1024), per step"][0]
+    cmd_sample = (steps * unet[0] + steps * motion[0] + dec[0], steps * unet[1] + steps * motion[1] + dec[1])
+    rows.append({"network": f"ModelScope sample 512x1024x16 = {steps} x UNet3D", "setting": "paper",
+                 "paper T (MACs)": 938.9, "T MACs, linear+conv": round(steps * ms_step[0] / 1e12, 1),
+                 "TFLOPs, incl. attention": round(steps * ms_step[1] / 1e12, 1)})
+    ae_train = costs["AE encoder + decoder, 4x16x64x64 (512x512)"][0]
+    ms_train = costs["ModelScope UNet3D, 4x16x64x64 (512x512), per step"][0]
+    rows.append({"network": "ratio ModelScope / CMD: sampling (512x1024x16)", "setting": "paper",
+                 "paper T (MACs)": round(938.9 / 46.83, 2), "T MACs, linear+conv": round(steps * ms_step[0] / cmd_sample[0], 2),
+                 "TFLOPs, incl. attention": round(steps * ms_step[1] / cmd_sample[1], 2)})
+    rows.append({"network": "ratio ModelScope UNet3D / CMD autoencoder: training forward (512x512x16)",
+                 "setting": "paper", "paper T (MACs)": round(9.41 / 0.77, 2),
+                 "T MACs, linear+conv": round(ms_train[0] / ae_train[0], 2),
+                 "TFLOPs, incl. attention": round(ms_train[1] / ae_train[1], 2)})
     rows.append({"network": "the same with the recipes' sampler: 50 content steps x 2 (CFG 7.5) + 100 motion steps",
                  "setting": "paper", "paper T (MACs)": None,
                  "T MACs, linear+conv": round((2 * steps * unet[0] + 100 * motion[0] + dec[0]) / 1e12, 2),
