@@ -98,5 +98,5 @@ register_table(
     "16x64x64 mp4 clips, batch 16, CPU, in a fresh process; peak RSS of that process. FVD uses a small "
     "TorchScript stand-in for the I3D (same calling convention, 16 features; videos still resized to 224x224), "
     "so the numbers show the reading/streaming cost, not I3D's. Loading everything (the old `evaluate`) would "
-    "hold N x 2 x 16x64x64x3 floats (2048 videos: 4.5 GiB) before resizing.",
+    "hold N x 2 x 16x64x64x3 floats (2048 videos: 3.0 GiB of float32) before resizing; the wall time depends on what else the machine runs.",
 )
