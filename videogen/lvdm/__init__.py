@@ -2,8 +2,9 @@
 
 Names load on first access.  Built so far: the 3D autoencoder (``VideoAutoencoder3D``,
 ``VideoAutoencoder3DModule``), the 3D UNet with factorised attention (``UNet3D``) and the unconditional
-short-video model (``LVDMShortModule``).  Long-video prediction / interpolation, hierarchical sampling
-and text-to-video are not built yet (docs/lvdm.md).
+short-video model (``LVDMShortModule``), prediction / interpolation (``ConditionalUNet3D``,
+``LVDMLongModule``) and long-video inference (``LVDM.generate_long``).  Text-to-video is not built yet
+(docs/lvdm.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ _EXPORTS = {
     "UNet3D": "unet3d",
     "LVDMShortModule": "short_module",
     "load_video_autoencoder": "short_module",
+    "ConditionalUNet3D": "long",
+    "LVDMLongModule": "long",
+    "LVDM": "long",
+    "hierarchical_plan": "long",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

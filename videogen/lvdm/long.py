@@ -1,0 +1,336 @@
+"""LVDM long videos (Sec. 3.3; spec §3): prediction / interpolation models and hierarchical sampling.
+
+* :class:`ConditionalUNet3D`: the short ``UNet3D`` with one extra input channel (the mask ``m``: 1 = a given
+  latent frame) and an embedding of the conditioning frames' noise level ``s`` added to the time
+  embedding (**conditional latent perturbation**: given latents enter as ``q(z_s | z_0)``, s ~ U{0..249}
+  in training, s = 100 at sampling; the last row is a null level for unconditional samples, in training and
+  sampling alike: the official code embeds s for them too).  ``from_short`` copies every weight of a
+  trained short model and zero-initialises what is new, so it starts as the short model.
+* :class:`LVDMLongModule`: trains it.  Prediction: the first of 4 keyframe latents (``keyframe_stride``
+  apart) is given with p = 0.5; interpolation: the first and last of ``stride + 1`` consecutive latents with
+  p = 0.9; otherwise the sample is unconditional.  The loss covers the generated frames only (the
+  official code's mask option has no effect).
+* :class:`LVDM`: inference.  ``generate`` (short clips), ``generate_long(num_frames)``: keyframes by
+  autoregressive prediction, then every adjacent pair filled by interpolation (the official loop fills
+  about a third of the pairs), or ``mode="autoregressive"`` (the paper's baseline); exactly
+  ``num_frames`` frames come back; decoding is chunked with overlap, and ``on_chunk`` receives decoded
+  frames as they are ready (memory bounded in the number of frames).  Unconditional guidance
+  ``eps_c + w (eps_c - eps_u)`` (w = 0.1) is the core CFG with scale ``1 + w``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.training import TrainingModule
+
+from .autoencoder import VideoAutoencoder3D
+from .short_module import DEFAULT_DIFFUSION, load_video_autoencoder
+from .unet3d import UNet3D
+
+__all__ = ["ConditionalUNet3D", "LVDM", "LVDMLongModule", "hierarchical_plan"]
+
+
+class ConditionalUNet3D(UNet3D):
+    """``UNet3D`` + mask channel + conditioning-noise-level embedding.  See the module docstring."""
+
+    def __init__(self, latent_channels: int = 4, max_noise_level: int = 250, **unet_kwargs: Any):
+        super().__init__(in_channels=latent_channels + 1, out_channels=latent_channels, **unet_kwargs)
+        self.config = {"latent_channels": latent_channels, "max_noise_level": max_noise_level,
+                       **{k: v for k, v in self.config.items() if k not in ("in_channels", "out_channels")}}
+        self.latent_channels, self.max_noise_level = latent_channels, max_noise_level
+        self.noise_level_embed = nn.Embedding(max_noise_level + 1, 4 * self.model_channels)  # last row: null
+        nn.init.zeros_(self.noise_level_embed.weight)
+
+    @property
+    def null_level(self) -> int:
+        return self.max_noise_level
+
+    @classmethod
+    def from_short(cls, short: UNet3D, max_noise_level: int = 250) -> ConditionalUNet3D:
+        """Every weight of ``short``; the mask channel's input weights and the level embedding start at zero."""
+        cfg = {k: v for k, v in short.config.items() if k not in ("in_channels", "out_channels")}
+        model = cls(latent_channels=short.in_channels, max_noise_level=max_noise_level, **cfg)
+        state = short.state_dict()
+        conv = "input_blocks.0.0.weight"
+        weight = torch.zeros_like(model.state_dict()[conv])
+        weight[:, : short.in_channels] = state[conv]
+        state[conv] = weight
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) != {"noise_level_embed.weight"}:
+            raise ValueError(f"cannot initialise from this short model: missing {missing}, unexpected {unexpected}")
+        return model
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
+                noise_level: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, C, T, h, w)`` (given latents already in place), ``mask (B, T)`` bool, ``noise_level (B,)``."""
+        b, _, frames, h, w = x.shape
+        mask = torch.zeros(b, frames, dtype=torch.bool, device=x.device) if mask is None else mask
+        if mask.shape != (b, frames):
+            raise ValueError(f"mask must be (B, T) = {(b, frames)}, got {tuple(mask.shape)}")
+        if noise_level is None:
+            noise_level = torch.full((b,), self.null_level, dtype=torch.long, device=x.device)
+        m = mask[:, None, :, None, None].to(x.dtype).expand(b, 1, frames, h, w)
+        return super().forward(torch.cat([x, m], dim=1), t, emb=self.noise_level_embed(noise_level.long()))
+
+
+def _mix(z_t: torch.Tensor, z_s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask[:, None, :, None, None].to(z_t.dtype)
+    return z_t * (1 - m) + z_s * m
+
+
+class LVDMLongModule(TrainingModule):
+    """Prediction or interpolation training on frozen-autoencoder latents (see the module docstring).
+
+    Args:
+        unet: a :class:`ConditionalUNet3D`, or ``short_checkpoint`` to start from a trained short model.
+        autoencoder: the stage-1 checkpoint / directory / network (frozen; must be calibrated or be
+            the short checkpoint's).
+        mode: ``"prediction"`` (4 keyframes ``keyframe_stride`` latents apart, the first given) or
+            ``"interpolation"`` (``keyframe_stride + 1`` consecutive latents, both ends given).
+        cond_prob: probability that a sample gets its conditioning frames (0.5 / 0.9 officially).
+        max_noise_level: s ~ U{0 .. max - 1} for the given frames (250).
+        lr, weight_decay: AdamW (official 8e-5, 0.01).
+    """
+
+    def __init__(self, unet: ConditionalUNet3D | None, autoencoder: VideoAutoencoder3D | str,
+                 mode: str = "prediction", keyframe_stride: int = 4, cond_prob: float | None = None,
+                 short_checkpoint: str | None = None, diffusion: dict[str, Any] | None = None,
+                 lr: float = 8e-5, weight_decay: float = 0.01, scale_lr: bool = False, nan_policy: str = "raise"):
+        super().__init__(nan_policy=nan_policy)
+        if mode not in ("prediction", "interpolation"):
+            raise ValueError(f"mode must be 'prediction' or 'interpolation', got {mode!r}")
+        cond_prob = (0.5 if mode == "prediction" else 0.9) if cond_prob is None else cond_prob
+        self.save_hyperparameters(ignore=["unet", "autoencoder"])
+        self.hparams["cond_prob"] = cond_prob
+        ae = None
+        if short_checkpoint is not None:
+            unet, ae = _from_short_checkpoint(short_checkpoint, unet)
+        if unet is None:
+            raise ValueError("give a ConditionalUNet3D (unet) or the short model to start from (short_checkpoint)")
+        self.unet = unet
+        self.autoencoder = (ae or load_video_autoencoder(autoencoder)).requires_grad_(False).eval()
+        self.diffusion_config = {**DEFAULT_DIFFUSION, **(diffusion or {})}
+        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+
+    def train(self, mode: bool = True) -> LVDMLongModule:
+        super().train(mode)
+        self.autoencoder.eval()
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lvdm"] = {"unet_config": self.unet.config, "autoencoder_config": self.autoencoder.config,
+                              "diffusion": self.diffusion_config, "mode": self.hparams.mode,
+                              "keyframe_stride": self.hparams.keyframe_stride}
+
+    def clip_latents(self, video: torch.Tensor, sample: bool) -> torch.Tensor:
+        """Videos -> the model's latent clip: 4 keyframes (prediction) or stride + 1 latents (interpolation)."""
+        z = self.autoencoder.encode(video, sample=sample)  # (B, C, T_lat, h, w)
+        r = self.hparams.keyframe_stride
+        need = 3 * r + 1 if self.hparams.mode == "prediction" else r + 1
+        if z.shape[2] < need:
+            raise ValueError(f"{self.hparams.mode} with keyframe_stride {r} needs clips of >= {need} latents "
+                             f"({need * self.autoencoder.temporal_factor} frames), got {z.shape[2]}")
+        return z[:, :, : 3 * r + 1 : r] if self.hparams.mode == "prediction" else z[:, :, :need]
+
+    def _mask(self, b: int, frames: int, given: torch.Tensor) -> torch.Tensor:
+        mask = torch.zeros(b, frames, dtype=torch.bool, device=self.device)
+        mask[:, 0] = given
+        if self.hparams.mode == "interpolation":
+            mask[:, -1] = given
+        return mask
+
+    def _loss(self, z0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        b, frames = z0.shape[0], z0.shape[2]
+        dev = z0.device
+        gen_dev = generator.device if generator is not None else dev
+        given = torch.rand(b, generator=generator, device=gen_dev).to(dev) < self.hparams.cond_prob
+        mask = self._mask(b, frames, given)
+        t = self.diffusion.sample_timesteps(b, dev, generator)
+        s = torch.randint(0, self.unet.max_noise_level, (b,), generator=generator, device=gen_dev).to(dev)
+        noise_t = torch.randn(z0.shape, generator=generator, device=gen_dev).to(dev)
+        noise_s = torch.randn(z0.shape, generator=generator, device=gen_dev).to(dev)
+        x = _mix(self.diffusion.add_noise(z0, noise_t, t), self.diffusion.add_noise(z0, noise_s, s), mask)
+        level = torch.where(given, s, torch.full_like(s, self.unet.null_level))
+        out = self.unet(x, t, mask=mask, noise_level=level)
+        err = (out.float() - self.diffusion.target(z0, noise_t, t).float())
+        err = err.abs() if self.diffusion.loss_type == "l1" else err.square()
+        keep = (~mask)[:, None, :, None, None].to(err.dtype).expand_as(err)  # generated frames only
+        return (err * keep).sum() / keep.sum().clamp(min=1.0)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        with torch.no_grad():
+            z0 = self.clip_latents(batch["video"], sample=True)
+        loss = self._loss(z0)
+        if not self.finite_or_skip(loss=loss):
+            return None
+        self.log("train/loss", loss, prog_bar=True, batch_size=z0.shape[0], sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        z0 = self.clip_latents(batch["video"], sample=False)
+        loss = self._loss(z0, generator=torch.Generator(device=z0.device).manual_seed(batch_idx))
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=z0.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.unet.parameters(), lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
+                                 weight_decay=self.hparams.weight_decay)
+
+
+def _from_short_checkpoint(path: str, unet: ConditionalUNet3D | None) -> tuple[ConditionalUNet3D, VideoAutoencoder3D]:
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    cfg = ckpt.get("lvdm")
+    if not cfg or "unet_config" not in cfg:
+        raise ValueError(f"{path} is not an LVDMShortModule checkpoint (recipes/lvdm_*_short.yaml writes one)")
+    short = UNet3D(**cfg["unet_config"])
+    short.load_state_dict({k[len("unet."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("unet.")})
+    ae = VideoAutoencoder3D(**cfg["autoencoder_config"])
+    ae.load_state_dict({k[len("autoencoder."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("autoencoder.")})
+    max_level = unet.max_noise_level if unet is not None else 250
+    return ConditionalUNet3D.from_short(short, max_level), ae
+
+
+def hierarchical_plan(num_frames: int, temporal_factor: int = 4, stride: int = 4, pred_length: int = 4,
+                      given: int = 1) -> dict[str, int]:
+    """The clip counts of hierarchical sampling for ``num_frames`` frames (spec §3, "recommended form").
+
+    ``L = ceil(F / f_t)`` latents; ``K = ceil((L - 1) / r) + 1`` keyframes; ``n = ceil((K - P) / (P - k))``
+    prediction steps after the first clip; ``K - 1`` interpolation clips give ``(K - 1) r + 1`` latents.
+    """
+    if min(num_frames, temporal_factor, stride, pred_length) < 1 or not 0 < given < pred_length:
+        raise ValueError("num_frames, temporal_factor, stride, pred_length >= 1 and 0 < given < pred_length")
+    latents = math.ceil(num_frames / temporal_factor)
+    keyframes = max(math.ceil((latents - 1) / stride) + 1, 1)
+    steps = max(math.ceil((keyframes - pred_length) / (pred_length - given)), 0)
+    out = (keyframes - 1) * stride + 1
+    return {"latents_needed": latents, "keyframes": keyframes, "prediction_clips": 1 + steps,
+            "interpolation_clips": keyframes - 1, "latents": out, "frames": out * temporal_factor}
+
+
+class LVDM(nn.Module):
+    """Inference: short clips, and long videos from a prediction and an interpolation model."""
+
+    def __init__(self, autoencoder: VideoAutoencoder3D, prediction: ConditionalUNet3D,
+                 interpolation: ConditionalUNet3D | None = None, diffusion: dict[str, Any] | None = None,
+                 keyframe_stride: int = 4):
+        super().__init__()
+        self.autoencoder, self.prediction, self.interpolation = autoencoder, prediction, interpolation
+        self.diffusion = GaussianDiffusion(**{**DEFAULT_DIFFUSION, **(diffusion or {})})
+        self.keyframe_stride = keyframe_stride
+
+    conditions: tuple[str, ...] = ()
+
+    def _device(self) -> torch.device:
+        return next(self.prediction.parameters()).device
+
+    @torch.no_grad()
+    def sample_clip(self, model: ConditionalUNet3D, frames: int, latent_hw: tuple[int, int], batch: int,
+                    given: torch.Tensor | None = None, given_at: tuple[int, ...] = (), cond_noise_level: int = 100,
+                    guidance: float = 0.1, num_steps: int = 50, eta: float = 1.0,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """A latent clip ``(B, C, frames, h, w)``; ``given (B, C, len(given_at), h, w)`` sit at ``given_at``."""
+        dev = self._device()
+        c = model.latent_channels
+        z0 = torch.zeros(batch, c, frames, *latent_hw, device=dev)
+        mask = torch.zeros(batch, frames, dtype=torch.bool, device=dev)
+        if given is not None:
+            z0[:, :, list(given_at)] = given.to(dev)
+            mask[:, list(given_at)] = True
+        s = torch.full((batch,), cond_noise_level, dtype=torch.long, device=dev)
+        noise = torch.randn(z0.shape, generator=generator, device=generator.device if generator else dev).to(dev)
+        z_s = self.diffusion.add_noise(z0, noise, s)  # noised once, written in at every step
+
+        def model_fn(x, t, mask, z_s, noise_level):
+            return model(_mix(x, z_s, mask), t, mask=mask, noise_level=noise_level)
+
+        conditional = given is not None
+        cond = {"mask": mask, "z_s": z_s, "noise_level": s if conditional else torch.full_like(s, model.null_level)}
+        uncond = {"mask": torch.zeros_like(mask), "z_s": torch.zeros_like(z_s),
+                  "noise_level": torch.full_like(s, model.null_level)} if conditional and guidance else None
+        scale = 1.0 + guidance if uncond is not None else 1.0  # eps_c + w (eps_c - eps_u)
+        out = self.diffusion.sample(model_fn, tuple(z0.shape), cond=cond, uncond=uncond, guidance_scale=scale,
+                                    num_steps=num_steps, eta=eta, generator=generator, device=dev, progress=False)
+        return torch.where(mask[:, None, :, None, None], z0, out)  # the given latents, exactly
+
+    @torch.no_grad()
+    def generate_long(self, num_frames: int, height: int, width: int, batch: int = 1, mode: str = "hierarchical",
+                      num_steps: int = 50, guidance: float = 0.1, cond_noise_level: int = 100,
+                      generator: torch.Generator | None = None, chunk_latents: int = 16, overlap: int = 2,
+                      on_chunk: Callable[[torch.Tensor], None] | None = None, progress: bool = True) -> torch.Tensor | None:
+        """``(B, 3, num_frames, H, W)`` in [-1, 1] (or None when ``on_chunk`` takes the frames as they decode)."""
+        from tqdm.auto import tqdm
+
+        ae, f_t = self.autoencoder, self.autoencoder.temporal_factor
+        hw = (height // ae.spatial_factor, width // ae.spatial_factor)
+        kw = dict(latent_hw=hw, batch=batch, cond_noise_level=cond_noise_level, guidance=guidance,
+                  num_steps=num_steps, generator=generator)
+        if mode == "hierarchical":
+            if self.interpolation is None:
+                raise ValueError("hierarchical sampling needs the interpolation model (or use mode='autoregressive')")
+            r = self.keyframe_stride
+            plan = hierarchical_plan(num_frames, f_t, r)
+            bar = tqdm(total=plan["prediction_clips"] + plan["interpolation_clips"], desc="LVDM clips",
+                       disable=not progress)
+            keys = self.sample_clip(self.prediction, 4, **kw)
+            bar.update()
+            while keys.shape[2] < plan["keyframes"]:
+                nxt = self.sample_clip(self.prediction, 4, given=keys[:, :, -1:], given_at=(0,), **kw)
+                keys = torch.cat([keys, nxt[:, :, 1:]], dim=2)
+                bar.update()
+            keys = keys[:, :, : plan["keyframes"]]
+            latents = [keys[:, :, :1]]
+            for i in range(keys.shape[2] - 1):
+                pair = torch.cat([keys[:, :, i:i + 1], keys[:, :, i + 1:i + 2]], dim=2)
+                clip = self.sample_clip(self.interpolation, r + 1, given=pair, given_at=(0, r), **kw)
+                latents.append(clip[:, :, 1:])
+                bar.update()
+            bar.close()
+        elif mode == "autoregressive":
+            need = math.ceil(num_frames / f_t)
+            clip = self.sample_clip(self.prediction, 4, **kw)
+            latents = [clip]
+            total = clip.shape[2]
+            while total < need:
+                clip = self.sample_clip(self.prediction, 4, given=clip[:, :, -1:], given_at=(0,), **kw)
+                latents.append(clip[:, :, 1:])
+                total += 3
+        else:
+            raise ValueError(f"mode must be 'hierarchical' or 'autoregressive', got {mode!r}")
+        z = torch.cat(latents, dim=2)
+        return self.decode_chunked(z, num_frames, chunk_latents, overlap, on_chunk)
+
+    @torch.no_grad()
+    def decode_chunked(self, z: torch.Tensor, num_frames: int | None = None, chunk_latents: int = 16,
+                       overlap: int = 2, on_chunk: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor | None:
+        """Decode ``(B, C, T, h, w)`` latents ``chunk_latents`` at a time, each with ``overlap`` latents of
+        context on both sides (dropped after decoding); the first ``num_frames`` frames are kept.
+
+        The decoder's GroupNorm normalises over every frame it sees, so chunks differ slightly from one
+        full decode (tiny random autoencoder, 12 latents in chunks of 6: mean |difference| 0.080 without
+        context, 0.010 with 3 latents of context, 0 once the context covers the sequence)."""
+        if chunk_latents < 1 or overlap < 0:
+            raise ValueError(f"chunk_latents must be >= 1 and overlap >= 0, got {chunk_latents}, {overlap}")
+        f_t, total = self.autoencoder.temporal_factor, z.shape[2]
+        num_frames = total * f_t if num_frames is None else num_frames
+        out, emitted = [], 0
+        for start in range(0, total, chunk_latents):
+            lo, hi = max(0, start - overlap), min(total, start + chunk_latents + overlap)
+            frames = self.autoencoder.decode(z[:, :, lo:hi]).clamp(-1, 1)
+            frames = frames[:, :, (start - lo) * f_t : (start - lo + min(chunk_latents, total - start)) * f_t]
+            frames = frames[:, :, : max(0, num_frames - emitted)]
+            emitted += frames.shape[2]
+            if frames.shape[2] == 0:
+                break
+            if on_chunk is not None:
+                on_chunk(frames.cpu())
+            else:
+                out.append(frames)
+        return None if on_chunk is not None else torch.cat(out, dim=2)
