@@ -1,5 +1,6 @@
 """LVDM recipes: the Sky recipes' networks on meta (official counts), and the tiny recipes through the CLI:
-bit-identical resume and 2-process DDP under the paper recipes' strategies, for both stages."""
+bit-identical resume and 2-process DDP under the paper recipes' strategies, for all four stages
+(autoencoder, short video, prediction, interpolation)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from videogen.cli import _model_class, main
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 STAGES = {"autoencoder": ("lvdm_tiny_autoencoder.yaml", "lvdm_sky_autoencoder.yaml"),
-          "short": ("lvdm_tiny_short.yaml", "lvdm_sky_short.yaml")}
+          "short": ("lvdm_tiny_short.yaml", "lvdm_sky_short.yaml"),
+          "prediction": ("lvdm_tiny_prediction.yaml", "lvdm_sky_prediction.yaml"),
+          "interpolation": ("lvdm_tiny_interpolation.yaml", "lvdm_sky_interpolation.yaml")}
 
 
 def _cfg(name: str) -> dict:
@@ -59,9 +62,20 @@ def tiny_stage1(tmp_path_factory) -> Path:
     return _fit(tmp_path_factory.mktemp("lvdm"), "autoencoder", epochs=1)
 
 
+@pytest.fixture(scope="module")
+def tiny_short(tiny_stage1) -> Path:
+    return _fit(tiny_stage1.parents[3], "short", epochs=1, extra=[f"--model.init_args.autoencoder={tiny_stage1}"])
+
+
+def _stage_args(stage: str, stage1: Path, short: Path) -> list[str]:
+    return {"autoencoder": ["--model.init_args.disc_start=3"], "short": [f"--model.init_args.autoencoder={stage1}"],
+            "prediction": [f"--model.init_args.short_checkpoint={short}"],
+            "interpolation": [f"--model.init_args.short_checkpoint={short}"]}[stage]
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_every_tiny_stage_resumes_bit_identically(stage, tiny_stage1, tmp_path):
-    extra = [f"--model.init_args.autoencoder={tiny_stage1}"] if stage == "short" else ["--model.init_args.disc_start=3"]
+def test_every_tiny_stage_resumes_bit_identically(stage, tiny_stage1, tiny_short, tmp_path):
+    extra = _stage_args(stage, tiny_stage1, tiny_short)
     straight = _fit(tmp_path / "a", stage, 4, extra)
     half = _fit(tmp_path / "b", stage, 2, extra)
     resumed = _fit(tmp_path / "b", stage, 4, extra, ckpt=half)
@@ -74,14 +88,15 @@ def test_every_tiny_stage_resumes_bit_identically(stage, tiny_stage1, tmp_path):
 
 @pytest.mark.ddp
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_every_stage_trains_under_the_paper_strategy_with_two_processes(stage, tiny_stage1, tmp_path):
+def test_every_stage_trains_under_the_paper_strategy_with_two_processes(stage, tiny_stage1, tiny_short, tmp_path):
     strategy = _cfg(STAGES[stage][1])["trainer"]["strategy"]
     args = [sys.executable, "-m", "videogen", "fit", "--config", str(RECIPES / STAGES[stage][0]),
             "--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.strategy={strategy}",
             "--data.init_args.dataset.init_args.num_videos=32", "--data.init_args.batch_size=8",
             "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1",
             "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
-    args.append(f"--model.init_args.autoencoder={tiny_stage1}" if stage == "short" else "--model.init_args.disc_start=1")
+    extra = _stage_args(stage, tiny_stage1, tiny_short)
+    args += ["--model.init_args.disc_start=1"] if stage == "autoencoder" else extra
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -116,7 +116,8 @@ class LVDMLongModule(TrainingModule):
         if unet is None:
             raise ValueError("give a ConditionalUNet3D (unet) or the short model to start from (short_checkpoint)")
         self.unet = unet
-        self.autoencoder = (ae or load_video_autoencoder(autoencoder)).requires_grad_(False).eval()
+        ae = load_video_autoencoder(autoencoder) if ae is None else ae  # the short model's, when given
+        self.autoencoder = ae.requires_grad_(False).eval()
         self.diffusion_config = {**DEFAULT_DIFFUSION, **(diffusion or {})}
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
 
