@@ -3,8 +3,8 @@
 Names load on first access.  Built so far: the 3D autoencoder (``VideoAutoencoder3D``,
 ``VideoAutoencoder3DModule``), the 3D UNet with factorised attention (``UNet3D``) and the unconditional
 short-video model (``LVDMShortModule``), prediction / interpolation (``ConditionalUNet3D``,
-``LVDMLongModule``) and long-video inference (``LVDM.generate_long``).  Text-to-video is not built yet
-(docs/lvdm.md).
+``LVDMLongModule``), long-video inference (``LVDM.generate_long``) and text-to-video on a Stable
+Diffusion UNet (``VideoUNetFromSD``, ``LVDMTextToVideoModule``).  Details: docs/lvdm.md.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ _EXPORTS = {
     "LVDMLongModule": "long",
     "LVDM": "long",
     "hierarchical_plan": "long",
+    "VideoUNetFromSD": "text2video",
+    "LVDMTextToVideoModule": "text2video",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
