@@ -164,7 +164,7 @@ def test_text_pooling_follows_the_official_code_by_default(tmp_path, stage1):
     ae = load_cmd_autoencoder(stage1)
     module = CMDMotionModule(tiny_motion_dit(ae, text_dim=16), str(stage1), text_encoder=text)
     batch = {"video": torch.rand(2, 3, FRAMES, SIZE, SIZE) * 2 - 1, "caption": ["ab", "abcdef"]}
-    _, cond = module.motion_and_condition(batch, drop=False)
+    _, cond = module.target_and_condition(batch, drop=False)
     torch.testing.assert_close(cond["text"], text.pooled(batch["caption"], masked=False))  # mean of all tokens
 
 

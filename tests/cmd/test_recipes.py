@@ -4,19 +4,14 @@ DDP under the paper recipes' strategy."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from videogen.cli import main
+from tests._recipes import RECIPES, assert_same_checkpoints, fit, fit_ddp
 
-ROOT = Path(__file__).resolve().parents[2]
-RECIPES = ROOT / "recipes"
 PAPER = {"ucf": ("cmd_ucf_autoencoder.yaml", "cmd_ucf_content.yaml", "cmd_ucf_motion.yaml"),
          "webvid": ("cmd_webvid.yaml", "cmd_webvid_content.yaml", "cmd_webvid_motion.yaml")}
 TINY = ("cmd_tiny_autoencoder.yaml", "cmd_tiny_content.yaml", "cmd_tiny_motion.yaml")
@@ -67,19 +62,15 @@ def test_paper_recipes_match_the_paper(setting):
         assert recipe["model"]["init_args"]["autoencoder"] == ckpt_cb["init_args"]["dirpath"] + "/last.ckpt"
 
 
+DDP_ARGS = ["--data.init_args.dataset.init_args.num_videos=32", "--data.init_args.batch_size=8",
+            "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1"]
 COMMON = ["--data.init_args.dataset.init_args.num_videos=16", "--data.init_args.batch_size=8",
           "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1", "--trainer.logger=false",
           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def _fit(workdir: Path, recipe: str, epochs: int, extra=(), ckpt: Path | None = None) -> Path:
-    workdir.mkdir(parents=True, exist_ok=True)
-    args = ["fit", "--config", str(RECIPES / recipe), *COMMON, *extra, f"--trainer.max_epochs={epochs}"]
-    if ckpt is not None:
-        args.append(f"--ckpt_path={ckpt}")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)
-        assert main(args) == 0
+    fit(workdir, recipe, [*COMMON, *extra], epochs, ckpt)
     stage = recipe.split("_")[-1].split(".")[0]
     return workdir / "outputs" / f"cmd_tiny_{stage}" / "checkpoints" / "last.ckpt"
 
@@ -101,20 +92,12 @@ def test_tiny_recipes_chain_into_a_pipeline(tiny_stage1):
     assert video.shape == (2, 3, 8, 32, 32)
 
 
-def _same(a: Path, b: Path) -> None:
-    ca, cb = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
-    assert ca["global_step"] == cb["global_step"]
-    for key in ("state_dict", "current_model_state"):
-        for name, value in ca.get(key, {}).items():
-            assert torch.equal(value, cb[key][name]), f"{key}.{name} differs after resume"
-
-
 @pytest.mark.parametrize("recipe", TINY)
 def test_every_tiny_stage_resumes_bit_identically(recipe, tiny_stage1, tmp_path):
     extra = [] if recipe == TINY[0] else [f"--model.init_args.autoencoder={tiny_stage1}"]
     straight = _fit(tmp_path / "straight", recipe, 4, extra)
     half = _fit(tmp_path / "resumed", recipe, 2, extra)
-    _same(straight, _fit(tmp_path / "resumed", recipe, 4, extra, ckpt=half))
+    assert_same_checkpoints(straight, _fit(tmp_path / "resumed", recipe, 4, extra, ckpt=half))
 
 
 @pytest.mark.ddp
@@ -122,15 +105,6 @@ def test_every_tiny_stage_resumes_bit_identically(recipe, tiny_stage1, tmp_path)
 def test_every_stage_trains_under_the_paper_strategy_with_two_processes(stage, tiny_stage1, tmp_path):
     strategies = {_cfg(PAPER[s][stage])["trainer"]["strategy"] for s in PAPER}
     assert len(strategies) == 1
-    args = [sys.executable, "-m", "videogen", "fit", "--config", str(RECIPES / TINY[stage]),
-            "--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.strategy={strategies.pop()}",
-            "--data.init_args.dataset.init_args.num_videos=32", "--data.init_args.batch_size=8",
-            "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1",
-            "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
-    if stage:
-        args.append(f"--model.init_args.autoencoder={tiny_stage1}")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    (last,) = tmp_path.rglob("last.ckpt")
-    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 4  # 2 batches x 2 epochs per rank
+    extra = [f"--model.init_args.autoencoder={tiny_stage1}"] if stage else []
+    ckpt = fit_ddp(tmp_path, TINY[stage], strategies.pop(), [*DDP_ARGS, *extra])
+    assert ckpt["global_step"] == 4  # 2 batches x 2 epochs per rank

@@ -5,19 +5,14 @@ in stage 2."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+from tests._recipes import RECIPES, fit_ddp
 from videogen.lamd import MCDVAE
-
-ROOT = Path(__file__).resolve().parents[2]
-RECIPES = ROOT / "recipes"
 
 pytestmark = pytest.mark.ddp
 
@@ -30,19 +25,12 @@ def _paper_strategy(stage: str) -> str:
     return strategies.pop()
 
 
-def _fit_ddp(workdir: Path, recipe: str, extra: list[str]) -> torch.Tensor:
-    workdir.mkdir(parents=True, exist_ok=True)
+def _fit_ddp(workdir: Path, recipe: str, extra: list[str]) -> dict:
     stage = "mcdvae" if "mcdvae" in recipe else "dmg"
-    args = [sys.executable, "-m", "videogen", "fit", "--config", str(RECIPES / recipe),
-            "--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.strategy={_paper_strategy(stage)}",
-            "--data.init_args.dataset.init_args.num_videos=32", "--data.init_args.batch_size=8",
-            "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1",
-            "--trainer.logger=false", "--trainer.enable_progress_bar=false", *extra]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    (last,) = workdir.rglob("last.ckpt")
-    return torch.load(last, map_location="cpu", weights_only=True)
+    return fit_ddp(workdir, recipe, _paper_strategy(stage),
+                   ["--data.init_args.dataset.init_args.num_videos=32", "--data.init_args.batch_size=8",
+                    "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1",
+                    *extra])
 
 
 def test_mcdvae_trains_under_its_paper_strategy_with_two_processes(tmp_path):

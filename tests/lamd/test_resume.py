@@ -9,46 +9,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from videogen.cli import main
+from tests._recipes import assert_same_checkpoints, fit
 from videogen.lamd import MCDVAE
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 COMMON = ["--data.init_args.dataset.init_args.num_videos=16", "--data.init_args.batch_size=8",
           "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1", "--trainer.logger=false",
           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
 def _fit(workdir: Path, recipe: str, extra: list[str], epochs: int, ckpt: Path | None = None) -> Path:
-    """Run ``videogen fit`` in ``workdir`` (the recipes write to relative ``outputs/``); returns last.ckpt."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    args = ["fit", "--config", str(RECIPES / recipe), *COMMON, *extra, f"--trainer.max_epochs={epochs}"]
-    if ckpt is not None:
-        args.append(f"--ckpt_path={ckpt}")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(workdir)
-        assert main(args) == 0
+    fit(workdir, recipe, [*COMMON, *extra], epochs, ckpt)
     (last,) = workdir.rglob("last.ckpt")
     return last
-
-
-def _assert_identical(a: Path, b: Path) -> None:
-    ca, cb = (torch.load(p, map_location="cpu", weights_only=True) for p in (a, b))
-    assert ca["global_step"] == cb["global_step"] and ca["epoch"] == cb["epoch"]
-    for key in ("state_dict", "current_model_state"):
-        assert (key in ca) == (key in cb)
-        for name, value in ca.get(key, {}).items():
-            assert torch.equal(value, cb[key][name]), f"{key}.{name} differs after resume"
-    for oa, ob in zip(ca["optimizer_states"], cb["optimizer_states"]):
-        for sa, sb in zip(oa["state"].values(), ob["state"].values()):
-            for k in sa:
-                assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), f"optimizer {k} differs"
 
 
 def _resume_matches(tmp_path: Path, recipe: str, extra: list[str]) -> None:
     straight = _fit(tmp_path / "straight", recipe, extra, epochs=4)
     half = _fit(tmp_path / "resumed", recipe, extra, epochs=2)
     resumed = _fit(tmp_path / "resumed", recipe, extra, epochs=4, ckpt=half)
-    _assert_identical(straight, resumed)
+    assert_same_checkpoints(straight, resumed, optimizer=True)
 
 
 def test_mcdvae_resume_is_bit_identical(tmp_path):

@@ -196,6 +196,36 @@ class _ConditionalStage(_CMDStage):
     def _drop_mask(self, b: int) -> torch.Tensor:
         return torch.rand(b, device=self.device) < self.hparams.cond_drop_prob  # (B,)
 
+    # Subclasses give the diffusion target (content frames or motion latents) and the denoiser's kwargs.
+    def target_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        raise NotImplementedError
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for frozen in (self.autoencoder, self.vae, self.text_encoder):
+            if frozen is not None:
+                frozen.eval()
+        return self
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        x0, cond = self.target_and_condition(batch, drop=True)
+        loss = self.diffusion.training_loss(self.denoiser, x0, **cond)  # eq. 7 / eq. 8
+        if not self.finite_or_skip(loss=loss):
+            return None
+        self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0], sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x0, cond = self.target_and_condition(batch, drop=False)
+        gen = torch.Generator(device=x0.device).manual_seed(batch_idx)  # the same noise every epoch
+        loss = self.diffusion.training_loss(self.denoiser, x0, generator=gen, **cond)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
+        return torch.optim.Adam(self.denoiser.parameters(), lr=lr, betas=tuple(self.hparams.betas))
+
 
 class CMDContentModule(_ConditionalStage):
     """The content-frame diffusion model (eq. 7) on content frames of a frozen autoencoder.
@@ -242,16 +272,9 @@ class CMDContentModule(_ConditionalStage):
     def _denoiser_channels(self) -> int:
         return self.denoiser.in_channels
 
-    def train(self, mode: bool = True) -> CMDContentModule:
-        super().train(mode)
-        for frozen in (self.autoencoder, self.vae, self.text_encoder):
-            if frozen is not None:
-                frozen.eval()
-        return self
-
     @torch.no_grad()
-    def content_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Content frames ``(B, C, H, W)`` of the batch videos and the denoiser's condition kwargs."""
+    def target_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Content frames ``(B, C, H, W)`` of the batch videos and the denoiser's condition kwargs (eq. 7)."""
         x = self._ae_input(batch["video"], sample=drop)
         content, _ = self.autoencoder.encode(x)
         b = content.shape[0]
@@ -266,25 +289,6 @@ class CMDContentModule(_ConditionalStage):
         if self.denoiser.text_dim is not None:
             text = self.text_encoder.pooled(self._captions(batch)) * (~drop_mask)[:, None].float()
         return content, {"label": label, "text": text}
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        content, cond = self.content_and_condition(batch, drop=True)
-        loss = self.diffusion.training_loss(self.denoiser, content, **cond)  # eq. 7
-        if not self.finite_or_skip(loss=loss):
-            return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=content.shape[0], sync_dist=True)
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        content, cond = self.content_and_condition(batch, drop=False)
-        gen = torch.Generator(device=content.device).manual_seed(batch_idx)  # the same noise every epoch
-        loss = self.diffusion.training_loss(self.denoiser, content, generator=gen, **cond)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=content.shape[0])
-        return loss
-
-    def configure_optimizers(self):
-        lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
-        return torch.optim.Adam(self.denoiser.parameters(), lr=lr, betas=tuple(self.hparams.betas))
 
 
 class CMDMotionModule(_ConditionalStage):
@@ -326,16 +330,9 @@ class CMDMotionModule(_ConditionalStage):
             "text_encoder_config": None if text_encoder is None else text_encoder.config,
             "pool_masked": pool_masked, "motion_diffusion": self.diffusion_config}
 
-    def train(self, mode: bool = True) -> CMDMotionModule:
-        super().train(mode)
-        for frozen in (self.autoencoder, self.vae, self.text_encoder):
-            if frozen is not None:
-                frozen.eval()
-        return self
-
     @torch.no_grad()
-    def motion_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Motion latents ``(B, D, L, W'+H')`` and the condition kwargs (content frame, label / text)."""
+    def target_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Motion latents ``(B, D, L, W'+H')`` and the condition kwargs (content frame, label / text; eq. 8)."""
         x = self._ae_input(batch["video"], sample=drop)
         content, motion = self.autoencoder.encode(x)
         b = motion.shape[0]
@@ -348,22 +345,3 @@ class CMDMotionModule(_ConditionalStage):
             text = self.text_encoder.pooled(self._captions(batch), masked=self.hparams.pool_masked)
             text = text * (~drop_mask)[:, None].to(text.dtype)
         return motion, {"content": content, "label": label, "text": text}
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        motion, cond = self.motion_and_condition(batch, drop=True)
-        loss = self.diffusion.training_loss(self.denoiser, motion, **cond)  # eq. 8
-        if not self.finite_or_skip(loss=loss):
-            return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=motion.shape[0], sync_dist=True)
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        motion, cond = self.motion_and_condition(batch, drop=False)
-        gen = torch.Generator(device=motion.device).manual_seed(batch_idx)
-        loss = self.diffusion.training_loss(self.denoiser, motion, generator=gen, **cond)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=motion.shape[0])
-        return loss
-
-    def configure_optimizers(self):
-        lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
-        return torch.optim.Adam(self.denoiser.parameters(), lr=lr, betas=tuple(self.hparams.betas))
