@@ -83,13 +83,19 @@ class _Reader:
 
     def __init__(self, num_frames: int, size: int | None):
         self.num_frames, self.size = num_frames, size
-        self.skipped: list[str] = []
+        self._skipped: dict[Path, str] = {}  # each unreadable file once, however often it is asked for
+
+    @property
+    def skipped(self) -> list[str]:
+        return list(self._skipped.values())
 
     def read(self, file: Path) -> torch.Tensor | None:
+        if file in self._skipped:
+            return None
         try:
             video = from_uint8(read_video(file, num_frames=self.num_frames))  # (T, H, W, C) -> (C, T, H, W)
         except Exception as err:  # decord raises RuntimeError/DECORDError on corrupt files
-            self.skipped.append(f"{file.name}: {str(err).splitlines()[0][:120]}")
+            self._skipped[file] = f"{file.name}: {str(err).splitlines()[0][:120]}"
             warnings.warn(f"skipping unreadable video {file}: {err}", stacklevel=2)
             return None
         return resize_center_crop(video, self.size) if self.size else video
@@ -165,8 +171,11 @@ def evaluate_folders(real: str | os.PathLike, fake: str | os.PathLike, metrics: 
         raise ValueError("cfvd needs a group for every video: a 'label' in the manifests or class sub-folders")
 
     reader = _Reader(num_frames, size)
-    bar = tqdm(total=len(fake_entries) + len(real_entries), desc="evaluate", unit="video", disable=not progress)
     unpaired = any(m in metrics for m in ("fvd", "kvd", "cfvd", "fid", "clipsim"))
+    paired = [m for m in PAIRED if m in metrics]
+    pairs = _pairs(real_entries, fake_entries) if paired else []
+    total = (len(fake_entries) + len(real_entries) if unpaired else 0) + len(pairs)
+    bar = tqdm(total=total, desc="evaluate", unit="video", disable=not progress)
     for split, entries in (("real", real_entries), ("fake", fake_entries)):
         if not unpaired:
             break
@@ -182,14 +191,14 @@ def evaluate_folders(real: str | os.PathLike, fake: str | os.PathLike, metrics: 
             if "clipsim" in others and split == "fake":
                 others["clipsim"].update(videos, [e.caption for e in batch])
             bar.update(len(batch))
-    paired = [m for m in PAIRED if m in metrics]
     sums = {m: 0.0 for m in ("psnr", "ssim") if m in paired}
     num_pairs = 0
     if paired:
         from videogen.core.metrics.psnr_ssim import psnr_per_video, ssim_per_video
-        pairs = _pairs(real_entries, fake_entries)
         for start in range(0, len(pairs), batch_size):
-            chunk = [(reader.read(r.file), reader.read(f.file)) for r, f in pairs[start:start + batch_size]]
+            # samples of one source are adjacent (generate's manifests): decode each real video once per batch
+            reals = {r.file: reader.read(r.file) for r, _ in pairs[start:start + batch_size]}
+            chunk = [(reals[r.file], reader.read(f.file)) for r, f in pairs[start:start + batch_size]]
             chunk = [(r, f) for r, f in chunk if r is not None and f is not None]
             bar.update(len(pairs[start:start + batch_size]))
             if not chunk:

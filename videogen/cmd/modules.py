@@ -18,7 +18,6 @@ rebuilds the pipeline from the checkpoints alone.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from torch import nn
 from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.losses import LPIPSLoss
 from videogen.core.metrics.psnr_ssim import psnr_per_video
+from videogen.core.pretrained import load_stage_network
 from videogen.core.sd import FrameVAE, SDUNet
 from videogen.core.text import TextEncoder
 from videogen.core.training import TrainingModule
@@ -47,26 +47,20 @@ def _build_autoencoder(autoencoder: CMDAutoencoder | dict[str, Any]) -> CMDAutoe
     raise ValueError(f"autoencoder must be a CMDAutoencoder or its config, got {type(autoencoder).__name__}")
 
 
-def load_cmd_autoencoder(path: str | Path | CMDAutoencoder, map_location: str = "cpu") -> CMDAutoencoder:
-    """The trained autoencoder from a ``CMDAutoencoderModule`` checkpoint or a ``save_pretrained`` directory."""
-    if isinstance(path, CMDAutoencoder):
-        return path
-    path = Path(path)
-    if path.is_dir():
-        return CMDAutoencoder.from_pretrained(path, map_location=map_location)
-    if not path.is_file():
-        match = re.search(r"(cmd_\w+?)_autoencoder", str(path))
-        hint = (f": train stage 1 first (videogen fit --config recipes/{match.group(1)}_autoencoder.yaml writes it)"
-                if match else " (give the .ckpt a CMD autoencoder recipe writes, or a save_pretrained directory)")
-        raise FileNotFoundError(f"CMD autoencoder checkpoint {path} not found{hint}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+def _autoencoder_config(ckpt: dict, path: Path) -> dict[str, Any]:
     config = (ckpt.get("cmd") or {}).get("autoencoder_config")
     if config is None:
         raise ValueError(f"{path} is not a CMD checkpoint (no autoencoder config in checkpoint['cmd'])")
-    model = CMDAutoencoder(**config)
-    model.load_state_dict({k[len("autoencoder."):]: v for k, v in ckpt["state_dict"].items()
-                           if k.startswith("autoencoder.")})
-    return model
+    return config
+
+
+def load_cmd_autoencoder(path: str | Path | CMDAutoencoder, map_location: str = "cpu") -> CMDAutoencoder:
+    """The trained autoencoder from a CMD stage checkpoint or a ``save_pretrained`` directory."""
+    if isinstance(path, CMDAutoencoder):
+        return path
+    return load_stage_network(path, CMDAutoencoder, _autoencoder_config, "autoencoder.", r"(cmd_\w+?_autoencoder)",
+                              "give the .ckpt a CMD autoencoder recipe writes, or a save_pretrained directory",
+                              map_location)
 
 
 def _frozen(module: nn.Module | None) -> nn.Module | None:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.pretrained import submodule_state
 from videogen.core.sd import FrameVAE, SDUNet
 from videogen.core.text import TextEncoder, build_text_encoder, load_text_encoder
 
@@ -167,22 +168,20 @@ class CMD(nn.Module):
         b = num_samples or (len(text) if text is not None and not isinstance(text, str) else
                             (torch.as_tensor(label).numel() if label is not None else 1))
         content = self.sample_content(b, label, text, content_steps, sampler, guidance_scale, generator, progress)
-        return self.animate(content, label=label, text=text, num_steps=num_steps, sampler=sampler,
-                            guidance_scale=motion_guidance_scale, generator=generator, progress=progress,
-                            _latent=True)
+        z = self.sample_motion(content, label, text, num_steps, sampler, motion_guidance_scale, generator, progress)
+        return self._to_pixels(self.autoencoder.decode(content, z))
 
     @torch.no_grad()
     def animate(self, content_frame: torch.Tensor, label: Any = None, text: str | Sequence[str] | None = None,
                 num_steps: int = 100, sampler: Any = "ddim", guidance_scale: float = 1.0,
-                generator: torch.Generator | None = None, progress: bool = True, _latent: bool = False
-                ) -> torch.Tensor:
+                generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
         """Image-to-video: the image is the content frame.  ``content_frame (B, 3, H, W)`` pixels in [-1, 1]
         (encoded by the SD VAE in latent mode) -> ``(B, C, L, H, W)`` pixels in [-1, 1]."""
         if content_frame.ndim != 4:
             raise ValueError(f"content_frame must be (B, C, H, W), got {tuple(content_frame.shape)}")
         self._check_conditions(label, text)
         x_bar = content_frame.to(self._device())
-        if self.vae is not None and not _latent:
+        if self.vae is not None:
             x_bar = self.vae.encode_frames(x_bar)
         if tuple(x_bar.shape[1:]) != self.autoencoder.content_shape:
             raise ValueError(f"content frame must be (B, {', '.join(map(str, self.autoencoder.content_shape))})"
@@ -245,14 +244,14 @@ class CMD(nn.Module):
         cc, mc = (_load_ckpt(p, key, map_location) for p, key in ((content_ckpt, "content_config"),
                                                                    (motion_ckpt, "motion_config")))
         ae = CMDAutoencoder(**mc["cmd"]["autoencoder_config"])
-        ae.load_state_dict(_part(mc, "autoencoder."))
+        ae.load_state_dict(submodule_state(mc, "autoencoder."))
         motion = MotionDiT(**mc["cmd"]["motion_config"])
-        motion.load_state_dict(_part(mc, "denoiser."))
+        motion.load_state_dict(submodule_state(mc, "denoiser."))
         if cc["cmd"]["content_kind"] == "sd_unet":
             content: nn.Module = SDUNet(config=cc["cmd"]["content_config"]["config"])
         else:
             content = ContentDiT(**cc["cmd"]["content_config"])
-        content.load_state_dict(_part(cc, "denoiser."))
+        content.load_state_dict(submodule_state(cc, "denoiser."))
         text_cfg = mc["cmd"].get("text_encoder_config") or cc["cmd"].get("text_encoder_config")
         text = build_text_encoder(text_cfg) if text_cfg else None
         vae = None
@@ -261,7 +260,7 @@ class CMD(nn.Module):
 
             vae = FrameVAE(vae=AutoencoderKL.from_config(cc["cmd"]["vae"]["config"]),
                            scaling_factor=cc["cmd"]["vae"]["scaling_factor"])
-            vae.vae.load_state_dict(_part(cc, "vae.vae."))
+            vae.vae.load_state_dict(submodule_state(cc, "vae.vae."))
         return cls(ae, content, motion, cc["cmd"]["content_diffusion"], mc["cmd"]["motion_diffusion"], text, vae,
                    mc["cmd"].get("pool_masked", False)).to(map_location).eval()
 
@@ -276,6 +275,3 @@ def _load_ckpt(path: str | os.PathLike, key: str, map_location) -> dict:
         raise ValueError(f"{path} is not a CMD {stage}-stage checkpoint (recipes/cmd_*_{stage}.yaml writes one)")
     return ckpt
 
-
-def _part(ckpt: dict, prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}

@@ -63,7 +63,6 @@ class EMA(Callback):
         self._last_step = 0
         self._shadow: dict[str, torch.Tensor] | None = None  # name -> float average
         self._stash: dict[str, torch.Tensor] | None = None  # raw weights while the average is swapped in
-        self._pending: dict[str, torch.Tensor] | None = None  # averages read from a checkpoint before setup
 
     def current_decay(self) -> float:
         """The decay the next update uses."""

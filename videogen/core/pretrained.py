@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["MissingWeightsError", "SavableModule", "cache_dir", "resolve_weight_file"]
+__all__ = ["MissingWeightsError", "SavableModule", "cache_dir", "load_stage_network", "resolve_weight_file",
+           "submodule_state"]
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -101,3 +102,35 @@ class SavableModule:
         model = cls(**config)
         model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))  # type: ignore[attr-defined]
         return model
+
+
+def submodule_state(checkpoint: dict, prefix: str) -> dict:
+    """The entries of a Lightning checkpoint's ``state_dict`` under ``prefix`` (``"autoencoder."``), prefix removed."""
+    return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+
+
+def load_stage_network(path: str | os.PathLike, network_cls: type, config_of, prefix: str, recipe_pattern: str,
+                       fallback_hint: str, map_location: str | object = "cpu"):
+    """A trained stage's network from a ``save_pretrained`` directory or the Lightning checkpoint of the module
+    that trained it (read with ``weights_only=True``).
+
+    ``config_of(checkpoint, path)`` returns the network's constructor kwargs, or raises ``ValueError`` saying
+    what the checkpoint is instead; the weights are the ``prefix`` entries.  A missing file names the recipe
+    that writes it when the path matches ``recipe_pattern`` (one group: the recipe name), else ``fallback_hint``.
+    """
+    import re
+
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        return network_cls.from_pretrained(path, map_location=map_location)
+    if not path.is_file():
+        match = re.search(recipe_pattern, str(path))
+        hint = (f": train it first (videogen fit --config recipes/{match.group(1)}.yaml writes it)" if match
+                else f" ({fallback_hint})")
+        raise FileNotFoundError(f"{network_cls.__name__} checkpoint {path} not found{hint}")
+    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    model = network_cls(**config_of(checkpoint, path))
+    model.load_state_dict(submodule_state(checkpoint, prefix))
+    return model

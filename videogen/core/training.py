@@ -125,8 +125,7 @@ class TrainingModule(pl.LightningModule):
         trainer = self._trainer
         if trainer is None:
             raise RuntimeError("scale_lr needs a Trainer (the batch size and device count come from it)")
-        loader = trainer.datamodule if trainer.datamodule is not None else None
-        batch = getattr(loader, "batch_size", None)
+        batch = getattr(trainer.datamodule, "batch_size", None)
         if batch is None:
             raise ValueError("scale_lr needs the data module's batch_size (videogen.data.VideoDataModule has it)")
         accumulate = trainer.accumulate_grad_batches

@@ -22,21 +22,18 @@ and the DMG.  Choices the paper leaves open are listed in ``docs/lamd.md``.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videogen.core.nn import Downsample, ResBlock, Upsample, normalization
+from videogen.core.pretrained import CONFIG_NAME, WEIGHTS_NAME, SavableModule  # noqa: F401 (re-exported)
 
 __all__ = ["MCDVAE", "LatentNorm"]
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 
 
 def _run(block: nn.Module, x: torch.Tensor, use_checkpoint: bool) -> torch.Tensor:
@@ -210,7 +207,7 @@ class FusionDecoder(nn.Module):
         return self.conv_out(h)
 
 
-class MCDVAE(nn.Module):
+class MCDVAE(SavableModule, nn.Module):
     """Motion-content decomposed VAE.  See the module docstring and ``docs/architecture.md``.
 
     Args:
@@ -354,30 +351,3 @@ class MCDVAE(nn.Module):
         z_m, mean, logvar = self.encode_motion(video, sample=sample, generator=generator)
         content = self.encode_content(video[:, :, 0])
         return self.decode(z_m, content), mean, logvar
-
-    # ---- persistence --------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` (weights and LatentNorm statistics) to ``directory``."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps({"class": "MCDVAE", **self.config}, indent=2))
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()},
-                  str(directory / WEIGHTS_NAME))
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> MCDVAE:
-        """Build from ``config.json`` and load ``model.safetensors`` (strict) from ``directory``."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found: expected a MCDVAE.save_pretrained directory")
-        config = json.loads((directory / CONFIG_NAME).read_text())
-        config.pop("class", None)
-        model = cls(**config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))
-        return model

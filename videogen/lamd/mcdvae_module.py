@@ -14,7 +14,6 @@ or ``"hinge"``.  Two Adam optimisers, manual optimisation.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from videogen.core.losses import (
 )
 from videogen.core.metrics.psnr_ssim import psnr_per_video
 from videogen.core.nn import PatchGANDiscriminator
+from videogen.core.pretrained import load_stage_network
 from videogen.core.training import TrainingModule
 
 from .mcdvae import CONFIG_NAME, MCDVAE
@@ -226,6 +226,16 @@ class MCDVAEModule(TrainingModule):
         return [opt_g, torch.optim.Adam(self.discriminator.parameters(), **kw)]
 
 
+def _mcdvae_config(ckpt: dict, path: Path) -> dict[str, Any]:
+    config = ckpt.get("hyper_parameters", {}).get("autoencoder")
+    if not isinstance(config, dict):
+        kind = "a stage-2 (DMGModule) checkpoint" if "lamd" in ckpt else "not an MCDVAEModule checkpoint"
+        raise ValueError(f"{path} is {kind}: the MCD-VAE comes from the stage-1 checkpoint "
+                         "(outputs/lamd_<setting>_mcdvae/checkpoints/last.ckpt)")
+    kwargs = config.get("init_args", config) if "class_path" in config else config
+    return {k: v for k, v in kwargs.items() if k != "class"}
+
+
 def load_mcdvae(path: str | Path, map_location: str | torch.device = "cpu") -> MCDVAE:
     """Load a trained :class:`MCDVAE` from a ``save_pretrained`` directory or a Lightning ``.ckpt``.
 
@@ -233,23 +243,8 @@ def load_mcdvae(path: str | Path, map_location: str | torch.device = "cpu") -> M
     checkpoint's hyper-parameters and the weights from its ``autoencoder.*`` entries.
     """
     path = Path(path)
-    if path.is_dir():
-        if not (path / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: not an MCDVAE.save_pretrained directory")
-        return MCDVAE.from_pretrained(path, map_location=map_location)
-    if not path.is_file():
-        match = re.search(r"(lamd_\w+?)_mcdvae", str(path))
-        hint = (f": train stage 1 first (videogen fit --config recipes/{match.group(1)}_mcdvae.yaml writes it)"
-                if match else " (give the .ckpt that a stage-1 recipe writes, or an MCDVAE.save_pretrained directory)")
-        raise FileNotFoundError(f"MCD-VAE checkpoint {path} not found{hint}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    config = ckpt.get("hyper_parameters", {}).get("autoencoder")
-    if not isinstance(config, dict):
-        kind = "a stage-2 (DMGModule) checkpoint" if "lamd" in ckpt else "not an MCDVAEModule checkpoint"
-        raise ValueError(f"{path} is {kind}: the MCD-VAE comes from the stage-1 checkpoint "
-                         "(outputs/lamd_<setting>_mcdvae/checkpoints/last.ckpt)")
-    model = _build_autoencoder(config)
-    prefix = "autoencoder."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    model.load_state_dict(state)
-    return model
+    if path.is_dir() and not (path / CONFIG_NAME).is_file():
+        raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: not an MCDVAE.save_pretrained directory")
+    return load_stage_network(path, MCDVAE, _mcdvae_config, "autoencoder.", r"(lamd_\w+?_mcdvae)",
+                              "give the .ckpt that a stage-1 recipe writes, or an MCDVAE.save_pretrained directory",
+                              map_location)

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.pretrained import submodule_state
 from videogen.core.text import TextEncoder, build_text_encoder, load_text_encoder
 
 from .dmg import MotionGenerator
@@ -85,17 +86,14 @@ class LaMD(nn.Module):
                                  "stage-2 DMGModule checkpoint that recipes/lamd_*_dmg.yaml writes")
             raise ValueError(f"{path} has no LaMD network configs: not a DMGModule checkpoint")
 
-        def part(prefix: str) -> dict[str, torch.Tensor]:
-            return {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-
         mcdvae_config = {k: v for k, v in configs["mcdvae_config"].items() if k != "class"}
         mcdvae, dmg = MCDVAE(**mcdvae_config), MotionGenerator(**configs["dmg_config"])
-        mcdvae.load_state_dict(part("mcdvae."))
-        dmg.load_state_dict(part("dmg."))
+        mcdvae.load_state_dict(submodule_state(ckpt, "mcdvae."))
+        dmg.load_state_dict(submodule_state(ckpt, "dmg."))
         text_encoder = None
         if configs.get("text_encoder_config") is not None:
             text_encoder = build_text_encoder(configs["text_encoder_config"])
-            text_encoder.load_state_dict(part("text_encoder."))
+            text_encoder.load_state_dict(submodule_state(ckpt, "text_encoder."))
         return cls(mcdvae, dmg, hp.get("diffusion") or {}, text_encoder).to(map_location).eval()
 
     @property

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.pretrained import submodule_state
 from videogen.core.training import TrainingModule
 
 from .autoencoder import VideoAutoencoder3D
@@ -192,9 +193,9 @@ def _from_short_checkpoint(path: str, unet: ConditionalUNet3D | None) -> tuple[C
     if not cfg or "unet_config" not in cfg:
         raise ValueError(f"{path} is not an LVDMShortModule checkpoint (recipes/lvdm_*_short.yaml writes one)")
     short = UNet3D(**cfg["unet_config"])
-    short.load_state_dict({k[len("unet."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("unet.")})
+    short.load_state_dict(submodule_state(ckpt, "unet."))
     ae = VideoAutoencoder3D(**cfg["autoencoder_config"])
-    ae.load_state_dict({k[len("autoencoder."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("autoencoder.")})
+    ae.load_state_dict(submodule_state(ckpt, "autoencoder."))
     max_level = unet.max_noise_level if unet is not None else 250
     return ConditionalUNet3D.from_short(short, max_level), ae
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.pretrained import load_stage_network
 from videogen.core.training import TrainingModule
 
 from .autoencoder import VideoAutoencoder3D
@@ -28,24 +29,20 @@ DEFAULT_DIFFUSION = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linea
                      "beta_end": 0.0155, "prediction_type": "epsilon", "loss_type": "l1"}
 
 
+def _autoencoder_config(ckpt: dict, path: Path) -> dict[str, Any]:
+    config = ckpt.get("hyper_parameters", {}).get("autoencoder")
+    if not isinstance(config, dict) or "init_args" not in config:
+        raise ValueError(f"{path} is not a VideoAutoencoder3DModule checkpoint")
+    return config["init_args"]
+
+
 def load_video_autoencoder(path: str | Path | VideoAutoencoder3D, map_location: str = "cpu") -> VideoAutoencoder3D:
     """The autoencoder from a ``VideoAutoencoder3DModule`` checkpoint or a ``save_pretrained`` directory."""
     if isinstance(path, VideoAutoencoder3D):
         return path
-    path = Path(path)
-    if path.is_dir():
-        return VideoAutoencoder3D.from_pretrained(path, map_location=map_location)
-    if not path.is_file():
-        raise FileNotFoundError(f"LVDM autoencoder checkpoint {path} not found: train the autoencoder recipe first "
-                                "(recipes/lvdm_*_autoencoder.yaml), or give a save_pretrained directory")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    config = ckpt.get("hyper_parameters", {}).get("autoencoder")
-    if not isinstance(config, dict) or "init_args" not in config:
-        raise ValueError(f"{path} is not a VideoAutoencoder3DModule checkpoint")
-    model = VideoAutoencoder3D(**config["init_args"])
-    model.load_state_dict({k[len("autoencoder."):]: v for k, v in ckpt["state_dict"].items()
-                           if k.startswith("autoencoder.")})
-    return model
+    return load_stage_network(path, VideoAutoencoder3D, _autoencoder_config, "autoencoder.",
+                              r"(lvdm_\w+?_autoencoder)", "train the autoencoder recipe first "
+                              "(recipes/lvdm_*_autoencoder.yaml), or give a save_pretrained directory", map_location)
 
 
 class LVDMShortModule(TrainingModule):
