@@ -230,13 +230,14 @@ class CMDContentModule(_ConditionalStage):
         autoencoder: the stage-1 checkpoint (``.ckpt`` or ``save_pretrained`` directory) or network.
         vae: frozen SD VAE (latent-mode autoencoders).
         text_encoder: frozen; for an ``SDUNet`` the checkpoint's own (``videogen.core.sd.sd_text_encoder``).
+        pool_masked: a text-conditional ``ContentDiT`` reads the pooled feature as :class:`CMDMotionModule`.
         cond_drop_prob: label -> null class / caption -> "" with this probability (CFG; 0.1).
         diffusion: ``GaussianDiffusion`` kwargs (DiT: linear 1e-4..0.02, eps; SD: its own schedule).
         lr, betas, scale_lr: Adam (B.3: 1e-4, (0.9, 0.999)).
     """
 
     def __init__(self, denoiser: nn.Module, autoencoder: CMDAutoencoder | str, vae: FrameVAE | None = None,
-                 text_encoder: TextEncoder | None = None, cond_drop_prob: float = 0.1,
+                 text_encoder: TextEncoder | None = None, pool_masked: bool = False, cond_drop_prob: float = 0.1,
                  diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise"):
         super().__init__(nan_policy=nan_policy)
@@ -261,7 +262,7 @@ class CMDContentModule(_ConditionalStage):
             "content_config": denoiser.config,
             "text_encoder_config": None if text_encoder is None else text_encoder.config,
             "vae": None if vae is None else {"scaling_factor": vae.scaling_factor, "config": dict(vae.vae.config)},
-            "content_diffusion": self.diffusion_config}
+            "pool_masked": pool_masked, "content_diffusion": self.diffusion_config}
 
     def _denoiser_channels(self) -> int:
         return self.denoiser.in_channels
@@ -281,7 +282,8 @@ class CMDContentModule(_ConditionalStage):
             label = torch.where(drop_mask, torch.full_like(label, self.denoiser.null_label), label)
         text = None
         if self.denoiser.text_dim is not None:
-            text = self.text_encoder.pooled(self._captions(batch)) * (~drop_mask)[:, None].float()
+            text = self.text_encoder.pooled(self._captions(batch), masked=self.hparams.pool_masked)
+            text = text * (~drop_mask)[:, None].float()
         return content, {"label": label, "text": text}
 
 

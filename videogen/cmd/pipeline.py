@@ -252,6 +252,9 @@ class CMD(nn.Module):
         else:
             content = ContentDiT(**cc["cmd"]["content_config"])
         content.load_state_dict(submodule_state(cc, "denoiser."))
+        if cc["cmd"].get("text_encoder_config") and cc["cmd"].get("pool_masked", False) != mc["cmd"].get("pool_masked", False):
+            raise ValueError(f"{content_ckpt} and {motion_ckpt} pool the text features differently (pool_masked); "
+                             "train both stages with the same setting")
         text_cfg = mc["cmd"].get("text_encoder_config") or cc["cmd"].get("text_encoder_config")
         text = build_text_encoder(text_cfg) if text_cfg else None
         vae = None

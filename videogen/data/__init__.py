@@ -2,7 +2,8 @@
 
 Names load on first access, so ``import videogen.data`` stays cheap.
 
-- ``SyntheticVideoDataset``: deterministic moving shapes with direction labels, captions, trajectories.
+- ``SyntheticVideoDataset``: deterministic moving shapes with direction labels, captions, trajectories;
+  ``caption_accuracy`` reads a generated video's object colour and shape back against its caption.
 - ``ClassFolderVideos``, ``CsvCaptionVideos``, ``FrameFolderVideos``, ``JsonCaptionVideos``: real layouts.
 - ``VideoDataModule``: train/val/test/predict loaders for any of them.
 """
@@ -18,6 +19,9 @@ _EXPORTS = {
     "SHAPES": "synthetic",
     "COLORS": "synthetic",
     "direction_vectors": "synthetic",
+    "caption_accuracy": "captions",
+    "describe_objects": "captions",
+    "parse_caption": "captions",
     "ClipDataset": "clips",
     "ClipSource": "clips",
     "ClassFolderVideos": "video",

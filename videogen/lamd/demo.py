@@ -25,7 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+
+from videogen.core.demo import (
+    InMemoryDataset,
+    demo_trainer,
+    materialise,
+    mean_psnr,
+    stack_items,
+    tile,
+    upscale,
+)
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -68,43 +78,6 @@ class DemoConfig:
                    sample_steps=3, vae_channels=8, vae_motion_channels=8, dmg_channels=16, dmg_context_dim=32)
 
 
-class _InMemory(Dataset):
-    """A dataset materialised once (synthetic items are cheap but not free; training revisits them)."""
-
-    def __init__(self, items: list[dict[str, Any]]):
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return self.items[i]
-
-
-def _materialise(dataset: Dataset) -> _InMemory:
-    return _InMemory([dataset[i] for i in range(len(dataset))])
-
-
-def _stack(dataset: _InMemory, key: str) -> torch.Tensor:
-    return torch.stack([torch.as_tensor(item[key]) for item in dataset.items])
-
-
-def _trainer(max_steps: int, stage: str):
-    import lightning.pytorch as pl
-
-    print(f"[demo] {stage}: {max_steps} steps")
-    return pl.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                      enable_progress_bar=True, deterministic=True)
-
-
-def _psnr(recon: torch.Tensor, target: torch.Tensor) -> float:
-    """PSNR in dB on [0, 1]-scaled frames, averaged per frame per video (docs/metrics.md)."""
-    from videogen.core.metrics.psnr_ssim import psnr_per_video
-
-    return float(psnr_per_video(recon, target).mean())
-
-
 def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = False,
              config: DemoConfig | None = None) -> dict[str, Any]:
     """Train both LaMD stages on synthetic data, generate, score and write the demo files; return the metrics."""
@@ -124,9 +97,9 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     torch.use_deterministic_algorithms(True, warn_only=True)
 
     data_kw = dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions)
-    train = _materialise(SyntheticVideoDataset(cfg.num_train, seed=seed, **data_kw))
-    heldout = _materialise(SyntheticVideoDataset(cfg.num_heldout, seed=seed + 10_000, **data_kw))
-    videos, labels = _stack(heldout, "video"), _stack(heldout, "label")  # (N, C, T, H, W), (N,)
+    train = materialise(SyntheticVideoDataset(cfg.num_train, seed=seed, **data_kw))
+    heldout = materialise(SyntheticVideoDataset(cfg.num_heldout, seed=seed + 10_000, **data_kw))
+    videos, labels = stack_items(heldout, "video"), stack_items(heldout, "label")  # (N, C, T, H, W), (N,)
     loader_gen = torch.Generator().manual_seed(seed)
 
     # ---- stage 1: MCD-VAE ---------------------------------------------------------------------
@@ -137,13 +110,13 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     # No LPIPS (its backbone would need downloaded weights) and no GAN on the CPU: L2 pixel loss + beta*KL.
     stage1 = MCDVAEModule(mcdvae, beta=cfg.beta, lpips_weight=0.0, disc_weight=0.0, lr=cfg.vae_lr,
                           betas=(0.9, 0.99), rec_loss=cfg.rec_loss)
-    _trainer(cfg.vae_steps, "stage 1 (MCD-VAE)").fit(
+    demo_trainer(cfg.vae_steps, "stage 1 (MCD-VAE)").fit(
         stage1, DataLoader(train, batch_size=cfg.vae_batch, shuffle=True, drop_last=True, generator=loader_gen))
     mcdvae.eval()
     with torch.no_grad():
         recon = torch.cat([mcdvae(v, sample=False)[0] for v in videos.split(16)]).clamp(-1, 1)
-    recon_psnr = _psnr(recon, videos)
-    copy_psnr = _psnr(videos[:, :, :1].expand_as(videos), videos)  # a static "video": the bar motion must beat
+    recon_psnr = mean_psnr(recon, videos)
+    copy_psnr = mean_psnr(videos[:, :, :1].expand_as(videos), videos)  # a static "video": the bar motion must beat
     print(f"[demo] stage 1 held-out reconstruction PSNR: {recon_psnr:.2f} dB")
 
     # ---- stage 2: DMG (class = direction) -----------------------------------------------------
@@ -153,8 +126,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
                           attention_resolutions=(1, 2), num_head_channels=16, context_dim=cfg.dmg_context_dim,
                           num_classes=cfg.directions, dropout=0.0)
     stage2 = DMGModule(dmg, mcdvae, lr=cfg.dmg_lr, cond_drop_prob=cfg.cond_drop_prob)
-    latents = _InMemory(cache_latents(mcdvae, train.items))  # one MCD-VAE pass per video, not per step
-    _trainer(cfg.dmg_steps, "stage 2 (DMG)").fit(
+    latents = InMemoryDataset(cache_latents(mcdvae, train.items))  # one MCD-VAE pass per video, not per step
+    demo_trainer(cfg.dmg_steps, "stage 2 (DMG)").fit(
         stage2, DataLoader(latents, batch_size=cfg.dmg_batch, shuffle=True, drop_last=True, generator=loader_gen))
 
     # ---- generation from held-out first frames ------------------------------------------------
@@ -168,10 +141,12 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     accuracy = motion_accuracy(fake, labels, direction_vectors(cfg.directions))
 
     # ---- files (upscaled for viewing: nearest neighbour, `display_scale`) ----------------------
-    up = _upscale(cfg.display_scale)
+    def up(v):
+        return upscale(v, cfg.display_scale)
+
     show = fake[:8]
-    write_video(out / "samples.mp4", _tile(up(show)), fps=4)
-    write_video(out / "samples.gif", _tile(up(show)), fps=4)
+    write_video(out / "samples.mp4", tile(up(show)), fps=4)
+    write_video(out / "samples.gif", tile(up(show)), fps=4)
     sheet = torch.cat([first[:8, :, None], show], dim=2)  # (N, C, 1 + T, H, W): given frame + generated frames
     save_contact_sheet(out / "contact_sheet.png", up(sheet))
     # motion transfer (Sec. 4.2.2): content of video A (first half of the held-out set), motion of video B
@@ -179,13 +154,13 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     dirs = direction_vectors(cfg.directions)
     random_pairs = pipe.transfer_motion(videos[:half], videos[half:2 * half])
     random_acc = motion_accuracy(random_pairs, labels[half:2 * half], dirs)
-    b_idx, gap = _colocated_partners(_stack(heldout, "trajectory"), labels, half)
+    b_idx, gap = _colocated_partners(stack_items(heldout, "trajectory"), labels, half)
     transfer = pipe.transfer_motion(videos[:half], videos[b_idx])
     transfer_acc = motion_accuracy(transfer, labels[b_idx], dirs)
     # rows: content video A, motion video B, A's first frame animated with B's motion
     rows = torch.cat([videos[:4], videos[b_idx[:4]], transfer[:4]])
     save_contact_sheet(out / "motion_transfer.png", up(rows))
-    write_video(out / "motion_transfer.gif", _tile(up(rows), cols=4), fps=4)
+    write_video(out / "motion_transfer.gif", tile(up(rows), cols=4), fps=4)
     pipe.save_pretrained(out / "lamd")
 
     metrics = {
@@ -223,17 +198,3 @@ def _colocated_partners(trajectory: torch.Tensor, labels: torch.Tensor, half: in
     dist[labels[:half, None] == labels[None, half:2 * half]] = float("inf")
     best = dist.min(dim=1)
     return half + best.indices, float(best.values.mean())
-
-
-def _upscale(scale: int):
-    """Nearest-neighbour upscaling of ``(N, C, T, H, W)`` videos for viewing."""
-    return lambda v: v.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-
-
-def _tile(videos: torch.Tensor, cols: int = 4) -> torch.Tensor:
-    """``(N, C, T, H, W)`` -> one video ``(1, C, T, rows*H, cols*W)`` laying the N videos out in a grid."""
-    n, c, t, hh, ww = videos.shape
-    rows = -(-n // cols)
-    pad = videos.new_full((rows * cols - n, c, t, hh, ww), -1.0)
-    grid = torch.cat([videos, pad]).reshape(rows, cols, c, t, hh, ww)
-    return grid.permute(2, 3, 0, 4, 1, 5).reshape(1, c, t, rows * hh, cols * ww)

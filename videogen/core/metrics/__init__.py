@@ -11,7 +11,7 @@ from .fvd import (
     preprocess_videos,
 )
 from .i3d import I3D, TorchScriptI3D, load_i3d
-from .motion import MotionAccuracy, motion_accuracy, predict_direction, track_object
+from .motion import MotionAccuracy, motion_accuracy, object_mask, predict_direction, track_object
 
 __all__ = [
     "I3D",
@@ -24,6 +24,7 @@ __all__ = [
     "grouped_fvd",
     "load_i3d",
     "motion_accuracy",
+    "object_mask",
     "polynomial_mmd",
     "predict_direction",
     "preprocess_videos",

@@ -18,26 +18,36 @@ from torchmetrics import Metric
 
 from videogen.core.video import check_video
 
-__all__ = ["MotionAccuracy", "motion_accuracy", "predict_direction", "track_object"]
+__all__ = ["MotionAccuracy", "motion_accuracy", "object_mask", "predict_direction", "track_object"]
+
+
+@torch.no_grad()
+def object_mask(videos: torch.Tensor, threshold: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Object pixels of each frame: ``(B, C, T, H, W)`` -> mask ``(B, T, H, W)`` float in {0, 1} and the
+    background colour ``(B, T, C)`` (the per-frame median of the border pixels).
+
+    A pixel belongs to the object when its RGB (Euclidean, [-1, 1] units) distance from the background
+    exceeds ``threshold``.
+    """
+    check_video(videos, "videos")
+    x = videos.float().permute(0, 2, 3, 4, 1)  # (B, C, T, H, W) -> (B, T, H, W, C)
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, 1:-1, 0], x[:, :, 1:-1, -1]], dim=2)  # (B, T, N, C)
+    background = border.median(dim=2).values  # (B, T, C)
+    dist = (x - background[:, :, None, None]).norm(dim=-1)  # (B, T, H, W)
+    return (dist > threshold).float(), background
 
 
 @torch.no_grad()
 def track_object(videos: torch.Tensor, threshold: float = 0.3) -> torch.Tensor:
     """Centroid ``(x, y)`` of the non-background pixels per frame: ``(B, C, T, H, W)`` -> ``(B, T, 2)``.
 
-    ``threshold`` is the RGB (Euclidean, [-1, 1] units) distance from the border-median background
-    above which a pixel belongs to the object. Frames with no object pixel give NaN.
+    ``threshold`` as in :func:`object_mask`.  Frames with no object pixel give NaN.
     """
-    check_video(videos, "videos")
-    b, c, t, h, w = videos.shape
-    x = videos.float().permute(0, 2, 3, 4, 1)  # (B, C, T, H, W) -> (B, T, H, W, C)
-    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, 1:-1, 0], x[:, :, 1:-1, -1]], dim=2)  # (B, T, N, C)
-    background = border.median(dim=2).values  # (B, T, C)
-    dist = (x - background[:, :, None, None]).norm(dim=-1)  # (B, T, H, W)
-    mask = (dist > threshold).float()
+    mask, _ = object_mask(videos, threshold)
+    h, w = mask.shape[-2:]
     mass = mask.sum(dim=(2, 3))  # (B, T)
-    ys = torch.arange(h, dtype=torch.float32, device=x.device)
-    xs = torch.arange(w, dtype=torch.float32, device=x.device)
+    ys = torch.arange(h, dtype=torch.float32, device=mask.device)
+    xs = torch.arange(w, dtype=torch.float32, device=mask.device)
     cx = (mask.sum(dim=2) * xs).sum(-1) / mass  # (B, T); NaN where mass == 0
     cy = (mask.sum(dim=3) * ys).sum(-1) / mass
     return torch.stack([cx, cy], dim=-1)

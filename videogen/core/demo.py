@@ -1,0 +1,64 @@
+"""Pieces the CPU demos share (``videogen demo --model lamd | cmd | lvdm``): an in-memory dataset, a quiet
+single-process trainer with a progress bar, and helpers that lay videos out for viewing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["InMemoryDataset", "demo_trainer", "materialise", "mean_psnr", "stack_items", "tile", "upscale"]
+
+
+class InMemoryDataset(Dataset):
+    """A dataset materialised once (synthetic items are cheap but not free; training revisits them)."""
+
+    def __init__(self, items: list[dict[str, Any]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.items[i]
+
+
+def materialise(dataset: Dataset) -> InMemoryDataset:
+    return InMemoryDataset([dataset[i] for i in range(len(dataset))])
+
+
+def stack_items(dataset: InMemoryDataset, key: str) -> torch.Tensor:
+    """``torch.stack`` of one tensor field over all items."""
+    return torch.stack([torch.as_tensor(item[key]) for item in dataset.items])
+
+
+def demo_trainer(max_steps: int, stage: str, **kwargs: Any):
+    """A 1-CPU Lightning trainer for ``max_steps`` steps: progress bar on; no logger, checkpoints or validation."""
+    import lightning.pytorch as pl
+
+    print(f"[demo] {stage}: {max_steps} steps")
+    return pl.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                      enable_progress_bar=True, deterministic=True, **kwargs)
+
+
+def mean_psnr(recon: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB on [0, 1]-scaled frames, averaged per frame per video (docs/metrics.md)."""
+    from videogen.core.metrics.psnr_ssim import psnr_per_video
+
+    return float(psnr_per_video(recon, target).mean())
+
+
+def upscale(videos: torch.Tensor, scale: int) -> torch.Tensor:
+    """Nearest-neighbour upscaling of ``(..., H, W)`` videos or images for viewing."""
+    return videos.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+
+
+def tile(videos: torch.Tensor, cols: int = 4) -> torch.Tensor:
+    """``(N, C, T, H, W)`` -> one video ``(1, C, T, rows*H, cols*W)`` laying the N videos out in a grid."""
+    n, c, t, hh, ww = videos.shape
+    rows = -(-n // cols)
+    pad = videos.new_full((rows * cols - n, c, t, hh, ww), -1.0)
+    grid = torch.cat([videos, pad]).reshape(rows, cols, c, t, hh, ww)
+    return grid.permute(2, 3, 0, 4, 1, 5).reshape(1, c, t, rows * hh, cols * ww)
