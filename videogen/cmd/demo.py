@@ -2,7 +2,7 @@
 
 Trains the three CMD stages through their LightningModules on :class:`videogen.data.SyntheticVideoDataset`
 (one shape of 3 kinds and 5 colours moving right / left / down / up; captions such as "the red circle
-moves left"): the autoencoder (pixel mode, 4 * L1), the content-frame DiT and the motion DiT, both
+moves left"): the autoencoder (pixel mode, 4 * L2), the content-frame DiT and the motion DiT, both
 conditioned on the pooled features of a frozen, randomly initialised word-level CLIP text encoder
 (``videogen.core.text.word_level_clip``: no Stable Diffusion or OpenCLIP weights exist on the machine).
 Then it generates one video per held-out caption (content DDIM + CFG, then motion DDIM) and writes:
@@ -53,6 +53,7 @@ class CMDDemoConfig:
     ae_depth: int = 2
     ae_motion_channels: int = 4
     ae_patch: int = 4
+    pixel_loss: str = "l2"
     ae_lr: float = 1e-3
     ae_steps: int = 800
     ae_batch: int = 8
@@ -86,11 +87,18 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     from videogen.core.metrics.motion import motion_accuracy
     from videogen.core.text import word_level_clip
     from videogen.core.video import save_contact_sheet, write_video
-    from videogen.data import COLORS, DIRECTION_NAMES, SHAPES, SyntheticVideoDataset, caption_accuracy, direction_vectors
+    from videogen.data import (
+        COLORS,
+        DIRECTION_NAMES,
+        SHAPES,
+        SyntheticVideoDataset,
+        caption_accuracy,
+        direction_vectors,
+    )
 
     from .autoencoder import CMDAutoencoder
     from .dit import ContentDiT, MotionDiT
-    from .modules import CMDAutoencoderModule, CMDContentModule, CMDMotionModule
+    from .modules import CMDAutoencoderModule, CMDContentModule, CMDMotionModule, cache_cmd_latents
     from .pipeline import CMD
 
     start = time.perf_counter()
@@ -107,8 +115,15 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     captions = [item["caption"] for item in heldout.items]
     loader_gen = torch.Generator().manual_seed(seed)
 
-    def loader(batch: int) -> DataLoader:
-        return DataLoader(train, batch_size=batch, shuffle=True, drop_last=True, generator=loader_gen)
+    def loader(data, batch: int) -> DataLoader:
+        return DataLoader(data, batch_size=batch, shuffle=True, drop_last=True, generator=loader_gen)
+
+    stage_seconds: dict[str, float] = {}
+
+    def fit(module, data, steps: int, name: str) -> None:
+        t0 = time.perf_counter()
+        demo_trainer(steps, name).fit(module, loader(data, cfg.ae_batch if name.startswith("stage 1") else cfg.dit_batch))
+        stage_seconds[name] = round(time.perf_counter() - t0, 1)
 
     words = ["the", "moves", *COLORS, *SHAPES, *DIRECTION_NAMES]
     text = word_level_clip(out / "text_encoder", words, width=cfg.text_width, seed=seed)
@@ -118,13 +133,15 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     ae = CMDAutoencoder(in_channels=3, num_frames=cfg.num_frames, height=cfg.size, width=cfg.size,
                         patch_size=cfg.ae_patch, hidden_size=cfg.ae_hidden, depth=cfg.ae_depth, heads=4,
                         motion_channels=cfg.ae_motion_channels)
-    stage1 = CMDAutoencoderModule(ae, lpips_weight=0.0, lr=cfg.ae_lr, betas=(0.9, 0.99))  # 4 * L1; no LPIPS weights
-    demo_trainer(cfg.ae_steps, "stage 1 (autoencoder)").fit(stage1, loader(cfg.ae_batch))
+    # 4 * L2 pixel loss; no LPIPS (its backbone would need downloaded weights)
+    stage1 = CMDAutoencoderModule(ae, lpips_weight=0.0, pixel_loss=cfg.pixel_loss, lr=cfg.ae_lr, betas=(0.9, 0.99))
+    fit(stage1, train, cfg.ae_steps, "stage 1 (autoencoder)")
     ae.eval()
     with torch.no_grad():
         recon = torch.cat([ae(v)[0] for v in videos.split(16)])
     recon_psnr = mean_psnr(recon, videos)
     print(f"[demo] stage 1 held-out reconstruction PSNR: {recon_psnr:.2f} dB")
+    latents = cache_cmd_latents(ae, train.items)  # one autoencoder pass per video, not per step
 
     # ---- stage 2a / 2b: content DiT and motion DiT (text = pooled caption features) --------------
     c, h, w = ae.content_shape
@@ -133,12 +150,12 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     torch.manual_seed(seed + 1)
     content_model = ContentDiT(in_channels=c, height=h, width=w, patch_size=4, **dit)
     stage2a = CMDContentModule(content_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr)
-    demo_trainer(cfg.content_steps, "stage 2a (content-frame DiT)").fit(stage2a, loader(cfg.dit_batch))
+    fit(stage2a, latents, cfg.content_steps, "stage 2a (content-frame DiT)")
     torch.manual_seed(seed + 2)
     motion_model = MotionDiT(motion_channels=d, num_frames=frames, motion_width=m, content_channels=c,
                              content_height=h, content_width=w, patch_size=2, content_patch_size=8, **dit)
     stage2b = CMDMotionModule(motion_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr)
-    demo_trainer(cfg.motion_steps, "stage 2b (motion DiT)").fit(stage2b, loader(cfg.dit_batch))
+    fit(stage2b, latents, cfg.motion_steps, "stage 2b (motion DiT)")
 
     # ---- generation from held-out captions ----------------------------------------------------
     pipe = CMD(ae, content_model.eval(), motion_model.eval(), stage2a.diffusion_config, stage2b.diffusion_config,
@@ -179,6 +196,7 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
         "chance_motion_accuracy": round(1.0 / cfg.directions, 4),
         "chance_caption_accuracy": round(1.0 / (len(COLORS) * len(SHAPES)), 4),
         "caption_accuracy_of_real_videos": round(real_cap["caption_accuracy"], 4),
+        "stage_seconds": stage_seconds,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "seed": seed,
         "setting": "toy: synthetic captioned moving shapes, CPU; not a paper number",

@@ -35,7 +35,7 @@ from videogen.core.training import TrainingModule
 from .autoencoder import CMDAutoencoder
 from .dit import ContentDiT, MotionDiT
 
-__all__ = ["CMDAutoencoderModule", "CMDContentModule", "CMDMotionModule", "load_cmd_autoencoder"]
+__all__ = ["CMDAutoencoderModule", "CMDContentModule", "CMDMotionModule", "cache_cmd_latents", "load_cmd_autoencoder"]
 
 
 def _build_autoencoder(autoencoder: CMDAutoencoder | dict[str, Any]) -> CMDAutoencoder:
@@ -92,19 +92,23 @@ class CMDAutoencoderModule(_CMDStage):
         autoencoder: the network (or its config).
         vae: frozen SD VAE for latent mode (videos in the batch stay pixels; they are encoded here).
         l1_weight, lpips_weight: pixel-mode weights (official: 4, 4); ``lpips_weight=0`` builds no LPIPS.
+        pixel_loss: ``"l1"`` (official) or ``"l2"`` for the pixel term that ``l1_weight`` weighs (the CPU
+            demo uses L2: with L1 alone a small object fades into the background early in training).
         lpips_frames: ``"one"`` random frame per video (official) or ``"all"``.
         lpips_net / lpips_pretrained / lpips_random: the LPIPS backbone (``core.losses.LPIPSLoss``).
         lr, betas: Adam (B.3: 1e-5, (0.5, 0.9)); ``scale_lr``: LDM scaling (off: the paper's rate is effective).
     """
 
     def __init__(self, autoencoder: CMDAutoencoder | dict[str, Any], vae: FrameVAE | None = None,
-                 l1_weight: float = 4.0, lpips_weight: float = 4.0, lpips_frames: str = "one",
+                 l1_weight: float = 4.0, lpips_weight: float = 4.0, lpips_frames: str = "one", pixel_loss: str = "l1",
                  lpips_net: str = "vgg", lpips_pretrained: bool | str = True, lpips_random: bool = False,
                  lr: float = 1e-5, betas: tuple[float, float] = (0.5, 0.9), scale_lr: bool = False,
                  nan_policy: str = "raise"):
         super().__init__(nan_policy=nan_policy)
         if lpips_frames not in ("one", "all"):
             raise ValueError(f"lpips_frames must be 'one' or 'all', got {lpips_frames!r}")
+        if pixel_loss not in ("l1", "l2"):
+            raise ValueError(f"pixel_loss must be 'l1' or 'l2', got {pixel_loss!r}")
         self.save_hyperparameters(ignore=["autoencoder", "vae"])
         self.autoencoder = _build_autoencoder(autoencoder)
         self.vae = _frozen(vae)
@@ -124,8 +128,9 @@ class CMDAutoencoderModule(_CMDStage):
         if self.autoencoder.mode == "latent":
             mse = (recon.float() - x.float()).square().mean()
             return mse, {"mse": mse.detach()}
-        l1 = (recon.float() - x.float()).abs().mean()
-        loss, logs = self.hparams.l1_weight * l1, {"l1": l1.detach()}
+        diff = recon.float() - x.float()
+        pixel = diff.abs().mean() if self.hparams.pixel_loss == "l1" else diff.square().mean()
+        loss, logs = self.hparams.l1_weight * pixel, {self.hparams.pixel_loss: pixel.detach()}
         if self.lpips is not None:
             if self.hparams.lpips_frames == "one":  # one random frame per video (official)
                 idx = torch.randint(0, x.shape[2], (x.shape[0],), device=x.device)
@@ -186,6 +191,12 @@ class _ConditionalStage(_CMDStage):
         if "caption" not in batch:
             raise ValueError("a text-conditional model needs batch['caption']")
         return list(batch["caption"])
+
+    def _encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(content_frame, motion_latent)`` of the batch: cached by :func:`cache_cmd_latents`, or encoded."""
+        if "content_frame" in batch:
+            return batch["content_frame"].to(self.device), batch["motion_latent"].to(self.device)
+        return self.autoencoder.encode(self._ae_input(batch["video"], sample=sample))
 
     def _drop_mask(self, b: int) -> torch.Tensor:
         return torch.rand(b, device=self.device) < self.hparams.cond_drop_prob  # (B,)
@@ -270,8 +281,7 @@ class CMDContentModule(_ConditionalStage):
     @torch.no_grad()
     def target_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """Content frames ``(B, C, H, W)`` of the batch videos and the denoiser's condition kwargs (eq. 7)."""
-        x = self._ae_input(batch["video"], sample=drop)
-        content, _ = self.autoencoder.encode(x)
+        content, _ = self._encode(batch, sample=drop)
         b = content.shape[0]
         drop_mask = self._drop_mask(b) if drop else torch.zeros(b, dtype=torch.bool, device=self.device)
         if isinstance(self.denoiser, SDUNet):
@@ -329,8 +339,7 @@ class CMDMotionModule(_ConditionalStage):
     @torch.no_grad()
     def target_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """Motion latents ``(B, D, L, W'+H')`` and the condition kwargs (content frame, label / text; eq. 8)."""
-        x = self._ae_input(batch["video"], sample=drop)
-        content, motion = self.autoencoder.encode(x)
+        content, motion = self._encode(batch, sample=drop)
         b = motion.shape[0]
         drop_mask = self._drop_mask(b) if drop else torch.zeros(b, dtype=torch.bool, device=self.device)
         label = self._labels(batch, self.denoiser.num_classes)
@@ -341,3 +350,24 @@ class CMDMotionModule(_ConditionalStage):
             text = self.text_encoder.pooled(self._captions(batch), masked=self.hparams.pool_masked)
             text = text * (~drop_mask)[:, None].to(text.dtype)
         return motion, {"content": content, "label": label, "text": text}
+
+
+@torch.no_grad()
+def cache_cmd_latents(autoencoder: CMDAutoencoder, items: list[dict[str, Any]], vae: FrameVAE | None = None,
+                      batch_size: int = 64) -> list[dict[str, Any]]:
+    """Add ``content_frame`` ``(C, H, W)`` and ``motion_latent`` ``(D, L, W'+H')`` to each item and drop
+    ``video``: the content and motion stages then skip the frozen autoencoder at every step.
+
+    The encodings are deterministic (SD VAE posterior means in latent mode), so the stages lose the VAE's
+    posterior sampling.  Worth it on a CPU, where the autoencoder pass costs more than a DiT step.
+    """
+    autoencoder = autoencoder.eval()
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        video = torch.stack([item["video"] for item in chunk])  # (B, C, L, H, W)
+        x = vae.encode(video, sample=False) if vae is not None else video
+        content, motion = autoencoder.encode(x)
+        for item, c, m in zip(chunk, content, motion):
+            out.append({**{k: v for k, v in item.items() if k != "video"}, "content_frame": c, "motion_latent": m})
+    return out

@@ -3,7 +3,7 @@
 Names load on first access, so ``import videogen.data`` stays cheap.
 
 - ``SyntheticVideoDataset``: deterministic moving shapes with direction labels, captions, trajectories;
-  ``caption_accuracy`` reads a generated video's object colour and shape back against its caption.
+  ``caption_accuracy`` / ``long_motion_accuracy`` score generated videos against its rules.
 - ``ClassFolderVideos``, ``CsvCaptionVideos``, ``FrameFolderVideos``, ``JsonCaptionVideos``: real layouts.
 - ``VideoDataModule``: train/val/test/predict loaders for any of them.
 """
@@ -19,9 +19,10 @@ _EXPORTS = {
     "SHAPES": "synthetic",
     "COLORS": "synthetic",
     "direction_vectors": "synthetic",
-    "caption_accuracy": "captions",
-    "describe_objects": "captions",
-    "parse_caption": "captions",
+    "caption_accuracy": "scoring",
+    "describe_objects": "scoring",
+    "long_motion_accuracy": "scoring",
+    "parse_caption": "scoring",
     "ClipDataset": "clips",
     "ClipSource": "clips",
     "ClassFolderVideos": "video",

@@ -63,6 +63,13 @@ def _shape_alpha(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> n
     return np.clip(np.float32(0.5) - sdf, 0.0, 1.0)
 
 
+def reflect(points: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Fold unbounded straight-line positions into ``[lo, hi]`` as a ball bouncing off the walls would move."""
+    span = hi - lo
+    phase = np.mod(points - lo, 2 * span)
+    return lo + np.where(phase > span, 2 * span - phase, phase)
+
+
 class SyntheticVideoDataset(Dataset):
     """Moving-shape videos with direction labels, captions and ground-truth trajectories.
 
@@ -87,6 +94,9 @@ class SyntheticVideoDataset(Dataset):
         num_distractors: static extra shapes drawn under the moving one (default none).
         task: what ``label`` encodes: ``"direction"`` or ``"shape_direction"``.
         min_color_distance: minimum RGB distance (in [0, 1] units) between background and every object.
+        motion: ``"linear"`` (a straight path that fits inside the frame) or ``"bounce"``: for long videos,
+            the shape starts anywhere and reflects off the walls (``speed`` is then the distance per 16
+            frames, whatever ``num_frames`` is; the direction label is the initial direction).
     """
 
     DIRECTION_NAMES = DIRECTION_NAMES
@@ -108,6 +118,7 @@ class SyntheticVideoDataset(Dataset):
         num_distractors: int = 0,
         task: str = "direction",
         min_color_distance: float = 0.6,
+        motion: str = "linear",
     ) -> None:
         if num_videos < 1 or num_frames < 2 or size < 8:
             raise ValueError(
@@ -127,13 +138,15 @@ class SyntheticVideoDataset(Dataset):
             raise ValueError(f"speed must be positive with low <= high, got {speed}")
         if task not in _TASKS:
             raise ValueError(f"task must be one of {_TASKS}, got {task!r}")
+        if motion not in ("linear", "bounce"):
+            raise ValueError(f"motion must be 'linear' or 'bounce', got {motion!r}")
         self.radius = object_size * size / 2
         # Centres stay `margin` px from the border pixels: the largest shape reaches 1.25 r from its
         # centre (triangle vertex) and anti-aliasing one more pixel, so border pixels stay background.
         self.margin = 1.25 * self.radius + 1
         # The longest path must fit between the margins on each axis (diagonals need D / sqrt(2) per axis).
         room = size - 1 - 2 * self.margin
-        if speed_range[1] * size > room:
+        if room <= 0 or (motion == "linear" and speed_range[1] * size > room):
             raise ValueError(
                 f"speed {speed_range[1]:.3g} * size {size} = {speed_range[1] * size:.1f} px does not fit the "
                 f"{room:.1f} px of room left by object_size {object_size}: lower speed or object_size"
@@ -142,6 +155,7 @@ class SyntheticVideoDataset(Dataset):
         self.directions, self.shapes, self.task = directions, tuple(shapes), task
         self.colors = {k: np.asarray(v, dtype=np.float32) for k, v in colors.items()}
         self.speed, self.num_distractors, self.min_color_distance = speed_range, num_distractors, min_color_distance
+        self.motion = motion
         self.direction_names = DIRECTION_NAMES[:directions]
         if task == "direction":
             self.class_names = tuple(self.direction_names)
@@ -173,11 +187,15 @@ class SyntheticVideoDataset(Dataset):
         shape_idx = int(rng.integers(len(self.shapes)))
         color_name = list(self.colors)[int(rng.integers(len(self.colors)))]
         unit = self.direction_vectors[direction].numpy()
-        step = unit * rng.uniform(*self.speed) * s / (t - 1)  # pixels per frame
-        path = step * (t - 1)
-        lo, hi = self.margin - np.minimum(path, 0), s - 1 - self.margin - np.maximum(path, 0)
-        start = lo + rng.uniform(0, 1, 2) * (hi - lo)
-        centres = start + np.arange(t)[:, None] * step  # (T, 2) as (x, y)
+        step = unit * rng.uniform(*self.speed) * s / ((t if self.motion == "linear" else 16) - 1)  # px per frame
+        if self.motion == "linear":
+            path = step * (t - 1)
+            lo, hi = self.margin - np.minimum(path, 0), s - 1 - self.margin - np.maximum(path, 0)
+            start = lo + rng.uniform(0, 1, 2) * (hi - lo)
+            centres = start + np.arange(t)[:, None] * step  # (T, 2) as (x, y)
+        else:
+            start = self.margin + rng.uniform(0, 1, 2) * (s - 1 - 2 * self.margin)
+            centres = reflect(start + np.arange(t)[:, None] * step, self.margin, s - 1 - self.margin)
 
         distractors = []
         for _ in range(self.num_distractors):

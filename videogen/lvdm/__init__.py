@@ -19,7 +19,7 @@ _EXPORTS = {
     "load_video_autoencoder": "short_module",
     "ConditionalUNet3D": "long",
     "LVDMLongModule": "long",
-    "LVDM": "long",
+    "LVDM": "pipeline",
     "hierarchical_plan": "long",
     "VideoUNetFromSD": "text2video",
     "LVDMTextToVideoModule": "text2video",

@@ -10,18 +10,13 @@
   apart) is given with p = 0.5; interpolation: the first and last of ``stride + 1`` consecutive latents with
   p = 0.9; otherwise the sample is unconditional.  The loss covers the generated frames only (the
   official code's mask option has no effect).
-* :class:`LVDM`: inference.  ``generate`` (short clips), ``generate_long(num_frames)``: keyframes by
-  autoregressive prediction, then every adjacent pair filled by interpolation (the official loop fills
-  about a third of the pairs), or ``mode="autoregressive"`` (the paper's baseline); exactly
-  ``num_frames`` frames come back; decoding is chunked with overlap, and ``on_chunk`` receives decoded
-  frames as they are ready (memory bounded in the number of frames).  Unconditional guidance
-  ``eps_c + w (eps_c - eps_u)`` (w = 0.1) is the core CFG with scale ``1 + w``.
+* :func:`hierarchical_plan`: the clip counts of hierarchical sampling (the pipeline,
+  :class:`videogen.lvdm.LVDM`, samples with these models).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +31,7 @@ from .autoencoder import VideoAutoencoder3D
 from .short_module import DEFAULT_DIFFUSION, load_video_autoencoder
 from .unet3d import UNet3D
 
-__all__ = ["ConditionalUNet3D", "LVDM", "LVDMLongModule", "hierarchical_plan"]
+__all__ = ["ConditionalUNet3D", "LVDMLongModule", "hierarchical_plan", "mix_given"]
 
 
 class ConditionalUNet3D(UNet3D):
@@ -82,7 +77,7 @@ class ConditionalUNet3D(UNet3D):
         return super().forward(torch.cat([x, m], dim=1), t, emb=self.noise_level_embed(noise_level.long()))
 
 
-def _mix(z_t: torch.Tensor, z_s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def mix_given(z_t: torch.Tensor, z_s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask[:, None, :, None, None].to(z_t.dtype)
     return z_t * (1 - m) + z_s * m
 
@@ -159,7 +154,7 @@ class LVDMLongModule(TrainingModule):
         s = torch.randint(0, self.unet.max_noise_level, (b,), generator=generator, device=gen_dev).to(dev)
         noise_t = torch.randn(z0.shape, generator=generator, device=gen_dev).to(dev)
         noise_s = torch.randn(z0.shape, generator=generator, device=gen_dev).to(dev)
-        x = _mix(self.diffusion.add_noise(z0, noise_t, t), self.diffusion.add_noise(z0, noise_s, s), mask)
+        x = mix_given(self.diffusion.add_noise(z0, noise_t, t), self.diffusion.add_noise(z0, noise_s, s), mask)
         level = torch.where(given, s, torch.full_like(s, self.unet.null_level))
         out = self.unet(x, t, mask=mask, noise_level=level)
         err = (out.float() - self.diffusion.target(z0, noise_t, t).float())
@@ -215,124 +210,3 @@ def hierarchical_plan(num_frames: int, temporal_factor: int = 4, stride: int = 4
     out = (keyframes - 1) * stride + 1
     return {"latents_needed": latents, "keyframes": keyframes, "prediction_clips": 1 + steps,
             "interpolation_clips": keyframes - 1, "latents": out, "frames": out * temporal_factor}
-
-
-class LVDM(nn.Module):
-    """Inference: short clips, and long videos from a prediction and an interpolation model."""
-
-    def __init__(self, autoencoder: VideoAutoencoder3D, prediction: ConditionalUNet3D,
-                 interpolation: ConditionalUNet3D | None = None, diffusion: dict[str, Any] | None = None,
-                 keyframe_stride: int = 4):
-        super().__init__()
-        self.autoencoder, self.prediction, self.interpolation = autoencoder, prediction, interpolation
-        self.diffusion = GaussianDiffusion(**{**DEFAULT_DIFFUSION, **(diffusion or {})})
-        self.keyframe_stride = keyframe_stride
-
-    conditions: tuple[str, ...] = ()
-
-    def _device(self) -> torch.device:
-        return next(self.prediction.parameters()).device
-
-    @torch.no_grad()
-    def sample_clip(self, model: ConditionalUNet3D, frames: int, latent_hw: tuple[int, int], batch: int,
-                    given: torch.Tensor | None = None, given_at: tuple[int, ...] = (), cond_noise_level: int = 100,
-                    guidance: float = 0.1, num_steps: int = 50, eta: float = 1.0,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """A latent clip ``(B, C, frames, h, w)``; ``given (B, C, len(given_at), h, w)`` sit at ``given_at``."""
-        dev = self._device()
-        c = model.latent_channels
-        z0 = torch.zeros(batch, c, frames, *latent_hw, device=dev)
-        mask = torch.zeros(batch, frames, dtype=torch.bool, device=dev)
-        if given is not None:
-            z0[:, :, list(given_at)] = given.to(dev)
-            mask[:, list(given_at)] = True
-        s = torch.full((batch,), cond_noise_level, dtype=torch.long, device=dev)
-        noise = torch.randn(z0.shape, generator=generator, device=generator.device if generator else dev).to(dev)
-        z_s = self.diffusion.add_noise(z0, noise, s)  # noised once, written in at every step
-
-        def model_fn(x, t, mask, z_s, noise_level):
-            return model(_mix(x, z_s, mask), t, mask=mask, noise_level=noise_level)
-
-        conditional = given is not None
-        cond = {"mask": mask, "z_s": z_s, "noise_level": s if conditional else torch.full_like(s, model.null_level)}
-        uncond = {"mask": torch.zeros_like(mask), "z_s": torch.zeros_like(z_s),
-                  "noise_level": torch.full_like(s, model.null_level)} if conditional and guidance else None
-        scale = 1.0 + guidance if uncond is not None else 1.0  # eps_c + w (eps_c - eps_u)
-        out = self.diffusion.sample(model_fn, tuple(z0.shape), cond=cond, uncond=uncond, guidance_scale=scale,
-                                    num_steps=num_steps, eta=eta, generator=generator, device=dev, progress=False)
-        return torch.where(mask[:, None, :, None, None], z0, out)  # the given latents, exactly
-
-    @torch.no_grad()
-    def generate_long(self, num_frames: int, height: int, width: int, batch: int = 1, mode: str = "hierarchical",
-                      num_steps: int = 50, guidance: float = 0.1, cond_noise_level: int = 100,
-                      generator: torch.Generator | None = None, chunk_latents: int = 16, overlap: int = 2,
-                      on_chunk: Callable[[torch.Tensor], None] | None = None, progress: bool = True) -> torch.Tensor | None:
-        """``(B, 3, num_frames, H, W)`` in [-1, 1] (or None when ``on_chunk`` takes the frames as they decode)."""
-        from tqdm.auto import tqdm
-
-        ae, f_t = self.autoencoder, self.autoencoder.temporal_factor
-        hw = (height // ae.spatial_factor, width // ae.spatial_factor)
-        kw = dict(latent_hw=hw, batch=batch, cond_noise_level=cond_noise_level, guidance=guidance,
-                  num_steps=num_steps, generator=generator)
-        if mode == "hierarchical":
-            if self.interpolation is None:
-                raise ValueError("hierarchical sampling needs the interpolation model (or use mode='autoregressive')")
-            r = self.keyframe_stride
-            plan = hierarchical_plan(num_frames, f_t, r)
-            bar = tqdm(total=plan["prediction_clips"] + plan["interpolation_clips"], desc="LVDM clips",
-                       disable=not progress)
-            keys = self.sample_clip(self.prediction, 4, **kw)
-            bar.update()
-            while keys.shape[2] < plan["keyframes"]:
-                nxt = self.sample_clip(self.prediction, 4, given=keys[:, :, -1:], given_at=(0,), **kw)
-                keys = torch.cat([keys, nxt[:, :, 1:]], dim=2)
-                bar.update()
-            keys = keys[:, :, : plan["keyframes"]]
-            latents = [keys[:, :, :1]]
-            for i in range(keys.shape[2] - 1):
-                pair = torch.cat([keys[:, :, i:i + 1], keys[:, :, i + 1:i + 2]], dim=2)
-                clip = self.sample_clip(self.interpolation, r + 1, given=pair, given_at=(0, r), **kw)
-                latents.append(clip[:, :, 1:])
-                bar.update()
-            bar.close()
-        elif mode == "autoregressive":
-            need = math.ceil(num_frames / f_t)
-            clip = self.sample_clip(self.prediction, 4, **kw)
-            latents = [clip]
-            total = clip.shape[2]
-            while total < need:
-                clip = self.sample_clip(self.prediction, 4, given=clip[:, :, -1:], given_at=(0,), **kw)
-                latents.append(clip[:, :, 1:])
-                total += 3
-        else:
-            raise ValueError(f"mode must be 'hierarchical' or 'autoregressive', got {mode!r}")
-        z = torch.cat(latents, dim=2)
-        return self.decode_chunked(z, num_frames, chunk_latents, overlap, on_chunk)
-
-    @torch.no_grad()
-    def decode_chunked(self, z: torch.Tensor, num_frames: int | None = None, chunk_latents: int = 16,
-                       overlap: int = 2, on_chunk: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor | None:
-        """Decode ``(B, C, T, h, w)`` latents ``chunk_latents`` at a time, each with ``overlap`` latents of
-        context on both sides (dropped after decoding); the first ``num_frames`` frames are kept.
-
-        The decoder's GroupNorm normalises over every frame it sees, so chunks differ slightly from one
-        full decode (tiny random autoencoder, 12 latents in chunks of 6: mean |difference| 0.080 without
-        context, 0.010 with 3 latents of context, 0 once the context covers the sequence)."""
-        if chunk_latents < 1 or overlap < 0:
-            raise ValueError(f"chunk_latents must be >= 1 and overlap >= 0, got {chunk_latents}, {overlap}")
-        f_t, total = self.autoencoder.temporal_factor, z.shape[2]
-        num_frames = total * f_t if num_frames is None else num_frames
-        out, emitted = [], 0
-        for start in range(0, total, chunk_latents):
-            lo, hi = max(0, start - overlap), min(total, start + chunk_latents + overlap)
-            frames = self.autoencoder.decode(z[:, :, lo:hi]).clamp(-1, 1)
-            frames = frames[:, :, (start - lo) * f_t : (start - lo + min(chunk_latents, total - start)) * f_t]
-            frames = frames[:, :, : max(0, num_frames - emitted)]
-            emitted += frames.shape[2]
-            if frames.shape[2] == 0:
-                break
-            if on_chunk is not None:
-                on_chunk(frames.cpu())
-            else:
-                out.append(frames)
-        return None if on_chunk is not None else torch.cat(out, dim=2)

@@ -1,4 +1,6 @@
-"""Caption accuracy on the synthetic moving-shapes set: is the generated object the colour and shape asked for?
+"""Scores a generated video against the rules of the synthetic moving-shapes set.
+
+**Caption accuracy**: is the generated object the colour and shape asked for?
 
 The object's pixels come from the same model-free tracker as motion accuracy
 (:func:`videogen.core.metrics.object_mask`).  Its **colour** is the median RGB of those pixels over the
@@ -10,21 +12,29 @@ caption.
 
 Chance for a caption (colour and shape both right) is ``1 / (colours * shapes)``: 1/15 for the default
 5 colours and 3 shapes.
+
+**Long motion accuracy** (bouncing videos, ``SyntheticVideoDataset(motion="bounce")``): the video is cut
+into windows of 16 frames; a window follows the rule when the object is tracked in every frame, its
+median speed lies within [0.5, 1.5] x the set's speed range, no step jumps further than twice the fastest
+speed (+1 px), and the motion reverses along an axis only next to a wall (a bounce).  Reversals of steps
+under 0.3 px (tracker noise on the axis the shape does not move along) are ignored.  A static video fails
+every window.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from videogen.core.metrics.motion import object_mask
+from videogen.core.metrics.motion import object_mask, track_object
 
-from .synthetic import COLORS, DIRECTION_NAMES, SHAPES, _shape_alpha
+from .synthetic import COLORS, DIRECTION_NAMES, SHAPES, SyntheticVideoDataset, _shape_alpha
 
-__all__ = ["caption_accuracy", "describe_objects", "parse_caption"]
+__all__ = ["caption_accuracy", "describe_objects", "long_motion_accuracy", "parse_caption"]
 
 # Area of each shape drawn with radius r, in units of r^2 (see synthetic._shape_alpha).
 _AREA = {"circle": np.pi, "square": 1.7**2, "triangle": 3 * 3**0.5 / 4 * 1.25**2}
@@ -92,3 +102,55 @@ def caption_accuracy(videos: torch.Tensor, captions: Sequence[str], colors: dict
     n = len(wanted)
     return {"colour_accuracy": sum(colour) / n, "shape_accuracy": sum(shape) / n,
             "caption_accuracy": sum(c and s for c, s in zip(colour, shape)) / n}
+
+
+@torch.no_grad()
+def long_motion_accuracy(videos: torch.Tensor, dataset: SyntheticVideoDataset, window: int = 16,
+                         threshold: float = 0.3) -> dict[str, Any]:
+    """Fraction of ``window``-frame windows of ``videos (B, C, T, H, W)`` that follow the bouncing rule of
+    ``dataset`` (its size, speed range and wall margin; see the module docstring).
+
+    Returns ``{"long_motion_accuracy": float, "windows": int, "per_video": [float, ...]}``; a trailing
+    part shorter than ``window`` is not scored.
+    """
+    t, h = videos.shape[2], videos.shape[3]
+    if t < window:
+        raise ValueError(f"need at least {window} frames to score long motion, got {t}")
+    if h != dataset.size:
+        raise ValueError(f"videos are {h} px high, the dataset's frames {dataset.size}")
+    v_lo, v_hi = (v * dataset.size / 15 for v in dataset.speed)  # px per frame (bounce: speed per 16 frames)
+    lo, hi = dataset.margin, dataset.size - 1 - dataset.margin
+    near = v_hi + 1.5  # a reversal within this distance of a wall is a bounce
+    per_video = []
+    for video in videos:
+        track = track_object(video[None], threshold)[0]  # (T, 2)
+        ok = []
+        for start in range(0, t - window + 1, window):
+            p = track[start:start + window]
+            if not torch.isfinite(p).all():
+                ok.append(False)
+                continue
+            steps = p[1:] - p[:-1]  # (window - 1, 2)
+            speed = steps.norm(dim=1)
+            good = 0.5 * v_lo <= float(speed.median()) <= 1.5 * v_hi and float(speed.max()) <= 2 * v_hi + 1
+            ok.append(good and not _reverses_off_wall(p, steps, lo, hi, near))
+        per_video.append(sum(ok) / len(ok))
+    return {"long_motion_accuracy": sum(per_video) / len(per_video), "windows": len(per_video) * (t // window),
+            "per_video": per_video}
+
+
+def _reverses_off_wall(p: torch.Tensor, steps: torch.Tensor, lo: float, hi: float, near: float) -> bool:
+    """Whether the track ``p (T, 2)`` turns back along an axis away from the walls: consecutive steps over
+    0.3 px (smaller ones skipped) of opposite sign, with the object between them not near a wall."""
+    for axis in range(2):
+        last = None  # (sign, index) of the previous step that moved
+        for i, step in enumerate(steps[:, axis].tolist()):
+            if abs(step) <= 0.3:
+                continue
+            sign = step > 0
+            if last is not None and sign != last[0]:
+                between = p[last[1] + 1 : i + 1, axis]  # positions where the turn happened
+                if not bool(((between - lo < near) | (hi - between < near)).any()):
+                    return True
+            last = (sign, i)
+    return False
