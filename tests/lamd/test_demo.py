@@ -22,7 +22,7 @@ def test_fast_demo_writes_files_and_is_reproducible(tmp_path):
     saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
     for key in ("recon_psnr", "motion_accuracy", "wall_seconds", "copy_first_frame_psnr"):
         assert key in saved
-    assert 0.0 <= saved["motion_accuracy"] <= 1.0 and saved["recon_psnr"] > 0
+    assert saved["motion_accuracy"] == first["motion_accuracy"] and saved["recon_psnr"] == first["recon_psnr"]
 
     second = run_demo(tmp_path / "b", seed=3, fast=True)
     for key in ("recon_psnr", "motion_accuracy", "motion_transfer_accuracy", "copy_first_frame_psnr"):
