@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videogen.data import SyntheticVideoDataset, caption_accuracy, describe_objects, long_motion_accuracy, parse_caption
+from videogen.data import (
+    SyntheticVideoDataset,
+    caption_accuracy,
+    describe_objects,
+    long_motion_accuracy,
+    parse_caption,
+)
 
 
 def _videos(ds: SyntheticVideoDataset) -> torch.Tensor:
