@@ -13,7 +13,8 @@ import yaml
 from tests._recipes import RECIPES, assert_same_checkpoints, fit, fit_ddp
 
 PAPER = {"ucf": ("cmd_ucf_autoencoder.yaml", "cmd_ucf_content.yaml", "cmd_ucf_motion.yaml"),
-         "webvid": ("cmd_webvid.yaml", "cmd_webvid_content.yaml", "cmd_webvid_motion.yaml")}
+         "webvid": ("cmd_webvid.yaml", "cmd_webvid_content.yaml", "cmd_webvid_motion.yaml"),
+         "webvid512": ("cmd_webvid512_autoencoder.yaml", "cmd_webvid512_content.yaml", "cmd_webvid512_motion.yaml")}
 TINY = ("cmd_tiny_autoencoder.yaml", "cmd_tiny_content.yaml", "cmd_tiny_motion.yaml")
 
 
@@ -34,10 +35,13 @@ def test_paper_recipes_match_the_paper(setting):
         ae = _net(ae_r["model"]["init_args"]["autoencoder"])
         motion = _net(motion_r["model"]["init_args"]["denoiser"])
     assert sum(p.numel() for p in ae.parameters()) == (47_359_510 if setting == "ucf" else 47_365_656)
+    # spec section 1: motion latents 8x16x64 (UCF pixels, SD 1.5 512x512) and 8x16x96 (SD 2.1 512x1024)
+    assert ae.motion_shape == ((8, 16, 96) if setting == "webvid" else (8, 16, 64))
     assert motion.motion_shape == ae.motion_shape and motion.content_shape == ae.content_shape
-    assert sum(motion.num_tokens) == 512  # Table 6: 256 + 256 (UCF), 384 + 128 (512x1024)
+    assert sum(motion.num_tokens) == 512  # Table 6: 256 + 256 (UCF, 512x512), 384 + 128 (512x1024)
     n_motion = sum(p.numel() for p in motion.parameters())
-    assert abs(n_motion / (457.4e6 if setting == "ucf" else 675.2e6) - 1) < 0.002
+    expected = {"ucf": 457.4e6, "webvid": 675.2e6, "webvid512": 674.4e6 + 1.18e6}[setting]  # spec: XL/2 + text proj.
+    assert abs(n_motion / expected - 1) < 0.002
     if setting == "ucf":
         with torch.device("meta"):
             content = _net(content_r["model"]["init_args"]["denoiser"])
