@@ -17,6 +17,7 @@ _EXPORTS = {
     "UNet3D": "unet3d",
     "LVDMShortModule": "short_module",
     "load_video_autoencoder": "short_module",
+    "cache_video_latents": "short_module",
     "ConditionalUNet3D": "long",
     "LVDMLongModule": "long",
     "LVDM": "pipeline",

@@ -28,7 +28,7 @@ from videogen.core.pretrained import submodule_state
 from videogen.core.training import TrainingModule
 
 from .autoencoder import VideoAutoencoder3D
-from .short_module import DEFAULT_DIFFUSION, load_video_autoencoder
+from .short_module import DEFAULT_DIFFUSION, batch_latents, load_video_autoencoder
 from .unet3d import UNet3D
 
 __all__ = ["ConditionalUNet3D", "LVDMLongModule", "hierarchical_plan", "mix_given"]
@@ -127,9 +127,11 @@ class LVDMLongModule(TrainingModule):
                               "diffusion": self.diffusion_config, "mode": self.hparams.mode,
                               "keyframe_stride": self.hparams.keyframe_stride}
 
-    def clip_latents(self, video: torch.Tensor, sample: bool) -> torch.Tensor:
-        """Videos -> the model's latent clip: 4 keyframes (prediction) or stride + 1 latents (interpolation)."""
-        z = self.autoencoder.encode(video, sample=sample)  # (B, C, T_lat, h, w)
+    def clip_latents(self, video: torch.Tensor | dict[str, Any], sample: bool) -> torch.Tensor:
+        """Videos (or a batch, whose latents may be cached) -> the model's latent clip: 4 keyframes
+        (prediction) or stride + 1 latents (interpolation)."""
+        batch = video if isinstance(video, dict) else {"video": video}
+        z = batch_latents(self.autoencoder, batch, sample)  # (B, C, T_lat, h, w)
         r = self.hparams.keyframe_stride
         need = 3 * r + 1 if self.hparams.mode == "prediction" else r + 1
         if z.shape[2] < need:
@@ -164,7 +166,7 @@ class LVDMLongModule(TrainingModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         with torch.no_grad():
-            z0 = self.clip_latents(batch["video"], sample=True)
+            z0 = self.clip_latents(batch, sample=True)
         loss = self._loss(z0)
         if not self.finite_or_skip(loss=loss):
             return None
@@ -172,7 +174,7 @@ class LVDMLongModule(TrainingModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        z0 = self.clip_latents(batch["video"], sample=False)
+        z0 = self.clip_latents(batch, sample=False)
         loss = self._loss(z0, generator=torch.Generator(device=z0.device).manual_seed(batch_idx))
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=z0.shape[0])
         return loss

@@ -23,7 +23,7 @@ from videogen.core.training import TrainingModule
 from .autoencoder import VideoAutoencoder3D
 from .unet3d import UNet3D
 
-__all__ = ["LVDMShortModule", "load_video_autoencoder"]
+__all__ = ["LVDMShortModule", "batch_latents", "cache_video_latents", "load_video_autoencoder"]
 
 DEFAULT_DIFFUSION = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.0015,
                      "beta_end": 0.0155, "prediction_type": "epsilon", "loss_type": "l1"}
@@ -43,6 +43,28 @@ def load_video_autoencoder(path: str | Path | VideoAutoencoder3D, map_location: 
     return load_stage_network(path, VideoAutoencoder3D, _autoencoder_config, "autoencoder.",
                               r"(lvdm_\w+?_autoencoder)", "train the autoencoder recipe first "
                               "(recipes/lvdm_*_autoencoder.yaml), or give a save_pretrained directory", map_location)
+
+
+def batch_latents(autoencoder: VideoAutoencoder3D, batch: dict[str, Any], sample: bool) -> torch.Tensor:
+    """The batch's normalised latents ``(B, 4, t, h, w)``: cached by :func:`cache_video_latents`, or encoded."""
+    if "latent" in batch:
+        return batch["latent"]
+    return autoencoder.encode(batch["video"], sample=sample)
+
+
+@torch.no_grad()
+def cache_video_latents(autoencoder: VideoAutoencoder3D, items: list[dict[str, Any]],
+                        batch_size: int = 32) -> list[dict[str, Any]]:
+    """Add ``latent`` (the normalised posterior mean, ``(4, t, h, w)``) to each item and drop ``video``: the
+    diffusion stages then skip the frozen autoencoder at every step.  The price is the posterior sampling
+    (means instead of fresh samples); worth it on a CPU.  Calibrate the autoencoder first."""
+    autoencoder = autoencoder.eval()
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        z = autoencoder.encode(torch.stack([item["video"] for item in chunk]), sample=False)
+        out += [{**{k: v for k, v in item.items() if k != "video"}, "latent": zi} for item, zi in zip(chunk, z)]
+    return out
 
 
 class LVDMShortModule(TrainingModule):
@@ -99,7 +121,7 @@ class LVDMShortModule(TrainingModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         with torch.no_grad():
-            z = self.autoencoder.encode(batch["video"], sample=True)  # (B, 4, t, h, w), normalised
+            z = batch_latents(self.autoencoder, batch, sample=True)  # (B, 4, t, h, w), normalised
         loss = self.diffusion.training_loss(self.unet, z)
         if not self.finite_or_skip(loss=loss):
             return None
@@ -107,7 +129,7 @@ class LVDMShortModule(TrainingModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        z = self.autoencoder.encode(batch["video"], sample=False)
+        z = batch_latents(self.autoencoder, batch, sample=False)
         gen = torch.Generator(device=z.device).manual_seed(batch_idx)
         loss = self.diffusion.training_loss(self.unet, z, generator=gen)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=z.shape[0])
