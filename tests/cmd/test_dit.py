@@ -78,3 +78,37 @@ def test_save_pretrained_round_trip(tmp_path):
                                model(x, torch.tensor([3]), label=torch.tensor([1])))
     with pytest.raises(ValueError, match="not a MotionDiT"):
         MotionDiT.from_pretrained(tmp_path)
+
+
+def test_text_changes_the_motion_output_and_guidance_uses_the_null_condition(tmp_path, monkeypatch):
+    """The pooled text feature reaches the motion tokens; CMD's unconditional branch is the zero text feature
+    (what training drops captions to) and the null class, with the same content frame."""
+    from tests.lamd._dmg_tiny import tiny_clip_dir
+    from videogen.cmd import CMD
+    from videogen.core.text import HFTextEncoder
+
+    ae = tiny_autoencoder()
+    model = tiny_motion_dit(ae, text_dim=16)
+    torch.manual_seed(0)
+    for p in model.parameters():
+        if not p.any():
+            p.data.normal_(0, 0.1)
+    z, t = torch.randn(2, *ae.motion_shape), torch.tensor([5, 500])
+    content = torch.rand(2, *ae.content_shape) * 2 - 1
+    text_a, text_b = torch.randn(2, 16), torch.randn(2, 16)
+    assert not torch.allclose(model(z, t, content, text=text_a), model(z, t, content, text=text_b))
+    assert torch.equal(model(z, t, content, text=torch.zeros(2, 16)), model(z, t, content, text=None))
+
+    encoder = HFTextEncoder(str(tiny_clip_dir(tmp_path / "clip")), max_length=12, local_files_only=True)
+    pipe = CMD(ae, tiny_content_dit(ae, num_classes=None, text_dim=16), model, text_encoder=encoder).eval()
+    seen = {}
+
+    def record(model_fn, shape, cond=None, uncond=None, guidance_scale=1.0, **kw):
+        seen.update(cond=cond, uncond=uncond, scale=guidance_scale)
+        return torch.zeros(shape)
+
+    monkeypatch.setattr(pipe.motion_diffusion, "sample", record)
+    pipe.sample_motion(content, text=["a b", "c d"], guidance_scale=3.0, progress=False)
+    assert seen["scale"] == 3.0 and torch.equal(seen["uncond"]["text"], torch.zeros(2, 16))
+    assert torch.equal(seen["uncond"]["content"], seen["cond"]["content"])
+    assert not torch.equal(seen["cond"]["text"][0], seen["cond"]["text"][1])  # the captions differ

@@ -80,3 +80,20 @@ def test_module_trains_with_the_gan_and_a_learned_logvar(tmp_path):
     assert int(module.gen_steps) == 4 and trainer.global_step == 4 + 3  # D steps from the second batch on
     assert "train/d_loss" in metrics and "val/psnr" in metrics and torch.isfinite(metrics["train/loss"])
     assert float(module.logvar) != 0.0
+
+
+def test_tiny_autoencoder_overfits_a_batch_of_moving_shapes():
+    """Plain L2 on 4 clips: the reconstruction error falls by more than 10x in 100 steps (measured 0.40 -> 0.008)."""
+    data = SyntheticVideoDataset(4, num_frames=8, size=32, object_size=0.25, motion="bounce", seed=0)
+    x = torch.stack([data[i]["video"] for i in range(4)])
+    torch.manual_seed(0)
+    ae = VideoAutoencoder3D(hidden=8, strides=((2, 2, 2), (1, 2, 2)), z_channels=4)
+    opt = torch.optim.Adam(ae.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(100):
+        loss = (ae(x, sample=False)[0] - x).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0] / 10

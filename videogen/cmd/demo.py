@@ -60,7 +60,9 @@ class CMDDemoConfig:
     # stage 2a / 2b: content DiT and motion DiT
     dit_hidden: int = 128
     dit_depth: int = 4
-    dit_lr: float = 3e-4
+    dit_lr: float = 1e-3
+    # v-prediction: with eps, DDIM samples of these briefly trained DiTs diverged (docs/cmd.md)
+    dit_prediction: str = "v_prediction"
     content_steps: int = 1000
     motion_steps: int = 1000
     dit_batch: int = 32
@@ -149,12 +151,15 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     dit = dict(hidden_size=cfg.dit_hidden, depth=cfg.dit_depth, num_heads=4, text_dim=text.dim, num_classes=None)
     torch.manual_seed(seed + 1)
     content_model = ContentDiT(in_channels=c, height=h, width=w, patch_size=4, **dit)
-    stage2a = CMDContentModule(content_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr)
+    diffusion = {"prediction_type": cfg.dit_prediction}  # DiT's linear 1e-4..0.02 schedule otherwise
+    stage2a = CMDContentModule(content_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr,
+                               diffusion=diffusion)
     fit(stage2a, latents, cfg.content_steps, "stage 2a (content-frame DiT)")
     torch.manual_seed(seed + 2)
     motion_model = MotionDiT(motion_channels=d, num_frames=frames, motion_width=m, content_channels=c,
                              content_height=h, content_width=w, patch_size=2, content_patch_size=8, **dit)
-    stage2b = CMDMotionModule(motion_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr)
+    stage2b = CMDMotionModule(motion_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr,
+                              diffusion=diffusion)
     fit(stage2b, latents, cfg.motion_steps, "stage 2b (motion DiT)")
 
     # ---- generation from held-out captions ----------------------------------------------------
