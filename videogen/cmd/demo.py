@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
-from videogen.core.demo import demo_trainer, materialise, mean_psnr, stack_items, tile, upscale
+from videogen.core.demo import fit_stage, materialise, mean_psnr, stack_items, start_demo, tile, upscale
 
 __all__ = ["CMDDemoConfig", "run_cmd_demo"]
 
@@ -43,6 +42,7 @@ class CMDDemoConfig:
     size: int = 32
     num_frames: int = 8
     object_size: float = 0.3
+    speed: tuple[float, float] = (1 / 3, 1 / 2)  # distance over the clip, fraction of the frame
     directions: int = 4
     num_train: int = 2000
     num_heldout: int = 64
@@ -84,8 +84,6 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
                  config: CMDDemoConfig | None = None) -> dict[str, Any]:
     """Train the three CMD stages on captioned synthetic data, generate from held-out captions, score and
     write the demo files; return the metrics."""
-    import lightning.pytorch as pl
-
     from videogen.core.metrics.motion import motion_accuracy
     from videogen.core.text import word_level_clip
     from videogen.core.video import save_contact_sheet, write_video
@@ -105,27 +103,21 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
 
     start = time.perf_counter()
     cfg = config or (CMDDemoConfig.fast() if fast else CMDDemoConfig())
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(seed, workers=True, verbose=False)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    out = start_demo(out_dir, seed)
 
-    data_kw = dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions, object_size=cfg.object_size)
+    data_kw = dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions, object_size=cfg.object_size,
+                   speed=tuple(cfg.speed))
     train = materialise(SyntheticVideoDataset(cfg.num_train, seed=seed, **data_kw))
     heldout = materialise(SyntheticVideoDataset(cfg.num_heldout, seed=seed + 10_000, **data_kw))
     videos, directions = stack_items(heldout, "video"), stack_items(heldout, "direction")
     captions = [item["caption"] for item in heldout.items]
     loader_gen = torch.Generator().manual_seed(seed)
 
-    def loader(data, batch: int) -> DataLoader:
-        return DataLoader(data, batch_size=batch, shuffle=True, drop_last=True, generator=loader_gen)
-
     stage_seconds: dict[str, float] = {}
 
     def fit(module, data, steps: int, name: str) -> None:
-        t0 = time.perf_counter()
-        demo_trainer(steps, name).fit(module, loader(data, cfg.ae_batch if name.startswith("stage 1") else cfg.dit_batch))
-        stage_seconds[name] = round(time.perf_counter() - t0, 1)
+        batch = cfg.ae_batch if name.startswith("stage 1") else cfg.dit_batch
+        fit_stage(module, data, steps, batch, name, loader_gen, stage_seconds)
 
     words = ["the", "moves", *COLORS, *SHAPES, *DIRECTION_NAMES]
     text = word_level_clip(out / "text_encoder", words, width=cfg.text_width, seed=seed)

@@ -3,12 +3,15 @@ single-process trainer with a progress bar, and helpers that lay videos out for 
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["InMemoryDataset", "demo_trainer", "materialise", "mean_psnr", "stack_items", "tile", "upscale"]
+__all__ = ["InMemoryDataset", "demo_trainer", "fit_stage", "materialise", "mean_psnr", "stack_items", "start_demo",
+           "tile", "upscale"]
 
 
 class InMemoryDataset(Dataset):
@@ -41,6 +44,26 @@ def demo_trainer(max_steps: int, stage: str, **kwargs: Any):
     return pl.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                       enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
                       enable_progress_bar=True, deterministic=True, **kwargs)
+
+
+def start_demo(out_dir: str | Path, seed: int) -> Path:
+    """Create ``out_dir`` and make the run reproducible: Lightning's ``seed_everything`` and deterministic ops."""
+    import lightning.pytorch as pl
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    return out
+
+
+def fit_stage(module: Any, data: Any, steps: int, batch_size: int, name: str, generator: torch.Generator,
+              stage_seconds: dict[str, float]) -> None:
+    """Train ``module`` for ``steps`` shuffled batches of ``data`` (items or a dataset); record the seconds."""
+    t0 = time.perf_counter()
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
+    demo_trainer(steps, name).fit(module, loader)
+    stage_seconds[name] = round(time.perf_counter() - t0, 1)
 
 
 def mean_psnr(recon: torch.Tensor, target: torch.Tensor) -> float:

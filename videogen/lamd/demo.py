@@ -33,6 +33,7 @@ from videogen.core.demo import (
     materialise,
     mean_psnr,
     stack_items,
+    start_demo,
     tile,
     upscale,
 )
@@ -81,8 +82,6 @@ class DemoConfig:
 def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = False,
              config: DemoConfig | None = None) -> dict[str, Any]:
     """Train both LaMD stages on synthetic data, generate, score and write the demo files; return the metrics."""
-    import lightning.pytorch as pl
-
     from videogen.core.metrics.motion import motion_accuracy
     from videogen.core.video import save_contact_sheet, write_video
     from videogen.data import SyntheticVideoDataset, direction_vectors
@@ -91,10 +90,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
 
     start = time.perf_counter()
     cfg = config or (DemoConfig.fast() if fast else DemoConfig())
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(seed, workers=True, verbose=False)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    out = start_demo(out_dir, seed)
 
     data_kw = dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions)
     train = materialise(SyntheticVideoDataset(cfg.num_train, seed=seed, **data_kw))

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from videogen.core.demo import demo_trainer, materialise, mean_psnr, stack_items, tile, upscale
+from videogen.core.demo import fit_stage, materialise, mean_psnr, stack_items, start_demo, tile, upscale
 
 __all__ = ["LVDMDemoConfig", "run_lvdm_demo"]
 
@@ -76,8 +76,6 @@ def _unet_kwargs(cfg: LVDMDemoConfig) -> dict[str, Any]:
 def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: bool = False,
                   config: LVDMDemoConfig | None = None) -> dict[str, Any]:
     """Train LVDM's stages on bouncing shapes, generate long videos both ways, score and write the files."""
-    import lightning.pytorch as pl
-
     from videogen.core.video import save_contact_sheet, write_video
     from videogen.data import SyntheticVideoDataset, long_motion_accuracy
 
@@ -90,10 +88,7 @@ def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast
 
     start = time.perf_counter()
     cfg = config or (LVDMDemoConfig.fast() if fast else LVDMDemoConfig())
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(seed, workers=True, verbose=False)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    out = start_demo(out_dir, seed)
 
     data_kw = dict(size=cfg.size, object_size=cfg.object_size, motion="bounce")
     train = materialise(SyntheticVideoDataset(cfg.num_train, num_frames=cfg.clip_frames, seed=seed, **data_kw))
@@ -103,15 +98,10 @@ def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast
     videos = stack_items(heldout, "video")
     loader_gen = torch.Generator().manual_seed(seed)
 
-    def loader(data, batch: int) -> DataLoader:
-        return DataLoader(data, batch_size=batch, shuffle=True, drop_last=True, generator=loader_gen)
-
     stage_seconds: dict[str, float] = {}
 
     def fit(module, data, steps: int, batch: int, name: str) -> None:
-        t0 = time.perf_counter()
-        demo_trainer(steps, name).fit(module, loader(data, batch))
-        stage_seconds[name] = round(time.perf_counter() - t0, 1)
+        fit_stage(module, data, steps, batch, name, loader_gen, stage_seconds)
 
     # ---- stage 1: 3D autoencoder ------------------------------------------------------------------
     torch.manual_seed(seed)
