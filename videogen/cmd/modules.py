@@ -30,7 +30,7 @@ from videogen.core.metrics.psnr_ssim import psnr_per_video
 from videogen.core.pretrained import load_stage_network
 from videogen.core.sd import FrameVAE, SDUNet
 from videogen.core.text import TextEncoder
-from videogen.core.training import TrainingModule
+from videogen.core.training import TrainingModule, encode_items
 
 from .autoencoder import CMDAutoencoder
 from .dit import ContentDiT, MotionDiT
@@ -362,12 +362,9 @@ def cache_cmd_latents(autoencoder: CMDAutoencoder, items: list[dict[str, Any]], 
     posterior sampling.  Worth it on a CPU, where the autoencoder pass costs more than a DiT step.
     """
     autoencoder = autoencoder.eval()
-    out: list[dict[str, Any]] = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        video = torch.stack([item["video"] for item in chunk])  # (B, C, L, H, W)
-        x = vae.encode(video, sample=False) if vae is not None else video
-        content, motion = autoencoder.encode(x)
-        for item, c, m in zip(chunk, content, motion):
-            out.append({**{k: v for k, v in item.items() if k != "video"}, "content_frame": c, "motion_latent": m})
-    return out
+
+    def encode(video: torch.Tensor) -> dict[str, torch.Tensor]:
+        content, motion = autoencoder.encode(vae.encode(video, sample=False) if vae is not None else video)
+        return {"content_frame": content, "motion_latent": motion}
+
+    return encode_items(items, encode, batch_size)

@@ -20,12 +20,14 @@ from __future__ import annotations
 import math
 import os
 import random
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
-__all__ = ["TrainingModule", "effective_lr", "reseed", "derived_seed"]
+__all__ = ["TrainingModule", "effective_lr", "encode_items", "reseed", "derived_seed"]
 
 
 def derived_seed(*keys: int) -> int:
@@ -133,3 +135,21 @@ class TrainingModule(pl.LightningModule):
         if not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"scaled learning rate {lr} is not positive")
         return lr
+
+
+@torch.no_grad()
+def encode_items(items: Sequence[dict[str, Any]], encode: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+                 batch_size: int = 64) -> list[dict[str, Any]]:
+    """Latent caching for later stages: each item's ``video`` is replaced by the per-item rows of
+    ``encode(videos (B, C, T, H, W)) -> {name: (B, ...)}``, ``batch_size`` videos per call.
+
+    A frozen first stage then runs once per video instead of once per training step (worth it on a CPU);
+    the price is that the cached encodings are fixed (no fresh posterior sample each epoch).
+    """
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        coded = encode(torch.stack([item["video"] for item in chunk]))
+        for i, item in enumerate(chunk):
+            out.append({**{k: v for k, v in item.items() if k != "video"}, **{k: v[i] for k, v in coded.items()}})
+    return out

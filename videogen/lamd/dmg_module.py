@@ -17,7 +17,7 @@ import torch
 
 from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.text import TextEncoder
-from videogen.core.training import TrainingModule
+from videogen.core.training import TrainingModule, encode_items
 
 from .dmg import MotionGenerator
 from .mcdvae import MCDVAE
@@ -177,13 +177,6 @@ def cache_latents(mcdvae: MCDVAE, items: Sequence[dict[str, Any]], batch_size: i
     as on a CPU; at paper scale (data larger than memory) encode on the fly instead.
     """
     mcdvae = mcdvae.eval()
-    out: list[dict[str, Any]] = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        video = torch.stack([item["video"] for item in chunk])  # (B, C, T, H, W)
-        z_m = mcdvae.encode_motion(video, sample=False)[0]
-        content = mcdvae.encode_content(video[:, :, 0])[0]
-        for item, z, c in zip(chunk, z_m, content):
-            out.append({**{k: v for k, v in item.items() if k != "video"}, "z_m": z, "content": c,
-                        "first_frame": item["video"][:, 0]})
-    return out
+    return encode_items(items, lambda video: {"z_m": mcdvae.encode_motion(video, sample=False)[0],
+                                              "content": mcdvae.encode_content(video[:, :, 0])[0],
+                                              "first_frame": video[:, :, 0]}, batch_size)

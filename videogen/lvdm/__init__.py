@@ -22,6 +22,7 @@ _EXPORTS = {
     "LVDMLongModule": "long",
     "LVDM": "pipeline",
     "hierarchical_plan": "long",
+    "autoregressive_clips": "long",
     "VideoUNetFromSD": "text2video",
     "LVDMTextToVideoModule": "text2video",
 }

@@ -81,7 +81,7 @@ def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast
 
     from .autoencoder import VideoAutoencoder3D
     from .autoencoder_module import VideoAutoencoder3DModule
-    from .long import ConditionalUNet3D, LVDMLongModule, hierarchical_plan
+    from .long import ConditionalUNet3D, LVDMLongModule, autoregressive_clips, hierarchical_plan
     from .pipeline import LVDM
     from .short_module import LVDMShortModule, cache_video_latents
     from .unet3d import UNet3D
@@ -147,8 +147,7 @@ def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast
                          "seconds_per_video": round((time.perf_counter() - t0) / cfg.num_long, 2)}
     f_t, r = ae.temporal_factor, cfg.keyframe_stride
     plan = hierarchical_plan(cfg.long_frames, f_t, r)
-    latents = -(-cfg.long_frames // f_t)
-    ar_clips = 1 + max(0, -(-(latents - 4) // 3))
+    ar_clips = autoregressive_clips(cfg.long_frames, f_t)
     calls = 2 * cfg.sample_steps  # guidance: a conditional and an unconditional call per step
     results["hierarchical"].update(clips=plan["prediction_clips"] + plan["interpolation_clips"],
                                    unet_calls=calls * (plan["prediction_clips"] + plan["interpolation_clips"]))

@@ -31,7 +31,7 @@ from .autoencoder import VideoAutoencoder3D
 from .short_module import DEFAULT_DIFFUSION, batch_latents, load_video_autoencoder
 from .unet3d import UNet3D
 
-__all__ = ["ConditionalUNet3D", "LVDMLongModule", "hierarchical_plan", "mix_given"]
+__all__ = ["ConditionalUNet3D", "LVDMLongModule", "autoregressive_clips", "hierarchical_plan", "mix_given"]
 
 
 class ConditionalUNet3D(UNet3D):
@@ -212,3 +212,10 @@ def hierarchical_plan(num_frames: int, temporal_factor: int = 4, stride: int = 4
     out = (keyframes - 1) * stride + 1
     return {"latents_needed": latents, "keyframes": keyframes, "prediction_clips": 1 + steps,
             "interpolation_clips": keyframes - 1, "latents": out, "frames": out * temporal_factor}
+
+
+def autoregressive_clips(num_frames: int, temporal_factor: int = 4, pred_length: int = 4, given: int = 1) -> int:
+    """Prediction clips of autoregressive sampling: the first gives ``pred_length`` latents, each next one
+    ``pred_length - given`` more, until ``ceil(F / f_t)`` latents (1024 frames: 1 + 84 = 85 clips)."""
+    latents = math.ceil(num_frames / temporal_factor)
+    return 1 + max(0, math.ceil((latents - pred_length) / (pred_length - given)))

@@ -32,7 +32,7 @@ from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.pretrained import submodule_state
 
 from .autoencoder import VideoAutoencoder3D
-from .long import ConditionalUNet3D, hierarchical_plan, mix_given
+from .long import ConditionalUNet3D, autoregressive_clips, hierarchical_plan, mix_given
 from .short_module import DEFAULT_DIFFUSION
 from .unet3d import UNet3D
 
@@ -126,50 +126,41 @@ class LVDM(nn.Module):
         return self.autoencoder.decode(z).clamp(-1, 1)
 
     # ---- long videos ----------------------------------------------------------------------------
-    def _keyframes_then_fill(self, count: int, kw: dict[str, Any], start: torch.Tensor | None, bar) -> list[torch.Tensor]:
-        """Hierarchical latents: ``count`` keyframes by prediction (from ``start`` if given), every pair filled."""
-        if self.interpolation is None:
-            raise ValueError("hierarchical sampling needs the interpolation model (or use mode='autoregressive')")
-        r = self.keyframe_stride
-        keys = self.sample_clip(self.prediction, 4, given=start, given_at=(0,) if start is not None else (), **kw)
+    def _predict_chain(self, count: int, kw: dict[str, Any], start: torch.Tensor | None, bar) -> torch.Tensor:
+        """At least ``count`` latents by chained prediction: each 4-latent clip is given the last latent so far
+        (the first clip ``start``, or nothing), and adds 3."""
+        z = self.sample_clip(self.prediction, 4, given=start, given_at=(0,) if start is not None else (), **kw)
         bar.update()
-        while keys.shape[2] < count:
-            nxt = self.sample_clip(self.prediction, 4, given=keys[:, :, -1:], given_at=(0,), **kw)
-            keys = torch.cat([keys, nxt[:, :, 1:]], dim=2)
+        while z.shape[2] < count:
+            nxt = self.sample_clip(self.prediction, 4, given=z[:, :, -1:], given_at=(0,), **kw)
+            z = torch.cat([z, nxt[:, :, 1:]], dim=2)
             bar.update()
-        keys = keys[:, :, :count]
-        latents = [keys[:, :, :1]]
-        for i in range(keys.shape[2] - 1):
-            pair = keys[:, :, i:i + 2]
-            clip = self.sample_clip(self.interpolation, r + 1, given=pair, given_at=(0, r), **kw)
-            latents.append(clip[:, :, 1:])
-            bar.update()
-        return latents
-
-    def _autoregressive(self, need: int, kw: dict[str, Any], start: torch.Tensor | None) -> list[torch.Tensor]:
-        clip = self.sample_clip(self.prediction, 4, given=start, given_at=(0,) if start is not None else (), **kw)
-        latents, total = [clip], clip.shape[2]
-        while total < need:
-            clip = self.sample_clip(self.prediction, 4, given=clip[:, :, -1:], given_at=(0,), **kw)
-            latents.append(clip[:, :, 1:])
-            total += 3
-        return latents
+        return z
 
     def _long_latents(self, num_frames: int, latent_hw: tuple[int, int], batch: int, mode: str,
                       start: torch.Tensor | None, progress: bool, **kw: Any) -> torch.Tensor:
+        """Hierarchical: keyframes by chained prediction, then every pair filled by interpolation.
+        Autoregressive: chained prediction of consecutive latents."""
         from tqdm.auto import tqdm
 
-        kw = dict(latent_hw=latent_hw, batch=batch, **kw)
-        f_t = self.autoencoder.temporal_factor
-        if mode == "hierarchical":
-            plan = hierarchical_plan(num_frames, f_t, self.keyframe_stride)
-            with tqdm(total=plan["prediction_clips"] + plan["interpolation_clips"], desc="LVDM clips",
-                      disable=not progress) as bar:
-                latents = self._keyframes_then_fill(plan["keyframes"], kw, start, bar)
-        elif mode == "autoregressive":
-            latents = self._autoregressive(math.ceil(num_frames / f_t), kw, start)
-        else:
+        if mode not in ("hierarchical", "autoregressive"):
             raise ValueError(f"mode must be 'hierarchical' or 'autoregressive', got {mode!r}")
+        if mode == "hierarchical" and self.interpolation is None:
+            raise ValueError("hierarchical sampling needs the interpolation model (or use mode='autoregressive')")
+        kw = dict(latent_hw=latent_hw, batch=batch, **kw)
+        f_t, r = self.autoencoder.temporal_factor, self.keyframe_stride
+        if mode == "autoregressive":
+            with tqdm(total=autoregressive_clips(num_frames, f_t), desc="LVDM clips", disable=not progress) as bar:
+                return self._predict_chain(math.ceil(num_frames / f_t), kw, start, bar)
+        plan = hierarchical_plan(num_frames, f_t, r)
+        with tqdm(total=plan["prediction_clips"] + plan["interpolation_clips"], desc="LVDM clips",
+                  disable=not progress) as bar:
+            keys = self._predict_chain(plan["keyframes"], kw, start, bar)[:, :, : plan["keyframes"]]
+            latents = [keys[:, :, :1]]
+            for i in range(keys.shape[2] - 1):
+                clip = self.sample_clip(self.interpolation, r + 1, given=keys[:, :, i:i + 2], given_at=(0, r), **kw)
+                latents.append(clip[:, :, 1:])
+                bar.update()
         return torch.cat(latents, dim=2)
 
     @torch.no_grad()
@@ -201,11 +192,11 @@ class LVDM(nn.Module):
         """The ``num_frames`` frames ``(B, 3, num_frames, H, W)`` that follow the videos ``frames (B, 3, T, H, W)``."""
         z = self._encode(frames, "frames")
         f_t = self.autoencoder.temporal_factor
-        # The given last latent is re-generated as the first of the plan: plan f_t more frames, drop them.
+        # The plan starts at the given last latent (kept exactly): plan f_t more frames and drop them.
         out = self._long_latents(num_frames + f_t, tuple(z.shape[3:]), z.shape[0], mode, z[:, :, -1:], progress,
                                  cond_noise_level=cond_noise_level, guidance=guidance, num_steps=num_steps,
                                  sampler=sampler, generator=generator)
-        return self.decode_chunked(torch.cat([z[:, :, -1:], out[:, :, 1:]], dim=2))[:, :, f_t:f_t + num_frames]
+        return self.decode_chunked(out, f_t + num_frames)[:, :, f_t:]
 
     @torch.no_grad()
     def interpolate(self, first: torch.Tensor, last: torch.Tensor, num_steps: int = 50, sampler: Any = "ddim",

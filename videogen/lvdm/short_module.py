@@ -18,7 +18,7 @@ import torch
 
 from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.pretrained import load_stage_network
-from videogen.core.training import TrainingModule
+from videogen.core.training import TrainingModule, encode_items
 
 from .autoencoder import VideoAutoencoder3D
 from .unet3d import UNet3D
@@ -59,12 +59,7 @@ def cache_video_latents(autoencoder: VideoAutoencoder3D, items: list[dict[str, A
     diffusion stages then skip the frozen autoencoder at every step.  The price is the posterior sampling
     (means instead of fresh samples); worth it on a CPU.  Calibrate the autoencoder first."""
     autoencoder = autoencoder.eval()
-    out: list[dict[str, Any]] = []
-    for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        z = autoencoder.encode(torch.stack([item["video"] for item in chunk]), sample=False)
-        out += [{**{k: v for k, v in item.items() if k != "video"}, "latent": zi} for item, zi in zip(chunk, z)]
-    return out
+    return encode_items(items, lambda video: {"latent": autoencoder.encode(video, sample=False)}, batch_size)
 
 
 class LVDMShortModule(TrainingModule):
