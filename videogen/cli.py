@@ -190,14 +190,12 @@ def _read_image(path: str, size: int | None) -> Any:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    import inspect
-
     import torch
 
+    from videogen.core.pipeline import UnsupportedConditionError
     from videogen.core.video import save_contact_sheet, write_video
 
     model = load_pretrained(args.model).eval().to(args.device)
-    params = inspect.signature(model.generate).parameters
     kwargs: dict[str, Any] = {"generator": torch.Generator(device=args.device).manual_seed(args.seed)}
     images = args.image or []
     if images:
@@ -206,29 +204,19 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         # every image num_samples times: (I * num_samples, 3, H, W)
         kwargs["image"] = frames.repeat_interleave(args.num_samples, dim=0).to(args.device)
     batch = max(1, len(images)) * args.num_samples
+    kwargs["num_samples"] = batch
     if args.label is not None:
         kwargs["label"] = torch.full((batch,), args.label, dtype=torch.long, device=args.device)
     if args.text is not None:
         kwargs["text"] = [args.text] * batch
-    for key in ("num_steps", "sampler", "guidance_scale"):
+    for key in ("num_steps", "num_frames", "sampler", "guidance_scale"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
-    if "num_samples" in params:
-        kwargs["num_samples"] = batch
-    conditions = getattr(model, "conditions", None)
-    given = [c for c in ("image", "label", "text") if c in kwargs]
-    if conditions is not None and any(c not in conditions for c in given):
-        bad = ", ".join("--" + c for c in given if c not in conditions)
-        raise CommandError(f"{bad} not supported: this {type(model).__name__} model supports {', '.join(conditions)}")
-    unsupported = sorted(k for k in kwargs if k not in params)
-    if unsupported:
-        raise CommandError(f"{type(model).__name__}.generate does not take {unsupported}: this model supports "
-                           f"{', '.join(getattr(model, 'conditions', ())) or 'no conditions'}")
-    missing = [n for n, p in params.items() if p.default is p.empty and n not in kwargs
-               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if missing:
-        flags = ", ".join("--" + n.replace("_", "-") for n in missing)
-        raise CommandError(f"{type(model).__name__}.generate needs {flags}")
+    try:
+        model.check_conditions(kwargs.get("image"), kwargs.get("label"), kwargs.get("text"))
+    except UnsupportedConditionError as exc:
+        flags = " ".join(f"--{c}" for c in model.conditions) or "none"
+        raise CommandError(f"{exc} (condition flags it takes: {flags})") from None
     with torch.no_grad():
         videos = model.generate(**kwargs).float().cpu()  # (B, C, T, H, W) in [-1, 1]
     out = Path(args.out)
@@ -276,7 +264,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         from torch.utils.data import Subset
 
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-    kwargs = {k: getattr(args, k) for k in ("num_steps", "sampler", "guidance_scale") if getattr(args, k) is not None}
+    kwargs = {k: getattr(args, k) for k in ("num_steps", "num_frames", "sampler", "guidance_scale")
+              if getattr(args, k) is not None}
+    if args.conditions is not None:
+        kwargs["conditions"] = tuple(c.strip() for c in args.conditions.split(",") if c.strip())
     summary = generate_split(model, dataset, args.out, args.samples_per_item, batch_size=args.batch_size,
                              device=args.device, seed=args.seed, write_real=not args.no_real, fps=args.fps,
                              **kwargs)
@@ -326,6 +317,9 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--label", type=int, default=None, help="class label for class-conditional models")
         p.add_argument("--text", default=None, help="caption for text-conditional models")
         p.add_argument("--num-steps", type=int, default=None, help="sampling steps (model default if unset)")
+        p.add_argument("--num-frames", type=int, default=None,
+                       help="frames per video (default one clip; LVDM samples longer videos hierarchically, "
+                            "LaMD and CMD chain clips)")
         p.add_argument("--sampler", default=None, help="ddim | ddpm | dpm++ (model default if unset)")
         p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -346,6 +340,11 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--num-steps", type=int, default=None)
         p.add_argument("--sampler", default=None)
         p.add_argument("--guidance-scale", type=float, default=None)
+        p.add_argument("--num-frames", type=int, default=None, help="frames per generated video (default one clip)")
+        p.add_argument("--conditions", default=None,
+                       help="comma-separated conditions taken from each item: image (its first frame), label, "
+                            "text (its caption); default the label / caption the model takes, and the image "
+                            "where the model needs it")
         p.add_argument("--seed", type=int, default=SEED_DEFAULT)
         p.add_argument("--fps", type=float, default=8.0)
         p.add_argument("--no-real", action="store_true", help="do not write the split's real clips to OUT/real")

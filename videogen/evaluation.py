@@ -249,12 +249,15 @@ def evaluate_folders(real: str | os.PathLike, fake: str | os.PathLike, metrics: 
 def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per_item: int = 1, *,
                    batch_size: int = 16, device: str | torch.device = "cpu", seed: int = 0,
                    write_real: bool = True, fps: float = 8.0, progress: bool = True,
-                   **generate_kwargs: Any) -> dict[str, int]:
+                   conditions: Sequence[str] | None = None, **generate_kwargs: Any) -> dict[str, int]:
     """Write ``samples_per_item`` generated videos per dataset item (and the real clips) under ``out``.
 
     ``model`` is an inference object with ``generate(image=..., label=..., text=..., generator=...)``
     and a ``conditions`` tuple naming what it takes (``"image"``, ``"label"``, ``"text"``).  Items are
-    the dataset's dicts (``video (C, T, H, W)``, optional ``label`` / ``caption``).  The noise of each
+    the dataset's dicts (``video (C, T, H, W)``, optional ``label`` / ``caption``).  ``conditions``: what
+    each item gives the model (default: the label and / or caption it takes, and the first frame only
+    where the model needs it, so CMD is scored on class / text-to-video, LaMD on image-to-video; pass
+    ``("image",)`` to score CMD's or LVDM's image-to-video).  The noise of each
     batch comes from a generator seeded with ``(seed, first job)``: a fresh run is reproducible; a
     resumed one regroups the remaining jobs and so draws other noise for them.
     """
@@ -264,7 +267,13 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
 
     if samples_per_item < 1 or batch_size < 1:
         raise ValueError(f"samples_per_item and batch_size must be >= 1, got {samples_per_item}, {batch_size}")
-    conditions = tuple(getattr(model, "conditions", ("image",)))
+    takes = tuple(getattr(model, "conditions", ("image",)))
+    if conditions is None:
+        required = tuple(getattr(model, "required_conditions", ("image",) if "image" in takes else ()))
+        conditions = tuple(c for c in takes if c in required or c in ("label", "text"))
+    bad = [c for c in conditions if c not in takes]
+    if bad:
+        raise ValueError(f"{type(model).__name__} does not take {bad}; it takes {takes or 'no condition'}")
     out = Path(out)
     fake_dir, real_dir = out / "fake", out / "real"
     fake_dir.mkdir(parents=True, exist_ok=True)
@@ -287,7 +296,7 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         items = [load(i) for _, i, _ in batch]
-        kwargs: dict[str, Any] = dict(generate_kwargs)
+        kwargs: dict[str, Any] = dict(generate_kwargs, num_samples=len(batch))
         if "image" in conditions:
             kwargs["image"] = torch.stack([it["video"][:, 0] for it in items]).to(device)  # (B, C, H, W)
         if "label" in conditions:

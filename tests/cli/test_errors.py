@@ -71,7 +71,7 @@ def test_validate_with_a_checkpoint_of_another_stage(capsys, monkeypatch, tmp_pa
 
 
 @pytest.mark.parametrize("case, message", [
-    ("size", "x0 must be"), ("label", "label must lie in"), ("text", "supports image, label"),
+    ("size", "x0 must be"), ("label", "label must lie in"), ("text", "takes image, label (condition flags it takes: --image --label)"),
 ])
 def test_sample_bad_inputs(capsys, class_model, tmp_path, case, message):
     image = tmp_path / "first.png"

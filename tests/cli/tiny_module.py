@@ -9,6 +9,8 @@ import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from videogen.core.pipeline import VideoPipeline
+
 
 class TinyVideoAE(pl.LightningModule):
     """A one-level 3D conv autoencoder on ``batch["video"]`` (B, 3, T, H, W); reconstructs with MSE."""
@@ -46,15 +48,20 @@ class TinyVideoAE(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
-class TinyGenerator(nn.Module):
-    """Image-to-video toy: repeats the first frame ``num_frames`` times, shifted one pixel per frame."""
+class TinyGenerator(VideoPipeline):
+    """Image-to-video toy on the shared protocol: repeats the first frame ``num_frames`` times, shifted one
+    pixel per frame (a user's own model class, found through ``config.json``'s ``"class"``)."""
+
+    conditions = ("image",)
+    required_conditions = ("image",)
 
     def __init__(self, num_frames: int = 4) -> None:
         super().__init__()
         self.num_frames = num_frames
         self.gain = nn.Parameter(torch.ones(()))
 
-    def generate(self, image: torch.Tensor, num_steps: int = 10, generator: torch.Generator | None = None):
+    def _generate(self, *, image, label, text, batch, num_frames, num_steps, sampler, guidance_scale, generator,
+                  progress):
         frames = [torch.roll(image, shifts=k, dims=-1) for k in range(self.num_frames)]
         return (self.gain * torch.stack(frames, dim=2)).clamp(-1, 1)  # (B, C, H, W) -> (B, C, T, H, W)
 

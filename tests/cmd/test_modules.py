@@ -70,7 +70,7 @@ def class_stages(stage1, tmp_path_factory):
 
 def test_pipeline_from_checkpoints_generates_and_round_trips(class_stages, tmp_path):
     pipe = CMD.from_checkpoints(*class_stages)
-    assert pipe.conditions == ("label",)
+    assert pipe.conditions == ("image", "label")
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     video = pipe.generate(label=[0, 3], num_steps=3, content_steps=3, guidance_scale=4.0, generator=gen(),
                           progress=False)
@@ -81,7 +81,7 @@ def test_pipeline_from_checkpoints_generates_and_round_trips(class_stages, tmp_p
                                               progress=False), video)
     image = torch.rand(1, 3, SIZE, SIZE) * 2 - 1
     assert pipe.animate(image, label=1, num_steps=2, progress=False).shape == (1, 3, FRAMES, SIZE, SIZE)
-    with pytest.raises(ValueError, match=r"text given, but this CMD model takes \(.label.,\)"):
+    with pytest.raises(ValueError, match=r"text given, but this CMD model takes image, label"):
         pipe.generate(text="a red square", num_steps=2, content_steps=2, progress=False)
     with pytest.raises(ValueError, match="label must be"):
         pipe.generate(label=[5], num_steps=2, content_steps=2, progress=False)
@@ -105,7 +105,7 @@ def test_text_to_video_with_a_stable_diffusion_content_model(tmp_path):
     motion = CMDMotionModule(tiny_motion_dit(ae, text_dim=16), str(stage1), vae=vae, text_encoder=text, lr=1e-3)
     _fit(motion, tmp_path / "motion")
     pipe = CMD.from_checkpoints(tmp_path / "content" / "last.ckpt", tmp_path / "motion" / "last.ckpt")
-    assert pipe.conditions == ("text",)
+    assert pipe.conditions == ("image", "text")
     video = pipe.generate(text=["a red circle", "a blue square"], num_steps=2, content_steps=2,
                           guidance_scale=7.5, generator=torch.Generator().manual_seed(0), progress=False)
     assert video.shape == (2, 3, FRAMES, SIZE, SIZE)  # pixels, decoded per frame by the SD VAE

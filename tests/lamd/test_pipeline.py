@@ -117,11 +117,13 @@ def test_input_errors(class_pipe, text_pipe, tmp_path):
         (class_pipe, dict(image=img[:, :, None]), "4-D"),                  # rank
         (class_pipe, dict(image=img * 3), r"\[-1, 1\]"),                 # range
         (class_pipe, dict(image=img, label=[0, 3]), r"label must lie in \[0, 2\]"),
-        (class_pipe, dict(image=img, label=[0, 1, 2]), "one int or 2"),
-        (plain, dict(image=img, label=0), "not class-conditional"),
-        (class_pipe, dict(image=img, text="a"), "no text encoder"),
+        (class_pipe, dict(image=img, label=[0, 1, 2]), "batch sizes disagree"),
+        (plain, dict(image=img, label=0), "label given, but this LaMD model takes image$"),
+        (class_pipe, dict(image=img, text="a"), "text given, but this LaMD model takes image, label$"),
+        (class_pipe, dict(label=0), "needs image"),
+        (class_pipe, dict(image=img, eta=0.0, mode="x"), r"no option \['mode'\]; its model options are \['eta'\]"),
         (plain, dict(image=img, guidance_scale=2.0), "needs a label or a text"),
-        (text_pipe, dict(image=img, text=["a", "b", "c"]), "one string or 2"),
+        (text_pipe, dict(image=img, text=["a", "b", "c"]), "batch sizes disagree"),
     ]
     for pipe, kw, match in cases:
         with pytest.raises(ValueError, match=match):

@@ -38,11 +38,11 @@ def _gen() -> torch.Generator:
 
 
 def test_short_clips_predict_and_interpolate_shapes(pipe):
-    clip = pipe.generate(2, num_steps=2, generator=_gen(), progress=False)
+    clip = pipe.generate(num_samples=2, num_steps=2, generator=_gen(), progress=False)
     assert clip.shape == (2, 3, 8, 16, 16) and clip.abs().max() <= 1
     without_short = LVDM(pipe.autoencoder, pipe.prediction, pipe.interpolation, keyframe_stride=2,
                          video_size=(16, 16), clip_frames=8)
-    assert without_short.generate(1, num_frames=8, num_steps=2, generator=_gen()).shape == (1, 3, 8, 16, 16)
+    assert without_short.generate(num_samples=1, num_frames=8, num_steps=2, generator=_gen()).shape == (1, 3, 8, 16, 16)
     given = torch.rand(2, 3, 4, 16, 16) * 2 - 1
     for frames in (5, 12, 30):
         for mode in ("hierarchical", "autoregressive"):
@@ -64,8 +64,8 @@ def test_save_and_load_round_trip_also_through_the_cli(pipe, tmp_path):
     again = load_pretrained(tmp_path / "lvdm")
     assert isinstance(again, LVDM) and again.video_size == (16, 16) and again.keyframe_stride == 2
     assert float(again.autoencoder.scale) == 0.5
-    torch.testing.assert_close(again.generate(1, num_steps=2, generator=_gen(), progress=False),
-                               pipe.generate(1, num_steps=2, generator=_gen(), progress=False))
+    torch.testing.assert_close(again.generate(num_samples=1, num_steps=2, generator=_gen(), progress=False),
+                               pipe.generate(num_samples=1, num_steps=2, generator=_gen(), progress=False))
     torch.testing.assert_close(again.generate_long(12, num_steps=2, generator=_gen(), progress=False),
                                pipe.generate_long(12, num_steps=2, generator=_gen(), progress=False))
     assert main(["sample", "--model", str(tmp_path / "lvdm"), "--out", str(tmp_path / "out"), "--num-samples", "2",
@@ -80,7 +80,7 @@ def test_bad_inputs_and_checkpoints_are_refused(pipe, tmp_path):
         pipe.predict(torch.zeros(3, 4, 16, 16), 8)
     no_size = LVDM(pipe.autoencoder, pipe.prediction)
     with pytest.raises(ValueError, match="give height and width"):
-        no_size.generate(1)
+        no_size.generate(num_samples=1)
     with pytest.raises(ValueError, match="interpolation model"):
         no_size.generate_long(16, 16, 16)
     with pytest.raises(FileNotFoundError, match="lvdm_config.json"):

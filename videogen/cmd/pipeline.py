@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.pipeline import VideoPipeline
 from videogen.core.pretrained import submodule_state
 from videogen.core.sd import FrameVAE, SDUNet
 from videogen.core.text import TextEncoder, build_text_encoder, load_text_encoder
@@ -31,7 +32,7 @@ __all__ = ["CMD"]
 CONFIG_NAME = "cmd_config.json"
 
 
-class CMD(nn.Module):
+class CMD(VideoPipeline):
     """Autoencoder + content model + motion model (+ text encoder, + SD VAE in latent mode).
 
     Args:
@@ -40,6 +41,9 @@ class CMD(nn.Module):
         text_encoder: frozen; SD token states for an ``SDUNet`` content model, pooled features for the
             motion DiT (``pool_masked`` as in training).
         vae: ``FrameVAE`` for latent-mode autoencoders.
+
+    Follows the shared ``generate`` protocol (``videogen.core.pipeline``); longer ``num_frames`` chain
+    clips, each animated from the last frame so far as its content frame.
     """
 
     def __init__(self, autoencoder: CMDAutoencoder, content_model: nn.Module, motion_model: MotionDiT,
@@ -62,15 +66,18 @@ class CMD(nn.Module):
 
     @property
     def conditions(self) -> tuple[str, ...]:
-        """``"label"`` or ``"text"`` for ``generate``; ``"content_frame"`` for ``animate``."""
+        """``"image"`` (animated as the content frame), and ``"label"`` or ``"text"``."""
         if isinstance(self.content_model, SDUNet) or self.text_encoder is not None:
-            return ("text",)
-        return ("label",) if self.num_classes is not None else ()
+            return ("image", "text")
+        return ("image", "label") if self.num_classes is not None else ("image",)
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames of one generated clip (``L``)."""
+        return self.autoencoder.num_frames
 
     def _check_conditions(self, label: Any, text: Any) -> None:
-        for name, value in (("label", label), ("text", text)):
-            if value is not None and name not in self.conditions:
-                raise ValueError(f"{name} given, but this CMD model takes {self.conditions or 'no condition'}")
+        self.check_conditions(label=label, text=text)
 
     def _device(self) -> torch.device:
         return next(self.motion_model.parameters()).device
@@ -154,20 +161,25 @@ class CMD(nn.Module):
         return self.vae.decode(x) if self.vae is not None else x.clamp(-1, 1)
 
     # ---- public API ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, label: Any = None, text: str | Sequence[str] | None = None, num_samples: int | None = None,
-                 num_steps: int = 100, content_steps: int = 50, sampler: Any = "ddim", guidance_scale: float = 4.0,
-                 motion_guidance_scale: float = 1.0, generator: torch.Generator | None = None,
-                 progress: bool = True) -> torch.Tensor:
-        """Class- or text-to-video: ``(B, C, L, H, W)`` pixels in [-1, 1].
+    def _generate(self, *, image: torch.Tensor | None, label: Any, text: str | Sequence[str] | None, batch: int,
+                  num_frames: None, num_steps: int | None, sampler: Any, guidance_scale: float | None,
+                  generator: torch.Generator | None, progress: bool, content_steps: int = 50,
+                  motion_guidance_scale: float = 1.0) -> torch.Tensor:
+        """``generate``: class- or text-to-video ``(B, C, L, H, W)`` pixels in [-1, 1]; with ``image``,
+        image-to-video (``animate``: the image is the content frame).
 
         ``num_steps`` / ``content_steps``: motion / content sampling steps (B.4: 100 / 50, DDIM eta 0);
-        ``guidance_scale``: content CFG (4.0 UCF, 7.5 text); ``motion_guidance_scale``: motion CFG (1 = off).
+        ``guidance_scale``: content CFG (default 4.0; the paper uses 4.0 on UCF, 7.5 for text), or with an
+        image the motion CFG (default 1); ``motion_guidance_scale``: motion CFG without an image (1 = off).
         """
+        num_steps = 100 if num_steps is None else num_steps
+        sampler = "ddim" if sampler is None else sampler
+        if image is not None:
+            return self.animate(image, label, text, num_steps, sampler, 1.0 if guidance_scale is None else guidance_scale,
+                                generator, progress)
+        guidance_scale = 4.0 if guidance_scale is None else guidance_scale
         self._check_conditions(label, text)
-        b = num_samples or (len(text) if text is not None and not isinstance(text, str) else
-                            (torch.as_tensor(label).numel() if label is not None else 1))
-        content = self.sample_content(b, label, text, content_steps, sampler, guidance_scale, generator, progress)
+        content = self.sample_content(batch, label, text, content_steps, sampler, guidance_scale, generator, progress)
         z = self.sample_motion(content, label, text, num_steps, sampler, motion_guidance_scale, generator, progress)
         return self._to_pixels(self.autoencoder.decode(content, z))
 

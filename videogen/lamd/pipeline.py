@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.pipeline import VideoPipeline
 from videogen.core.pretrained import submodule_state
 from videogen.core.text import TextEncoder, build_text_encoder, load_text_encoder
 
@@ -43,7 +43,7 @@ def check_stages(mcdvae: MCDVAE, dmg: MotionGenerator, text_encoder: TextEncoder
         raise ValueError(f"DMG text_dim={dmg.text_dim} needs a text encoder of that width, got {width}")
 
 
-class LaMD(nn.Module):
+class LaMD(VideoPipeline):
     """Latent motion diffusion for image(-text)-to-video generation.
 
     Args:
@@ -52,9 +52,15 @@ class LaMD(nn.Module):
         diffusion_config: kwargs of ``GaussianDiffusion`` used in training (default: linear, 1000, eps).
         text_encoder: frozen text encoder for text-guided models (its width must be ``dmg.text_dim``).
 
+    Follows the shared ``generate`` protocol (``videogen.core.pipeline``): the image is required; longer
+    ``num_frames`` chain clips from the last generated frame.
+
     The constructor does not change the modules' train/eval modes (they may be shared with a training
     module); ``from_pretrained`` and ``from_modules`` return the pipeline in eval mode.
     """
+
+    required_conditions = ("image",)
+    chain_overlap = 1  # a clip starts with (the reconstruction of) the frame it was given
 
     def __init__(self, mcdvae: MCDVAE, dmg: MotionGenerator, diffusion_config: dict[str, Any] | None = None,
                  text_encoder: TextEncoder | None = None) -> None:
@@ -103,6 +109,11 @@ class LaMD(nn.Module):
             (("text",) if self.text_encoder is not None else ())
 
     @property
+    def clip_frames(self) -> int:
+        """Frames of one generated clip."""
+        return self.mcdvae.num_frames
+
+    @property
     def image_size(self) -> int:
         """Side of the square first frame ``generate`` expects."""
         return self.mcdvae.resolution
@@ -137,11 +148,12 @@ class LaMD(nn.Module):
         return tokens.to(self._device()), mask.to(self._device())
 
     # ---- generation ---------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, image: torch.Tensor, label: Any = None, text: str | Sequence[str] | None = None,
-                 num_steps: int = 200, sampler: Any = "ddim", guidance_scale: float = 1.0, eta: float = 0.0,
-                 generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
-        """Animate ``image (B, C, H, W)`` in [-1, 1] -> video ``(B, C, T, H, W)`` in [-1, 1].
+    def _generate(self, *, image: torch.Tensor, label: Any, text: str | Sequence[str] | None, batch: int,
+                  num_frames: None, num_steps: int | None, sampler: Any, guidance_scale: float | None,
+                  generator: torch.Generator | None, progress: bool, eta: float = 0.0) -> torch.Tensor:
+        """``generate``: animate ``image (B, C, H, W)`` in [-1, 1] -> video ``(B, C, T, H, W)`` in [-1, 1].
+
+        Defaults: 200 DDIM steps (eta 0), ``guidance_scale`` 1 (no guidance).
 
         ``label`` (class models; None = the null class, i.e. an unconditional sample) / ``text`` (text
         models; None = no text) steer the motion; with ``guidance_scale != 1``
@@ -149,8 +161,9 @@ class LaMD(nn.Module):
         ``sampler``: "ddim" | "ddpm" | "dpm++" (or a diffusers scheduler name); ``eta`` for DDIM.
         ``generator`` draws all noise, so the same seed gives the same video.
         """
-        if not torch.is_tensor(image) or image.ndim != 4:
-            raise ValueError(f"image must be a 4-D tensor (B, C, H, W), got shape {tuple(getattr(image, 'shape', ()))}")
+        num_steps = 200 if num_steps is None else num_steps
+        sampler = "ddim" if sampler is None else sampler
+        guidance_scale = 1.0 if guidance_scale is None else guidance_scale
         self.mcdvae.validate_image(image)
         b = image.shape[0]
         label_t = self._label(label, b)

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.pipeline import VideoPipeline
 from videogen.core.pretrained import submodule_state
 
 from .autoencoder import VideoAutoencoder3D
@@ -41,7 +41,7 @@ __all__ = ["LVDM"]
 CONFIG_NAME = "lvdm_config.json"
 
 
-class LVDM(nn.Module):
+class LVDM(VideoPipeline):
     """Short clips and long videos from a prediction and an interpolation model (see the module docstring).
 
     Args:
@@ -52,9 +52,17 @@ class LVDM(nn.Module):
         short: the unconditional short model (optional).
         video_size: ``(height, width)`` of the training videos, the default for sampling.
         clip_frames: frames of a short clip (``generate``'s default).
+
+    Follows the shared ``generate`` protocol (``videogen.core.pipeline``): ``generate(num_frames=1024)``
+    samples hierarchically; ``generate(image=...)`` predicts the frames after the image.
     """
 
-    conditions: tuple[str, ...] = ()  # unconditional; videos condition predict / interpolate
+    variable_length = True  # generate makes any num_frames (short clip, or generate_long)
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """``"image"`` (image-to-video by prediction); otherwise unconditional."""
+        return ("image",)
 
     def __init__(self, autoencoder: VideoAutoencoder3D, prediction: ConditionalUNet3D,
                  interpolation: ConditionalUNet3D | None = None, diffusion: dict[str, Any] | None = None,
@@ -109,21 +117,45 @@ class LVDM(nn.Module):
         return torch.where(mask[:, None, :, None, None], z0, out)  # the given latents, exactly
 
     # ---- short clips ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def generate(self, num_samples: int = 1, num_frames: int | None = None, height: int | None = None,
-                 width: int | None = None, num_steps: int = 50, sampler: Any = "ddim", eta: float = 1.0,
-                 generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
-        """Unconditional short clips ``(B, 3, num_frames, H, W)`` in [-1, 1] (DDIM, eta 1 as LVDM)."""
-        height, width = self._size(height, width)
+    def _generate(self, *, image: torch.Tensor | None, label: None, text: None, batch: int, num_frames: int | None,
+                  num_steps: int | None, sampler: Any, guidance_scale: float | None,
+                  generator: torch.Generator | None, progress: bool, height: int | None = None,
+                  width: int | None = None, mode: str = "hierarchical", eta: float = 1.0,
+                  cond_noise_level: int = 100) -> torch.Tensor:
+        """``generate``: unconditional videos ``(B, 3, num_frames, H, W)`` in [-1, 1].
+
+        Up to ``clip_frames`` frames: one short clip (the short model, else the prediction model with
+        nothing given); more: ``generate_long`` (``mode`` hierarchical or autoregressive).  With ``image``
+        (image-to-video by prediction): the image held for ``f_t`` frames is the given first latent, and
+        the video is that image followed by the predicted frames.  Defaults: 50 DDIM steps, eta 1;
+        ``guidance_scale`` ``s`` is the unconditional guidance of the prediction / interpolation models
+        as ``1 + w`` (default w = 0.1, i.e. s = 1.1).
+        """
+        num_steps = 50 if num_steps is None else num_steps
+        sampler = "ddim" if sampler is None else sampler
+        w = 0.1 if guidance_scale is None else guidance_scale - 1.0
+        long = dict(mode=mode, num_steps=num_steps, sampler=sampler, guidance=w, cond_noise_level=cond_noise_level,
+                    generator=generator, progress=progress)
         num_frames = num_frames or self.clip_frames
-        shape = (num_samples, *self.autoencoder.latent_shape(num_frames, height, width))
+        if image is not None:
+            f_t = self.autoencoder.temporal_factor
+            held = image[:, :, None].expand(-1, -1, f_t, -1, -1)  # (B, 3, f_t, H, W)
+            if num_frames <= f_t:
+                return held[:, :, :num_frames]
+            return torch.cat([held, self.predict(held, num_frames - f_t, **long)], dim=2)
+        if num_frames > self.clip_frames:
+            return self.generate_long(num_frames, height, width, batch=batch, **long)
+        height, width = self._size(height, width)
+        f_t = self.autoencoder.temporal_factor
+        latent_frames = -(-num_frames // f_t)
+        shape = (batch, *self.autoencoder.latent_shape(latent_frames * f_t, height, width))
         if self.short is not None:
             z = self.diffusion.sample(self.short, shape, sampler=sampler, num_steps=num_steps, eta=eta,
                                       generator=generator, device=self._device(), progress=progress)
         else:
-            z = self.sample_clip(self.prediction, shape[2], shape[3:], num_samples, num_steps=num_steps, eta=eta,
+            z = self.sample_clip(self.prediction, shape[2], shape[3:], batch, num_steps=num_steps, eta=eta,
                                  sampler=sampler, generator=generator)
-        return self.autoencoder.decode(z).clamp(-1, 1)
+        return self.autoencoder.decode(z).clamp(-1, 1)[:, :, :num_frames]
 
     # ---- long videos ----------------------------------------------------------------------------
     def _predict_chain(self, count: int, kw: dict[str, Any], start: torch.Tensor | None, bar) -> torch.Tensor:

@@ -1,0 +1,164 @@
+"""The inference protocol shared by LaMD, CMD and LVDM: one ``generate`` for every model.
+
+Every inference object (``videogen.lamd.LaMD``, ``videogen.cmd.CMD``, ``videogen.lvdm.LVDM``) subclasses
+:class:`VideoPipeline` and so answers the same call::
+
+    video = model.generate(image=None, label=None, text=None, num_samples=None, num_frames=None,
+                           num_steps=None, sampler=None, guidance_scale=None, generator=None,
+                           device=None, dtype=None, progress=True, **model_options)
+    # -> (B, C, T, H, W) float32 in [-1, 1]
+
+- ``image (B, C, H, W)`` in [-1, 1], ``label`` (one int or B ints), ``text`` (one string or B strings):
+  the conditions.  ``model.conditions`` names those the model takes; any other raises
+  :class:`UnsupportedConditionError` before any compute, naming what the model does take.  A model may
+  require some (``required_conditions``: LaMD needs the image).
+- ``num_samples``: the batch when no condition fixes it (otherwise it must agree with them).
+- ``num_frames``: default one clip of the model (``clip_frames``).  Models with a fixed clip length
+  (LaMD, CMD) return the first ``num_frames`` frames of one clip when asked for fewer, and chain clips
+  when asked for more: each next clip is animated from the last frame so far, with the same label/text
+  (a baseline for long video; LVDM samples long videos with its own prediction/interpolation models).
+- ``num_steps`` / ``sampler`` / ``guidance_scale``: None = the model's documented default.
+- ``generator``: draws every noise tensor, so a seed gives the same video.
+- ``device``: the model moves there (and stays); ``dtype``: ``torch.bfloat16`` / ``torch.float16`` run
+  the networks under autocast (the sampler's arithmetic stays float32); the output is float32.
+- ``model_options``: model-specific keywords (e.g. CMD's ``content_steps``, LVDM's ``mode``); an
+  unknown one raises ``ValueError`` listing those the model has.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["CONDITIONS", "UnsupportedConditionError", "VideoPipeline"]
+
+CONDITIONS = ("image", "label", "text")
+# The keywords every ``_generate`` receives; its other keyword-only parameters are the model's options.
+_PROTOCOL = {"image", "label", "text", "batch", "num_frames", "num_steps", "sampler", "guidance_scale", "generator",
+             "progress"}
+
+
+class UnsupportedConditionError(ValueError):
+    """A condition was given to a model that does not take it (or a required one is missing)."""
+
+
+def _batch_of(name: str, value: Any) -> int | None:
+    """The batch size a condition fixes (None for a single label or string, which broadcast)."""
+    if value is None or isinstance(value, str):
+        return None
+    if name == "image":
+        if not torch.is_tensor(value) or value.ndim != 4:
+            raise ValueError(f"image must be a 4-D tensor (B, C, H, W) in [-1, 1], got "
+                             f"{tuple(value.shape) if torch.is_tensor(value) else type(value).__name__}")
+        return value.shape[0]
+    if name == "label":
+        n = torch.as_tensor(value).numel()
+        return None if n == 1 else n
+    return len(value) if isinstance(value, Sequence) else None
+
+
+class VideoPipeline(nn.Module):
+    """Base of the three models' inference objects: the shared ``generate`` protocol (module docstring).
+
+    Subclasses define ``conditions``, ``clip_frames`` (frames of one clip), ``_device()`` and
+    ``_generate(image, label, text, batch, num_frames, num_steps, sampler, guidance_scale, generator,
+    progress, **options)``, which gets validated conditions and returns ``(B, C, T, H, W)`` in [-1, 1].
+    ``variable_length = True`` when ``_generate`` makes any ``num_frames`` itself; otherwise the base
+    cuts or chains clips, dropping the first ``chain_overlap`` frames of each chained clip (LaMD's clip
+    starts with the given frame).
+    """
+
+    required_conditions: tuple[str, ...] = ()
+    variable_length: bool = False
+    chain_overlap: int = 0
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _generate(self, **kwargs: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ---- the protocol -----------------------------------------------------------------------------
+    def check_conditions(self, image: Any = None, label: Any = None, text: Any = None) -> None:
+        """Raise :class:`UnsupportedConditionError` for a condition this model does not take or needs."""
+        name = type(self).__name__
+        takes = ", ".join(self.conditions) or "no condition (unconditional)"
+        given = {"image": image, "label": label, "text": text}
+        for cond, value in given.items():
+            if value is not None and cond not in self.conditions:
+                raise UnsupportedConditionError(f"{cond} given, but this {name} model takes {takes}")
+        missing = [c for c in self.required_conditions if given[c] is None]
+        if missing:
+            raise UnsupportedConditionError(f"this {name} model needs {', '.join(missing)} (it takes {takes})")
+
+    def _options(self) -> set[str]:
+        params = inspect.signature(self._generate).parameters
+        return {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY} - _PROTOCOL
+
+    @torch.no_grad()
+    def generate(self, image: torch.Tensor | None = None, *, label: Any = None, text: str | Sequence[str] | None = None,
+                 num_samples: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
+                 sampler: Any = None, guidance_scale: float | None = None, generator: torch.Generator | None = None,
+                 device: str | torch.device | None = None, dtype: torch.dtype | None = None, progress: bool = True,
+                 **options: Any) -> torch.Tensor:
+        """Videos ``(B, C, T, H, W)`` float32 in [-1, 1]; see the module docstring for every argument."""
+        self.check_conditions(image, label, text)
+        unknown = sorted(set(options) - self._options())
+        if unknown:
+            raise ValueError(f"{type(self).__name__}.generate has no option {unknown}; its model options are "
+                             f"{sorted(self._options()) or 'none'}")
+        sizes = {n: b for n, b in (("image", _batch_of("image", image)), ("label", _batch_of("label", label)),
+                                   ("text", _batch_of("text", text)), ("num_samples", num_samples)) if b is not None}
+        if len(set(sizes.values())) > 1:
+            given = ", ".join(f"{n} {b}" for n, b in sizes.items())
+            raise ValueError(f"batch sizes disagree ({given}): give one label / text for all samples, or one per "
+                             "sample")
+        batch = next(iter(sizes.values()), 1)
+        if batch < 1:
+            raise ValueError(f"num_samples must be >= 1, got {batch}")
+        if num_frames is not None and num_frames < 1:
+            raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        if device is not None:
+            self.to(device)
+        kw = dict(label=label, text=text, batch=batch, num_steps=num_steps, sampler=sampler,
+                  guidance_scale=guidance_scale, generator=generator, progress=progress, **options)
+        with self._autocast(dtype):
+            if self.variable_length:
+                video = self._generate(image=image, num_frames=num_frames, **kw)
+            else:
+                video = self._fixed_length(image, num_frames, kw)
+        return video.float().clamp(-1, 1)
+
+    def _fixed_length(self, image: torch.Tensor | None, num_frames: int | None, kw: dict[str, Any]) -> torch.Tensor:
+        """One clip, cut to ``num_frames``, or clips chained from the last frame so far."""
+        video = self._generate(image=image, num_frames=None, **kw)
+        want = num_frames or video.shape[2]
+        if want > video.shape[2] and "image" not in self.conditions:
+            raise UnsupportedConditionError(f"{type(self).__name__} makes {video.shape[2]} frames per clip and "
+                                            f"cannot chain clips without an image condition")
+        clips = [video]
+        total = video.shape[2]
+        while total < want:
+            nxt = self._generate(image=clips[-1][:, :, -1].float().clamp(-1, 1), num_frames=None, **kw)
+            clips.append(nxt[:, :, self.chain_overlap:])
+            total += clips[-1].shape[2]
+        return torch.cat(clips, dim=2)[:, :, :want]
+
+    @contextlib.contextmanager
+    def _autocast(self, dtype: torch.dtype | None):
+        if dtype is None or dtype == torch.float32:
+            yield
+            return
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+        with torch.autocast(device_type=self._device().type, dtype=dtype):
+            yield
