@@ -111,7 +111,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from videogen.bench.harness import run_bench
 
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
-    run_bench(args.out, only=only, quick=args.quick, docs_path=None if args.no_docs else "auto")
+    run_bench(args.out, only=only, quick=args.quick, docs_path=None if args.no_docs else (args.docs or "auto"))
     return 0
 
 
@@ -305,6 +305,7 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--only", default=None, help="comma-separated table names (default: all)")
         p.add_argument("--quick", action="store_true", help="cheapest version of every table")
         p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/bench.md of the checkout")
+        p.add_argument("--docs", default=None, help="write the report there instead of docs/bench.md")
     elif command == "sample":
         p.description = "Generate videos with a save_pretrained directory or a final-stage .ckpt."
         p.add_argument("--model", required=True, help="directory written by <Model>.save_pretrained, or a .ckpt")

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Modules under ``videogen.bench`` that register tables; each is imported if it exists.
-TABLE_MODULES: tuple[str, ...] = ("lamd", "cmd", "lvdm", "evaluation")
+TABLE_MODULES: tuple[str, ...] = ("lamd", "cmd", "lvdm", "evaluation", "gpu")
 
 Row = dict[str, Any]
 
@@ -59,6 +59,8 @@ class Table:
         title: heading in the report.
         description: a paragraph under the heading (what is measured and how).
         render: ``render(rows) -> markdown``; defaults to :func:`rows_to_markdown`.
+        requires_cuda: built only when named (``--only``) and a CUDA GPU is present (``make bench-gpu``);
+            elsewhere it is skipped with a message and its last results are kept.
     """
 
     name: str
@@ -66,6 +68,7 @@ class Table:
     title: str
     description: str = ""
     render: Callable[[list[Row]], str] | None = None
+    requires_cuda: bool = False
 
 
 _REGISTRY: dict[str, Table] = {}
@@ -78,11 +81,13 @@ def register_table(
     title: str | None = None,
     description: str = "",
     render: Callable[[list[Row]], str] | None = None,
+    requires_cuda: bool = False,
 ) -> Table:
     """Register (or replace) a table builder under ``name``; returns the :class:`Table`."""
     if not name or not name.replace("_", "").isalnum():
         raise ValueError(f"table name must be a non-empty identifier (letters, digits, _), got {name!r}")
-    table = Table(name=name, build=build, title=title or name, description=description, render=render)
+    table = Table(name=name, build=build, title=title or name, description=description, render=render,
+                  requires_cuda=requires_cuda)
     _REGISTRY[name] = table
     return table
 
@@ -276,7 +281,10 @@ def run_bench(
     quick: bool = False,
     docs_path: str | Path | None = "auto",
 ) -> dict[str, Any]:
-    """Build the registered tables (all, or those named in ``only``) and write the report.
+    """Build the registered tables (all that run on a CPU, or those named in ``only``) and write the report.
+
+    A ``requires_cuda`` table named in ``only`` on a machine without CUDA is skipped with a message
+    (its last results stay in the report).
 
     Rows are merged into ``<out_dir>/results.json`` (tables not rebuilt keep their last results), the
     markdown goes to ``<out_dir>/bench.md`` and to ``docs_path`` (``"auto"``: the checkout's
@@ -284,10 +292,16 @@ def run_bench(
     """
     out_dir = Path(out_dir)
     tables = registered_tables()
-    names = list(tables) if only is None else list(only)
+    names = [n for n, t in tables.items() if not t.requires_cuda] if only is None else list(only)
     unknown = [n for n in names if n not in tables]
     if unknown:
         raise ValueError(f"unknown bench table(s) {unknown}; registered: {sorted(tables)}")
+    if not torch.cuda.is_available():
+        for name in [n for n in names if tables[n].requires_cuda]:
+            print(f"bench: {name} needs a CUDA GPU and this machine has none: not measured", flush=True)
+            names.remove(name)
+        if not names:
+            return {"tables": {}}  # nothing built: leave every report as it is
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "results.json"
     results: dict[str, Any] = {"tables": {}}

@@ -108,7 +108,7 @@ class LabelEmbedder(nn.Module):
         if labels.ndim != 1:
             raise ValueError(f"labels must have shape (B,), got {tuple(labels.shape)}")
         n_rows = self.embedding_table.num_embeddings
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= n_rows):
+        if labels.numel() and not labels.is_meta and (int(labels.min()) < 0 or int(labels.max()) >= n_rows):
             raise ValueError(f"labels must lie in [0, {n_rows - 1}], got [{int(labels.min())}, {int(labels.max())}]")
         train = self.training if train is None else train
         if (train and self.dropout_prob > 0) or force_drop_ids is not None:
