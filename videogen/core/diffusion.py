@@ -27,7 +27,8 @@ SCHEDULES = ("linear", "scaled_linear", "cosine")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 LOSS_TYPES = ("l1", "l2")
 # Short sampler names -> diffusers scheduler classes; any other diffusers scheduler class name works too.
-SAMPLER_ALIASES = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler"}
+SAMPLER_ALIASES = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpm++": "DPMSolverMultistepScheduler",
+                   "unipc": "UniPCMultistepScheduler"}
 # linear: DDPM (Ho et al. 2020). scaled_linear: LDM / Stable Diffusion (LVDM's unconditional models use
 # 0.0015..0.0155, passed explicitly).
 _DEFAULT_BETA_RANGE = {"linear": (1e-4, 0.02), "scaled_linear": (0.00085, 0.012)}
@@ -229,8 +230,8 @@ class GaussianDiffusion(nn.Module):
         """A fresh diffusers scheduler with exactly our betas (`trained_betas`) and `prediction_type`.
 
         sampler: "ddpm" (DDPMScheduler), "ddim" (DDIMScheduler), "dpm++" (DPMSolverMultistepScheduler,
-        algorithm_type "dpmsolver++", 2nd order) or any diffusers scheduler class name that takes
-        `trained_betas`, e.g. "EulerDiscreteScheduler", "UniPCMultistepScheduler". `overrides` go to the
+        algorithm_type "dpmsolver++", 2nd order), "unipc" (UniPCMultistepScheduler, bh2, 2nd order) or any
+        diffusers scheduler class name that takes `trained_betas`, e.g. "EulerDiscreteScheduler". `overrides` go to the
         scheduler's constructor and win over the defaults below.
 
         Defaults: clip_sample=False and thresholding=False (x0 is not confined to [-1, 1] in latent space), and
