@@ -28,7 +28,7 @@ lock:
 	@echo "wrote $(LOCK); run 'make test' in a fresh clone before committing it"
 
 demo: install
-	$(VENV)/bin/videogen demo --out outputs/demo
+	$(VENV)/bin/videogen demo --model all --out outputs/demo
 
 test: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -3,7 +3,7 @@
 Training runs through Lightning's CLI; a few tool commands are dispatched before it::
 
     videogen fit|validate|test|predict --config recipes/<recipe>.yaml [--ckpt_path ...]   (LightningCLI)
-    videogen demo     [--model lamd|cmd|lvdm] --out DIR       CPU demos on synthetic data (default LaMD)
+    videogen demo     [--model all|lamd|cmd|lvdm] --out DIR   CPU demos on synthetic data (default: all three)
     videogen bench    --out DIR [--only a,b] [--quick]       paper tables -> results.json, docs/bench.md
     videogen sample   --model DIR --out DIR [...]            generate from a save_pretrained directory / .ckpt
     videogen generate --model M --recipe R --out DIR         N samples per item of a split (test-set generation)
@@ -44,7 +44,7 @@ training (LightningCLI; recipes in recipes/*.yaml, see docs/recipes.md):
   predict    prediction loop
 
 tools:
-  demo       train and sample a model on synthetic videos (CPU, minutes): videogen demo [--model cmd] --out DIR
+  demo       train and sample the models on synthetic videos (CPU, minutes): videogen demo [--model cmd] --out DIR
   bench      rebuild the benchmark tables: videogen bench --out outputs/bench [--only lamd_params]
   sample     generate videos from a save_pretrained directory or .ckpt: videogen sample --model DIR --out DIR
   generate   N samples per item of a test split: videogen generate --model M --recipe R --out DIR
@@ -97,6 +97,11 @@ def __getattr__(name: str) -> Any:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.model == "all":
+        from videogen.demos import run_tour
+
+        run_tour(out_dir=Path(args.out), seed=args.seed, fast=args.fast)
+        return 0
     if args.model == "cmd":
         from videogen.cmd.demo import run_cmd_demo as run
     elif args.model == "lvdm":
@@ -293,9 +298,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _tool_parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"videogen {command}")
     if command == "demo":
-        p.description = "Train LaMD on synthetic moving shapes (CPU), sample, render and score the videos."
-        p.add_argument("--model", choices=("lamd", "cmd", "lvdm"), default="lamd",
-                       help="which model's demo: lamd (image-to-video), cmd (text-to-video), lvdm (long video)")
+        p.description = ("Train models on synthetic moving shapes (CPU), sample, render and score the videos: all three "
+                         "briefly with one summary page (default), or one model's full demo.")
+        p.add_argument("--model", choices=("all", "lamd", "cmd", "lvdm"), default="all",
+                       help="all (brief runs of the three, OUT/index.html), or one full demo: lamd (image-to-video), "
+                            "cmd (text-to-video), lvdm (long video)")
         p.add_argument("--out", required=True, help="output directory (videos, contact sheet, metrics.json)")
         p.add_argument("--seed", type=int, default=SEED_DEFAULT, help="seed for data, training and sampling")
         p.add_argument("--fast", action="store_true", help="a seconds-long smoke version (used by the tests)")

@@ -97,3 +97,33 @@ def test_tiny_autoencoder_overfits_a_batch_of_moving_shapes():
         opt.step()
         losses.append(float(loss))
     assert losses[-1] < losses[0] / 10
+
+
+def test_one_channel_per_norm_group_erases_a_plain_colour():
+    """With 32 groups at width 32 GroupNorm removes each channel's mean: two plain videos of different
+    colours get the same latent.  With 4 groups (8 channels each) the colour survives.  The demo's reason
+    for ``norm_groups=4``; the parameter count does not depend on it."""
+    red = torch.tensor([0.8, -0.6, -0.6]).view(1, 3, 1, 1, 1).expand(1, 3, 4, 8, 8)
+    blue = torch.tensor([-0.6, -0.6, 0.8]).view(1, 3, 1, 1, 1).expand(1, 3, 4, 8, 8)
+    latents = {}
+    for groups in (32, 4):
+        torch.manual_seed(0)
+        ae = VideoAutoencoder3D(hidden=16, strides=((2, 2, 2),), norm_groups=groups, encoder_res_blocks=0,
+                                decoder_res_blocks=0).eval()
+        with torch.no_grad():
+            latents[groups] = [ae.encode_moments(v)[0] for v in (red, blue)]
+        assert ae.config["norm_groups"] == groups
+    torch.testing.assert_close(latents[32][0], latents[32][1])
+    assert (latents[4][0] - latents[4][1]).abs().max() > 0.1
+    n = lambda g: sum(p.numel() for p in VideoAutoencoder3D(hidden=16, norm_groups=g).parameters())  # noqa: E731
+    assert n(32) == n(4)
+
+
+def test_l2_pixel_loss_option():
+    module = VideoAutoencoder3DModule(VideoAutoencoder3D(hidden=8, strides=((2, 2, 2),), norm_groups=4),
+                                      lpips_weight=0.0, disc_weight=0.0, pixel_loss="l2")
+    recon, video = torch.zeros(1, 3, 2, 4, 4), torch.full((1, 3, 2, 4, 4), 0.5)
+    rec, logs = module._rec(recon, video)
+    assert rec.item() == pytest.approx(0.25) and logs["l1"].item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="pixel_loss"):
+        VideoAutoencoder3DModule(VideoAutoencoder3D(hidden=8), lpips_weight=0.0, disc_weight=0.0, pixel_loss="l3")

@@ -9,7 +9,8 @@ reference's, the PSNR of each setting's videos against the reference videos (how
 ODE solution), network evaluations and seconds per video.
 
 The models are the demos' (``videogen demo``): a finished demo directory is reused when it is there
-(``outputs/demo`` for LaMD, ``outputs/demo_cmd`` for CMD, relative to the working directory), else the
+(``outputs/demo_lamd`` for LaMD, ``outputs/demo_cmd`` for CMD, relative to the working directory:
+``videogen demo --model lamd --out outputs/demo_lamd``), else the
 demo is trained into the table's directory (about 9 and 10 minutes on 2 cores; ``--quick``: the
 seconds-long smoke demos, whose numbers mean nothing).  LVDM is left out: its demo does not yet train
 a working autoencoder in a CPU budget (docs/lvdm.md).  Toy-setting numbers, not paper numbers.
@@ -153,7 +154,7 @@ def _demo_dir(name: str, default: Path, out_dir: Path, quick: bool) -> Path:
 
 def build_samplers_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     settings = ((REFERENCE, ("dpm++", 10), ("unipc", 10)) if quick else SETTINGS)
-    rows = sampler_study(lamd_task(_demo_dir("lamd", Path("outputs/demo"), out_dir, quick)), settings)
+    rows = sampler_study(lamd_task(_demo_dir("lamd", Path("outputs/demo_lamd"), out_dir, quick)), settings)
     rows += sampler_study(cmd_task(_demo_dir("cmd", Path("outputs/demo_cmd"), out_dir, quick)), settings)
     return rows
 

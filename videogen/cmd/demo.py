@@ -74,6 +74,11 @@ class CMDDemoConfig:
     motion_guidance_scale: float = 2.0
 
     @classmethod
+    def brief(cls) -> CMDDemoConfig:
+        """Fewer training steps, for the three-model tour (``make demo``)."""
+        return cls(ae_steps=400, content_steps=600, motion_steps=600)
+
+    @classmethod
     def fast(cls) -> CMDDemoConfig:
         return cls(num_train=16, num_heldout=4, ae_steps=2, content_steps=2, motion_steps=2, ae_batch=4,
                    dit_batch=4, ae_hidden=16, dit_hidden=16, dit_depth=1, ae_depth=1, text_width=16,

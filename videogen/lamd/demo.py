@@ -74,6 +74,11 @@ class DemoConfig:
     guidance_scale: float = 3.0
 
     @classmethod
+    def brief(cls) -> DemoConfig:
+        """Half the training steps, for the three-model tour (``make demo``)."""
+        return cls(vae_steps=400, dmg_steps=400)
+
+    @classmethod
     def fast(cls) -> DemoConfig:
         return cls(num_train=32, num_heldout=8, vae_steps=3, dmg_steps=3, vae_batch=4, dmg_batch=8,
                    sample_steps=3, vae_channels=8, vae_motion_channels=8, dmg_channels=16, dmg_context_dim=32)

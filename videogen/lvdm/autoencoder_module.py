@@ -48,6 +48,7 @@ class VideoAutoencoder3DModule(TrainingModule):
         disc_weight, disc_start: adaptive-weight factor (0.5) and first generator step of the GAN (50001);
             ``disc_weight=0`` builds no discriminator.
         lr, betas, scale_lr: Adam for both networks (official 3.6e-5, (0.5, 0.9), unscaled).
+        pixel_loss: "l1" (official) or "l2" (the CPU demo: it learns a small autoencoder's colours faster).
     """
 
     def __init__(self, autoencoder: VideoAutoencoder3D | dict[str, Any], lpips_weight: float = 1.0,
@@ -55,8 +56,10 @@ class VideoAutoencoder3DModule(TrainingModule):
                  learn_logvar: bool = True, logvar_init: float = 0.0, kl_weight: float = 0.0,
                  disc_weight: float = 0.5, disc_start: int = 50001, disc_channels: int = 64, disc_layers: int = 3,
                  lr: float = 3.6e-5, betas: tuple[float, float] = (0.5, 0.9), scale_lr: bool = False,
-                 nan_policy: str = "raise"):
+                 pixel_loss: str = "l1", nan_policy: str = "raise"):
         super().__init__(nan_policy=nan_policy)
+        if pixel_loss not in ("l1", "l2"):
+            raise ValueError(f"pixel_loss must be 'l1' or 'l2', got {pixel_loss!r}")
         self.save_hyperparameters(ignore=["autoencoder"])
         if not isinstance(autoencoder, VideoAutoencoder3D):
             kwargs = autoencoder.get("init_args", autoencoder) if "class_path" in autoencoder else autoencoder
@@ -71,9 +74,10 @@ class VideoAutoencoder3DModule(TrainingModule):
         self.automatic_optimization = False
 
     def _rec(self, recon: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        l1 = (recon - video).abs().mean()
+        err = recon - video
+        l1 = err.abs().mean()
         logs = {"l1": l1.detach()}
-        rec = l1
+        rec = l1 if self.hparams.pixel_loss == "l1" else err.square().mean()
         if self.lpips is not None:
             lp = self.lpips(recon, video)  # mean over frames
             rec = rec + self.hparams.lpips_weight * lp

@@ -135,7 +135,7 @@ class LVDM(VideoPipeline):
         sampler = "ddim" if sampler is None else sampler
         w = 0.1 if guidance_scale is None else guidance_scale - 1.0
         long = dict(mode=mode, num_steps=num_steps, sampler=sampler, guidance=w, cond_noise_level=cond_noise_level,
-                    generator=generator, progress=progress)
+                    generator=generator, progress=progress, eta=eta)
         num_frames = num_frames or self.clip_frames
         if image is not None:
             f_t = self.autoencoder.temporal_factor
@@ -200,13 +200,14 @@ class LVDM(VideoPipeline):
                       mode: str = "hierarchical", num_steps: int = 50, sampler: Any = "ddim", guidance: float = 0.1,
                       cond_noise_level: int = 100, generator: torch.Generator | None = None, chunk_latents: int = 16,
                       overlap: int = 2, on_chunk: Callable[[torch.Tensor], None] | None = None,
-                      progress: bool = True) -> torch.Tensor | None:
-        """``(B, 3, num_frames, H, W)`` in [-1, 1] (or None when ``on_chunk`` takes the frames as they decode)."""
+                      progress: bool = True, eta: float = 1.0) -> torch.Tensor | None:
+        """``(B, 3, num_frames, H, W)`` in [-1, 1] (or None when ``on_chunk`` takes the frames as they decode);
+        ``eta``: DDIM stochasticity of every clip (1 as LVDM; 0 deterministic)."""
         height, width = self._size(height, width)
         ae = self.autoencoder
         hw = (height // ae.spatial_factor, width // ae.spatial_factor)
         z = self._long_latents(num_frames, hw, batch, mode, None, progress, cond_noise_level=cond_noise_level,
-                               guidance=guidance, num_steps=num_steps, sampler=sampler, generator=generator)
+                               guidance=guidance, num_steps=num_steps, sampler=sampler, generator=generator, eta=eta)
         return self.decode_chunked(z, num_frames, chunk_latents, overlap, on_chunk)
 
     def _encode(self, frames: torch.Tensor, name: str) -> torch.Tensor:
@@ -220,14 +221,14 @@ class LVDM(VideoPipeline):
     @torch.no_grad()
     def predict(self, frames: torch.Tensor, num_frames: int, mode: str = "hierarchical", num_steps: int = 50,
                 sampler: Any = "ddim", guidance: float = 0.1, cond_noise_level: int = 100,
-                generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
+                generator: torch.Generator | None = None, progress: bool = True, eta: float = 1.0) -> torch.Tensor:
         """The ``num_frames`` frames ``(B, 3, num_frames, H, W)`` that follow the videos ``frames (B, 3, T, H, W)``."""
         z = self._encode(frames, "frames")
         f_t = self.autoencoder.temporal_factor
         # The plan starts at the given last latent (kept exactly): plan f_t more frames and drop them.
         out = self._long_latents(num_frames + f_t, tuple(z.shape[3:]), z.shape[0], mode, z[:, :, -1:], progress,
                                  cond_noise_level=cond_noise_level, guidance=guidance, num_steps=num_steps,
-                                 sampler=sampler, generator=generator)
+                                 sampler=sampler, generator=generator, eta=eta)
         return self.decode_chunked(out, f_t + num_frames)[:, :, f_t:]
 
     @torch.no_grad()
