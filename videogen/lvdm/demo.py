@@ -77,7 +77,7 @@ class LVDMDemoConfig:
     @classmethod
     def brief(cls) -> LVDMDemoConfig:
         """Fewer training steps and 2 long videos, for the three-model tour (``make demo``)."""
-        return cls(ae_steps=600, short_steps=150, long_steps=250, num_long=2)
+        return cls(ae_steps=600, short_steps=100, long_steps=150, num_long=2)
 
     @classmethod
     def fast(cls) -> LVDMDemoConfig:
