@@ -20,9 +20,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from videogen.bench.harness import _explicit_attention, register_table
 
-__all__ = ["SD21_BASE_UNET", "build_params_table", "build_flops_table", "macs_and_flops"]
+__all__ = ["AE_SD1024", "MOTION_SD1024", "SD21_BASE_UNET", "build_params_table", "build_flops_table", "macs_and_flops"]
 
 #: Stable Diffusion 2.1-base UNet (diffusers config of stabilityai/stable-diffusion-2-1-base/unet)
+#: The 512x1024 text-to-video networks: CMDAutoencoder on 4x16x64x128 SD latents, motion DiT-XL/2 (key patch 8).
+AE_SD1024 = dict(in_channels=4, mode="latent", height=64, width=128)
+MOTION_SD1024 = dict(content_channels=4, content_height=64, content_width=128, content_patch_size=8, motion_width=96,
+                     hidden_size=1152, depth=28, text_dim=1024)
 SD21_BASE_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
                       block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=1024,
                       attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
@@ -55,12 +59,11 @@ def _networks() -> dict[str, Any]:
         return {
             "ae_ucf": CMDAutoencoder(),
             "ae_sd512": CMDAutoencoder(in_channels=4, mode="latent"),
-            "ae_sd1024": CMDAutoencoder(in_channels=4, mode="latent", height=64, width=128),
+            "ae_sd1024": CMDAutoencoder(**AE_SD1024),
             "content_ucf": ContentDiT(),
             "motion_ucf": MotionDiT(num_classes=101),
             "motion_sd512": MotionDiT(content_channels=4, hidden_size=1152, depth=28, text_dim=1024),
-            "motion_sd1024": MotionDiT(content_channels=4, content_height=64, content_width=128, content_patch_size=8,
-                                       motion_width=96, hidden_size=1152, depth=28, text_dim=1024),
+            "motion_sd1024": MotionDiT(**MOTION_SD1024),
             "sd21_unet": UNet2DConditionModel(**SD21_BASE_UNET),
         }
 

@@ -63,7 +63,7 @@ def denoisers() -> list[Denoiser]:
     """The paper-size denoisers of the three models (see the module docstring)."""
     from diffusers import UNet2DConditionModel
 
-    from videogen.bench.cmd import SD21_BASE_UNET
+    from videogen.bench.cmd import MOTION_SD1024, SD21_BASE_UNET
     from videogen.bench.lamd import build_lamd, load_recipe
     from videogen.bench.lvdm import OFFICIAL_UNET
     from videogen.cmd import ContentDiT, MotionDiT
@@ -82,10 +82,6 @@ def denoisers() -> list[Denoiser]:
     def dit_inputs(m: nn.Module, b: int) -> tuple[tuple, dict]:
         return (torch.randn(b, *m.sample_shape), _t(b)), {"label": torch.zeros(b, dtype=torch.long)}
 
-    def motion_build() -> nn.Module:
-        return MotionDiT(content_channels=4, content_height=64, content_width=128, content_patch_size=8,
-                         motion_width=96, hidden_size=1152, depth=28, text_dim=1024)
-
     def motion_inputs(m: nn.Module, b: int) -> tuple[tuple, dict]:
         return (torch.randn(b, *m.motion_shape), _t(b), torch.randn(b, 4, 64, 128)), {"text": torch.randn(b, 1024)}
 
@@ -98,7 +94,7 @@ def denoisers() -> list[Denoiser]:
     return [
         Denoiser("LaMD DMG (Landscape recipe)", dmg_build, dmg_inputs, 32),
         Denoiser("CMD content DiT-XL/2, UCF 3x64x64", lambda: ContentDiT(), dit_inputs, 32),
-        Denoiser("CMD motion DiT-XL/2, 512x1024x16", motion_build, motion_inputs, 16),
+        Denoiser("CMD motion DiT-XL/2, 512x1024x16", lambda: MotionDiT(**MOTION_SD1024), motion_inputs, 16),
         Denoiser("SD 2.1-base UNet, 4x64x128 (CMD content)", lambda: UNet2DConditionModel(**SD21_BASE_UNET),
                  sd_inputs, 8),
         Denoiser("LVDM UNet3D (official), 4x4x32x32", lambda: UNet3D(**OFFICIAL_UNET), lvdm_inputs, 8),
@@ -215,16 +211,15 @@ def cmd_sampling_seconds(device: torch.device, dtype: torch.dtype | None, repeat
     """CMD 512x1024x16, batch 1: SD 2.1 UNet steps (x2, CFG) + motion DiT-XL/2 steps + CMD decoder + SD VAE decoder."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from videogen.bench.cmd import SD21_BASE_UNET
+    from videogen.bench.cmd import AE_SD1024, MOTION_SD1024, SD21_BASE_UNET
     from videogen.cmd import CMDAutoencoder, MotionDiT
 
     autocast = (torch.autocast(device_type=device.type, dtype=dtype) if dtype is not None
                 else contextlib.nullcontext())
     with torch.device(device), torch.no_grad(), autocast:
         unet = UNet2DConditionModel(**SD21_BASE_UNET).eval()
-        motion = MotionDiT(content_channels=4, content_height=64, content_width=128, content_patch_size=8,
-                           motion_width=96, hidden_size=1152, depth=28, text_dim=1024).eval()
-        ae = CMDAutoencoder(in_channels=4, mode="latent", height=64, width=128).eval()
+        motion = MotionDiT(**MOTION_SD1024).eval()
+        ae = CMDAutoencoder(**AE_SD1024).eval()
         vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
                             down_block_types=("DownEncoderBlock2D",) * 4,
                             up_block_types=("UpDecoderBlock2D",) * 4).eval()

@@ -50,64 +50,64 @@ class SamplerTask:
     num_videos: int
 
 
-def _demo_setup(demo_dir: Path) -> tuple[dict[str, Any], int]:
+def _demo_setup(demo_dir: Path, config_class: type) -> tuple[Any, int]:
+    """The demo's config (rebuilt from its ``metrics.json``) and seed."""
     metrics = json.loads((demo_dir / "metrics.json").read_text())
-    return metrics["config"], int(metrics["seed"])
+    return config_class(**metrics["config"]), int(metrics["seed"])
 
 
 def lamd_task(demo_dir: str | Path) -> SamplerTask:
     """The LaMD demo's held-out first frames and directions (``videogen demo --model lamd``)."""
-    from videogen.core.demo import materialise, stack_items
+    from videogen.core.demo import stack_items
     from videogen.core.metrics.motion import motion_accuracy
-    from videogen.data import SyntheticVideoDataset, direction_vectors
+    from videogen.data import direction_vectors
     from videogen.lamd import LaMD
+    from videogen.lamd.demo import DemoConfig, heldout_set
 
     demo_dir = Path(demo_dir)
-    cfg, seed = _demo_setup(demo_dir)
+    cfg, seed = _demo_setup(demo_dir, DemoConfig)
     pipe = LaMD.from_pretrained(demo_dir / "lamd")
-    held = materialise(SyntheticVideoDataset(cfg["num_heldout"], seed=seed + 10_000, num_frames=cfg["num_frames"],
-                                             size=cfg["size"], directions=cfg["directions"]))
+    held = heldout_set(cfg, seed)
     first, labels = stack_items(held, "video")[:, :, 0], stack_items(held, "label")
-    dirs = direction_vectors(cfg["directions"])
+    dirs = direction_vectors(cfg.directions)
 
     def generate(sampler: str, steps: int) -> torch.Tensor:
         return pipe.generate(first, label=labels, num_steps=steps, sampler=sampler,
-                             guidance_scale=cfg["guidance_scale"], generator=torch.Generator().manual_seed(seed),
+                             guidance_scale=cfg.guidance_scale, generator=torch.Generator().manual_seed(seed),
                              progress=False)
 
     def score(videos: torch.Tensor) -> dict[str, float]:
         return {"motion_accuracy": float(motion_accuracy(videos, labels, dirs))}
 
-    return SamplerTask("LaMD", generate, score, 2 if cfg["guidance_scale"] != 1 else 1, len(first))
+    return SamplerTask("LaMD", generate, score, 2 if cfg.guidance_scale != 1 else 1, len(first))
 
 
 def cmd_task(demo_dir: str | Path) -> SamplerTask:
     """The CMD demo's held-out captions (``videogen demo --model cmd``); content and motion use the same
     sampler and step count."""
     from videogen.cmd import CMD
-    from videogen.core.demo import materialise, stack_items
+    from videogen.cmd.demo import CMDDemoConfig, heldout_set
+    from videogen.core.demo import stack_items
     from videogen.core.metrics.motion import motion_accuracy
-    from videogen.data import SyntheticVideoDataset, caption_accuracy, direction_vectors
+    from videogen.data import caption_accuracy, direction_vectors
 
     demo_dir = Path(demo_dir)
-    cfg, seed = _demo_setup(demo_dir)
+    cfg, seed = _demo_setup(demo_dir, CMDDemoConfig)
     pipe = CMD.from_pretrained(demo_dir / "cmd")
-    held = materialise(SyntheticVideoDataset(cfg["num_heldout"], seed=seed + 10_000, num_frames=cfg["num_frames"],
-                                             size=cfg["size"], directions=cfg["directions"],
-                                             object_size=cfg["object_size"], speed=tuple(cfg["speed"])))
+    held = heldout_set(cfg, seed)
     captions, directions = [it["caption"] for it in held.items], stack_items(held, "direction")
-    dirs = direction_vectors(cfg["directions"])
+    dirs = direction_vectors(cfg.directions)
 
     def generate(sampler: str, steps: int) -> torch.Tensor:
         return pipe.generate(text=captions, num_steps=steps, content_steps=steps, sampler=sampler,
-                             guidance_scale=cfg["guidance_scale"], motion_guidance_scale=cfg["motion_guidance_scale"],
+                             guidance_scale=cfg.guidance_scale, motion_guidance_scale=cfg.motion_guidance_scale,
                              generator=torch.Generator().manual_seed(seed), progress=False)
 
     def score(videos: torch.Tensor) -> dict[str, float]:
         return {"motion_accuracy": float(motion_accuracy(videos, directions, dirs)),
                 "caption_accuracy": float(caption_accuracy(videos, captions)["caption_accuracy"])}
 
-    per_step = (2 if cfg["guidance_scale"] != 1 else 1) + (2 if cfg["motion_guidance_scale"] != 1 else 1)
+    per_step = (2 if cfg.guidance_scale != 1 else 1) + (2 if cfg.motion_guidance_scale != 1 else 1)
     return SamplerTask("CMD", generate, score, per_step, len(captions))
 
 

@@ -32,7 +32,7 @@ import torch
 
 from videogen.core.demo import fit_stage, materialise, mean_psnr, stack_items, start_demo, tile, upscale
 
-__all__ = ["CMDDemoConfig", "run_cmd_demo"]
+__all__ = ["CMDDemoConfig", "heldout_set", "run_cmd_demo"]
 
 
 @dataclasses.dataclass
@@ -86,6 +86,18 @@ class CMDDemoConfig:
                    content_sample_steps=2, motion_sample_steps=2)
 
 
+def _data_kw(cfg: CMDDemoConfig) -> dict[str, Any]:
+    return dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions, object_size=cfg.object_size,
+                speed=tuple(cfg.speed))
+
+
+def heldout_set(cfg: CMDDemoConfig, seed: int):
+    """The demo's held-out captioned videos (another seed than the training set's), as an ``InMemoryDataset``."""
+    from videogen.data import SyntheticVideoDataset
+
+    return materialise(SyntheticVideoDataset(cfg.num_heldout, seed=seed + 10_000, **_data_kw(cfg)))
+
+
 def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool = False,
                  config: CMDDemoConfig | None = None) -> dict[str, Any]:
     """Train the three CMD stages on captioned synthetic data, generate from held-out captions, score and
@@ -111,10 +123,8 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     cfg = config or (CMDDemoConfig.fast() if fast else CMDDemoConfig())
     out = start_demo(out_dir, seed)
 
-    data_kw = dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions, object_size=cfg.object_size,
-                   speed=tuple(cfg.speed))
-    train = materialise(SyntheticVideoDataset(cfg.num_train, seed=seed, **data_kw))
-    heldout = materialise(SyntheticVideoDataset(cfg.num_heldout, seed=seed + 10_000, **data_kw))
+    train = materialise(SyntheticVideoDataset(cfg.num_train, seed=seed, **_data_kw(cfg)))
+    heldout = heldout_set(cfg, seed)
     videos, directions = stack_items(heldout, "video"), stack_items(heldout, "direction")
     captions = [item["caption"] for item in heldout.items]
     loader_gen = torch.Generator().manual_seed(seed)

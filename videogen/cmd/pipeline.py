@@ -46,6 +46,8 @@ class CMD(VideoPipeline):
     clips, each animated from the last frame so far as its content frame.
     """
 
+    default_num_steps = 100  # motion steps (B.4); the content model takes ``content_steps`` (50)
+
     def __init__(self, autoencoder: CMDAutoencoder, content_model: nn.Module, motion_model: MotionDiT,
                  content_diffusion: dict[str, Any] | None = None, motion_diffusion: dict[str, Any] | None = None,
                  text_encoder: TextEncoder | None = None, vae: FrameVAE | None = None, pool_masked: bool = False):
@@ -75,9 +77,6 @@ class CMD(VideoPipeline):
     def clip_frames(self) -> int:
         """Frames of one generated clip (``L``)."""
         return self.autoencoder.num_frames
-
-    def _check_conditions(self, label: Any, text: Any) -> None:
-        self.check_conditions(label=label, text=text)
 
     def _device(self) -> torch.device:
         return next(self.motion_model.parameters()).device
@@ -162,7 +161,7 @@ class CMD(VideoPipeline):
 
     # ---- public API ---------------------------------------------------------------------------
     def _generate(self, *, image: torch.Tensor | None, label: Any, text: str | Sequence[str] | None, batch: int,
-                  num_frames: None, num_steps: int | None, sampler: Any, guidance_scale: float | None,
+                  num_frames: None, num_steps: int, sampler: Any, guidance_scale: float | None,
                   generator: torch.Generator | None, progress: bool, content_steps: int = 50,
                   motion_guidance_scale: float = 1.0) -> torch.Tensor:
         """``generate``: class- or text-to-video ``(B, C, L, H, W)`` pixels in [-1, 1]; with ``image``,
@@ -172,13 +171,10 @@ class CMD(VideoPipeline):
         ``guidance_scale``: content CFG (default 4.0; the paper uses 4.0 on UCF, 7.5 for text), or with an
         image the motion CFG (default 1); ``motion_guidance_scale``: motion CFG without an image (1 = off).
         """
-        num_steps = 100 if num_steps is None else num_steps
-        sampler = "ddim" if sampler is None else sampler
         if image is not None:
             return self.animate(image, label, text, num_steps, sampler, 1.0 if guidance_scale is None else guidance_scale,
                                 generator, progress)
         guidance_scale = 4.0 if guidance_scale is None else guidance_scale
-        self._check_conditions(label, text)
         content = self.sample_content(batch, label, text, content_steps, sampler, guidance_scale, generator, progress)
         z = self.sample_motion(content, label, text, num_steps, sampler, motion_guidance_scale, generator, progress)
         return self._to_pixels(self.autoencoder.decode(content, z))
@@ -191,7 +187,7 @@ class CMD(VideoPipeline):
         (encoded by the SD VAE in latent mode) -> ``(B, C, L, H, W)`` pixels in [-1, 1]."""
         if content_frame.ndim != 4:
             raise ValueError(f"content_frame must be (B, C, H, W), got {tuple(content_frame.shape)}")
-        self._check_conditions(label, text)
+        self.check_conditions(label=label, text=text)
         x_bar = content_frame.to(self._device())
         if self.vae is not None:
             x_bar = self.vae.encode_frames(x_bar)

@@ -68,7 +68,8 @@ class VideoPipeline(nn.Module):
     Subclasses define ``conditions``, ``clip_frames`` (frames of one clip), ``_device()`` and
     ``_generate(image, label, text, batch, num_frames, num_steps, sampler, guidance_scale, generator,
     progress, **options)``, which gets validated conditions and returns ``(B, C, T, H, W)`` in [-1, 1].
-    ``variable_length = True`` when ``_generate`` makes any ``num_frames`` itself; otherwise the base
+    ``default_num_steps`` / ``default_sampler`` fill ``num_steps=None`` / ``sampler=None`` before
+    ``_generate`` is called.  ``variable_length = True`` when ``_generate`` makes any ``num_frames`` itself; otherwise the base
     cuts or chains clips, dropping the first ``chain_overlap`` frames of each chained clip (LaMD's clip
     starts with the given frame).
     """
@@ -76,6 +77,8 @@ class VideoPipeline(nn.Module):
     required_conditions: tuple[str, ...] = ()
     variable_length: bool = False
     chain_overlap: int = 0
+    default_num_steps: int = 50  # what ``num_steps=None`` / ``sampler=None`` mean for this model
+    default_sampler: str = "ddim"
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -129,6 +132,8 @@ class VideoPipeline(nn.Module):
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
         if device is not None:
             self.to(device)
+        num_steps = self.default_num_steps if num_steps is None else num_steps
+        sampler = self.default_sampler if sampler is None else sampler
         kw = dict(label=label, text=text, batch=batch, num_steps=num_steps, sampler=sampler,
                   guidance_scale=guidance_scale, generator=generator, progress=progress, **options)
         with self._autocast(dtype):

@@ -38,7 +38,7 @@ from videogen.core.demo import (
     upscale,
 )
 
-__all__ = ["DemoConfig", "run_demo"]
+__all__ = ["DemoConfig", "heldout_set", "run_demo"]
 
 
 @dataclasses.dataclass
@@ -84,6 +84,17 @@ class DemoConfig:
                    sample_steps=3, vae_channels=8, vae_motion_channels=8, dmg_channels=16, dmg_context_dim=32)
 
 
+def _data_kw(cfg: DemoConfig) -> dict[str, Any]:
+    return dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions)
+
+
+def heldout_set(cfg: DemoConfig, seed: int):
+    """The demo's held-out videos (another seed than the training set's), as an ``InMemoryDataset``."""
+    from videogen.data import SyntheticVideoDataset
+
+    return materialise(SyntheticVideoDataset(cfg.num_heldout, seed=seed + 10_000, **_data_kw(cfg)))
+
+
 def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = False,
              config: DemoConfig | None = None) -> dict[str, Any]:
     """Train both LaMD stages on synthetic data, generate, score and write the demo files; return the metrics."""
@@ -97,9 +108,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     cfg = config or (DemoConfig.fast() if fast else DemoConfig())
     out = start_demo(out_dir, seed)
 
-    data_kw = dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions)
-    train = materialise(SyntheticVideoDataset(cfg.num_train, seed=seed, **data_kw))
-    heldout = materialise(SyntheticVideoDataset(cfg.num_heldout, seed=seed + 10_000, **data_kw))
+    train = materialise(SyntheticVideoDataset(cfg.num_train, seed=seed, **_data_kw(cfg)))
+    heldout = heldout_set(cfg, seed)
     videos, labels = stack_items(heldout, "video"), stack_items(heldout, "label")  # (N, C, T, H, W), (N,)
     loader_gen = torch.Generator().manual_seed(seed)
 

@@ -60,6 +60,7 @@ class LaMD(VideoPipeline):
     """
 
     required_conditions = ("image",)
+    default_num_steps = 200
     chain_overlap = 1  # a clip starts with (the reconstruction of) the frame it was given
 
     def __init__(self, mcdvae: MCDVAE, dmg: MotionGenerator, diffusion_config: dict[str, Any] | None = None,
@@ -149,7 +150,7 @@ class LaMD(VideoPipeline):
 
     # ---- generation ---------------------------------------------------------------------------
     def _generate(self, *, image: torch.Tensor, label: Any, text: str | Sequence[str] | None, batch: int,
-                  num_frames: None, num_steps: int | None, sampler: Any, guidance_scale: float | None,
+                  num_frames: None, num_steps: int, sampler: Any, guidance_scale: float | None,
                   generator: torch.Generator | None, progress: bool, eta: float = 0.0) -> torch.Tensor:
         """``generate``: animate ``image (B, C, H, W)`` in [-1, 1] -> video ``(B, C, T, H, W)`` in [-1, 1].
 
@@ -161,8 +162,6 @@ class LaMD(VideoPipeline):
         ``sampler``: "ddim" | "ddpm" | "dpm++" (or a diffusers scheduler name); ``eta`` for DDIM.
         ``generator`` draws all noise, so the same seed gives the same video.
         """
-        num_steps = 200 if num_steps is None else num_steps
-        sampler = "ddim" if sampler is None else sampler
         guidance_scale = 1.0 if guidance_scale is None else guidance_scale
         self.mcdvae.validate_image(image)
         b = image.shape[0]

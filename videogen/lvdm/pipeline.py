@@ -58,6 +58,7 @@ class LVDM(VideoPipeline):
     """
 
     variable_length = True  # generate makes any num_frames (short clip, or generate_long)
+    default_num_steps = 50
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -118,7 +119,7 @@ class LVDM(VideoPipeline):
 
     # ---- short clips ----------------------------------------------------------------------------
     def _generate(self, *, image: torch.Tensor | None, label: None, text: None, batch: int, num_frames: int | None,
-                  num_steps: int | None, sampler: Any, guidance_scale: float | None,
+                  num_steps: int, sampler: Any, guidance_scale: float | None,
                   generator: torch.Generator | None, progress: bool, height: int | None = None,
                   width: int | None = None, mode: str = "hierarchical", eta: float = 1.0,
                   cond_noise_level: int = 100) -> torch.Tensor:
@@ -131,8 +132,6 @@ class LVDM(VideoPipeline):
         ``guidance_scale`` ``s`` is the unconditional guidance of the prediction / interpolation models
         as ``1 + w`` (default w = 0.1, i.e. s = 1.1).
         """
-        num_steps = 50 if num_steps is None else num_steps
-        sampler = "ddim" if sampler is None else sampler
         w = 0.1 if guidance_scale is None else guidance_scale - 1.0
         long = dict(mode=mode, num_steps=num_steps, sampler=sampler, guidance=w, cond_noise_level=cond_noise_level,
                     generator=generator, progress=progress, eta=eta)
