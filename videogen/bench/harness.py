@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: Modules under ``videogen.bench`` that register tables; each is imported if it exists.
-TABLE_MODULES: tuple[str, ...] = ("lamd", "cmd", "lvdm", "evaluation", "samplers", "gpu")
+TABLE_MODULES: tuple[str, ...] = ("lamd", "cmd", "lvdm", "evaluation", "samplers", "synthetic", "gpu")
 
 Row = dict[str, Any]
 

@@ -42,7 +42,8 @@ class CMDDemoConfig:
     size: int = 32
     num_frames: int = 8
     object_size: float = 0.3
-    speed: tuple[float, float] = (1 / 3, 1 / 2)  # distance over the clip, fraction of the frame
+    speed: tuple[float, float] = (1 / 3, 1 / 2)  # distance over the clip (bounce: per 16 frames), fraction of the frame
+    motion: str = "linear"  # or "bounce" (the synthetic benchmark's common data)
     directions: int = 4
     num_train: int = 2000
     num_heldout: int = 64
@@ -53,6 +54,8 @@ class CMDDemoConfig:
     ae_depth: int = 2
     ae_motion_channels: int = 4
     ae_patch: int = 4
+    content_patch: int = 4  # the content DiT's patch on the 32 x 32 content frame: 8 x 8 tokens
+    motion_content_patch: int = 8  # the motion DiT's second patch embedding, over the content frame: 4 x 4 tokens
     pixel_loss: str = "l2"
     ae_lr: float = 1e-3
     ae_steps: int = 800
@@ -88,7 +91,7 @@ class CMDDemoConfig:
 
 def _data_kw(cfg: CMDDemoConfig) -> dict[str, Any]:
     return dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions, object_size=cfg.object_size,
-                speed=tuple(cfg.speed))
+                speed=tuple(cfg.speed), motion=cfg.motion)
 
 
 def heldout_set(cfg: CMDDemoConfig, seed: int):
@@ -158,14 +161,15 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     d, frames, m = ae.motion_shape
     dit = dict(hidden_size=cfg.dit_hidden, depth=cfg.dit_depth, num_heads=4, text_dim=text.dim, num_classes=None)
     torch.manual_seed(seed + 1)
-    content_model = ContentDiT(in_channels=c, height=h, width=w, patch_size=4, **dit)
+    content_model = ContentDiT(in_channels=c, height=h, width=w, patch_size=cfg.content_patch, **dit)
     diffusion = {"prediction_type": cfg.dit_prediction}  # DiT's linear 1e-4..0.02 schedule otherwise
     stage2a = CMDContentModule(content_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr,
                                diffusion=diffusion)
     fit(stage2a, latents, cfg.content_steps, "stage 2a (content-frame DiT)")
     torch.manual_seed(seed + 2)
     motion_model = MotionDiT(motion_channels=d, num_frames=frames, motion_width=m, content_channels=c,
-                             content_height=h, content_width=w, patch_size=2, content_patch_size=8, **dit)
+                             content_height=h, content_width=w, patch_size=2,
+                             content_patch_size=cfg.motion_content_patch, **dit)
     stage2b = CMDMotionModule(motion_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr,
                               diffusion=diffusion)
     fit(stage2b, latents, cfg.motion_steps, "stage 2b (motion DiT)")

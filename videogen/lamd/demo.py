@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from videogen.core.demo import (
     InMemoryDataset,
-    demo_trainer,
+    fit_stage,
     materialise,
     mean_psnr,
     stack_items,
@@ -48,6 +47,9 @@ class DemoConfig:
     size: int = 16
     num_frames: int = 8
     directions: int = 4
+    object_size: float = 0.25
+    speed: tuple[float, float] = (1 / 3, 1 / 2)  # distance over the clip (bounce: per 16 frames), fraction of the frame
+    motion: str = "linear"  # or "bounce" (the synthetic benchmark's common data)
     num_train: int = 2000
     num_heldout: int = 64
     display_scale: int = 4  # nearest-neighbour upscaling of the written videos and sheets
@@ -85,7 +87,8 @@ class DemoConfig:
 
 
 def _data_kw(cfg: DemoConfig) -> dict[str, Any]:
-    return dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions)
+    return dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions, object_size=cfg.object_size,
+                speed=tuple(cfg.speed), motion=cfg.motion)
 
 
 def heldout_set(cfg: DemoConfig, seed: int):
@@ -121,8 +124,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     # No LPIPS (its backbone would need downloaded weights) and no GAN on the CPU: L2 pixel loss + beta*KL.
     stage1 = MCDVAEModule(mcdvae, beta=cfg.beta, lpips_weight=0.0, disc_weight=0.0, lr=cfg.vae_lr,
                           betas=(0.9, 0.99), rec_loss=cfg.rec_loss)
-    demo_trainer(cfg.vae_steps, "stage 1 (MCD-VAE)").fit(
-        stage1, DataLoader(train, batch_size=cfg.vae_batch, shuffle=True, drop_last=True, generator=loader_gen))
+    stage_seconds: dict[str, float] = {}
+    fit_stage(stage1, train, cfg.vae_steps, cfg.vae_batch, "stage 1 (MCD-VAE)", loader_gen, stage_seconds)
     mcdvae.eval()
     with torch.no_grad():
         recon = torch.cat([mcdvae(v, sample=False)[0] for v in videos.split(16)]).clamp(-1, 1)
@@ -138,8 +141,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
                           num_classes=cfg.directions, dropout=0.0)
     stage2 = DMGModule(dmg, mcdvae, lr=cfg.dmg_lr, cond_drop_prob=cfg.cond_drop_prob)
     latents = InMemoryDataset(cache_latents(mcdvae, train.items))  # one MCD-VAE pass per video, not per step
-    demo_trainer(cfg.dmg_steps, "stage 2 (DMG)").fit(
-        stage2, DataLoader(latents, batch_size=cfg.dmg_batch, shuffle=True, drop_last=True, generator=loader_gen))
+    fit_stage(stage2, latents, cfg.dmg_steps, cfg.dmg_batch, "stage 2 (DMG)", loader_gen, stage_seconds)
 
     # ---- generation from held-out first frames ------------------------------------------------
     pipe = LaMD.from_modules(mcdvae, stage2)
@@ -182,6 +184,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
         "motion_transfer_start_gap_px": round(gap, 2),
         "copy_first_frame_psnr": round(copy_psnr, 3),
         "chance_accuracy": round(1.0 / cfg.directions, 4),
+        "stage_seconds": stage_seconds,
         "wall_seconds": round(time.perf_counter() - start, 1),
         "seed": seed,
         "setting": "toy: synthetic moving shapes, CPU; not a paper number",
