@@ -34,7 +34,8 @@ follow the bouncing rule), held-out reconstruction PSNR of each autoencoder, sam
 (``count_flops``: matmuls, convolutions and attention, a multiply-add = 2) and seconds per video on this
 CPU.  Toy-setting numbers: small networks, minutes of training.
 
-The trained models stay in ``<out>/synthetic/<model>``; a finished model directory is reused.
+The trained models stay in ``<out>/synthetic/models/<model>`` (``make bench``: ``outputs/bench``); a finished
+model directory is reused.
 ``--quick`` trains the seconds-long smoke versions, whose numbers mean nothing.
 """
 
@@ -133,7 +134,7 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     from videogen.core.pipeline import UnsupportedConditionError
     from videogen.data import SyntheticVideoDataset, caption_accuracy, direction_vectors, long_motion_accuracy
 
-    root = Path(out_dir) / ("synthetic_quick" if quick else "synthetic")
+    root = Path(out_dir) / ("models_quick" if quick else "models")
     configs = model_configs(quick)
     trained = {name: _train(name, cfg, root) for name, cfg in configs.items()}
     pipes = {name: load_pretrained(root / name / name).eval() for name in configs}

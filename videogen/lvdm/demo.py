@@ -76,8 +76,8 @@ class LVDMDemoConfig:
 
     @classmethod
     def brief(cls) -> LVDMDemoConfig:
-        """Fewer training steps and 2 long videos, for the three-model tour (``make demo``)."""
-        return cls(ae_steps=600, short_steps=100, long_steps=150, num_long=2)
+        """Fewer training steps and 1 long video per mode, for the three-model tour (``make demo``)."""
+        return cls(ae_steps=600, short_steps=100, long_steps=150, num_long=1)
 
     @classmethod
     def fast(cls) -> LVDMDemoConfig:
