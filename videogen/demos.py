@@ -13,10 +13,11 @@ from __future__ import annotations
 import html
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HEADLINES", "run_tour", "write_summary_page"]
+__all__ = ["HEADLINES", "demo_runners", "run_tour", "write_summary_page"]
 
 #: Per model: what its demo shows, and the metrics the summary table lists (key in metrics.json, label).
 HEADLINES: dict[str, tuple[str, list[tuple[str, str]]]] = {
@@ -45,18 +46,23 @@ def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
     return value
 
 
-def run_tour(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = False) -> dict[str, Any]:
-    """Run the three demos briefly (``fast``: their seconds-long smoke versions) and write the summary page."""
+def demo_runners() -> dict[str, tuple[Callable[..., dict[str, Any]], type]]:
+    """Each model's demo: ``name -> (run(out_dir, seed=, config=) -> metrics, its config class)``."""
     from videogen.cmd.demo import CMDDemoConfig, run_cmd_demo
     from videogen.lamd.demo import DemoConfig, run_demo
     from videogen.lvdm.demo import LVDMDemoConfig, run_lvdm_demo
 
+    return {"lamd": (run_demo, DemoConfig), "cmd": (run_cmd_demo, CMDDemoConfig),
+            "lvdm": (run_lvdm_demo, LVDMDemoConfig)}
+
+
+def run_tour(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = False) -> dict[str, Any]:
+    """Run the three demos briefly (``fast``: their seconds-long smoke versions) and write the summary page."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    runs = (("lamd", run_demo, DemoConfig), ("cmd", run_cmd_demo, CMDDemoConfig), ("lvdm", run_lvdm_demo, LVDMDemoConfig))
     results: dict[str, Any] = {}
-    for name, run, config in runs:
+    for name, (run, config) in demo_runners().items():
         print(f"[demo] ==== {name.upper()} ({'smoke' if fast else 'brief'} run) ====", flush=True)
         results[name] = run(out / name, seed=seed, config=config.fast() if fast else config.brief())
     summary = {"models": results, "wall_seconds": round(time.perf_counter() - start, 1), "seed": seed,

@@ -41,6 +41,7 @@ model directory is reused.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -67,31 +68,25 @@ SCORES = ("direction acc", "bounce-rule acc", "colour acc", "caption acc", "long
 
 
 def model_configs(quick: bool) -> dict[str, Any]:
-    """The demo config of each model on :data:`DATA` with the :data:`BUDGET_STEPS` split."""
-    from videogen.cmd.demo import CMDDemoConfig
-    from videogen.lamd.demo import DemoConfig
-    from videogen.lvdm.demo import LVDMDemoConfig
+    """The demo config of each model on :data:`DATA` with the :data:`BUDGET_STEPS` split (``quick``: the
+    demos' seconds-long smoke configs on the same data)."""
+    from videogen.demos import demo_runners
 
+    config = {name: cls for name, (_, cls) in demo_runners().items()}
     data = {k: v for k, v in DATA.items() if k != "directions"}
     lvdm_data = {k: v for k, v in data.items() if k != "motion"}  # LVDM's demo data always bounces
     # CMD at 16 x 16: autoencoder patch 2 (an 8 x 8 grid, as the demo's patch 4 at 32 x 32), content DiT
     # patch 2 and motion-DiT content patch 4 keep the demo's token counts
-    cmd_sizes = dict(ae_patch=2, content_patch=2, motion_content_patch=4)
+    cmd_data = {**data, "ae_patch": 2, "content_patch": 2, "motion_content_patch": 4}
     if quick:
-        lamd = DemoConfig.fast()
-        cmd = CMDDemoConfig.fast()
-        lvdm = LVDMDemoConfig.fast()
-        for cfg, kw in ((lamd, data), (cmd, {**data, **cmd_sizes}), (lvdm, lvdm_data)):
-            for k, v in kw.items():
-                setattr(cfg, k, v)
-        lvdm.long_frames = 32
-        return {"lamd": lamd, "cmd": cmd, "lvdm": lvdm}
-    lamd = DemoConfig(num_frames=SHORT_FRAMES, **data, vae_steps=800, dmg_steps=800)
-    cmd = CMDDemoConfig(num_frames=SHORT_FRAMES, **data, **cmd_sizes, ae_steps=800, content_steps=400,
-                        motion_steps=400)
-    lvdm = LVDMDemoConfig(**lvdm_data, ae_steps=800, short_steps=200, long_steps=300, num_long=NUM_LONG,
-                          long_frames=LONG_FRAMES)
-    return {"lamd": lamd, "cmd": cmd, "lvdm": lvdm}
+        return {"lamd": dataclasses.replace(config["lamd"].fast(), **data),
+                "cmd": dataclasses.replace(config["cmd"].fast(), **cmd_data),
+                "lvdm": dataclasses.replace(config["lvdm"].fast(), **lvdm_data, long_frames=32)}
+    return {"lamd": config["lamd"](num_frames=SHORT_FRAMES, **data, vae_steps=800, dmg_steps=800),
+            "cmd": config["cmd"](num_frames=SHORT_FRAMES, **cmd_data, ae_steps=800, content_steps=400,
+                                 motion_steps=400),
+            "lvdm": config["lvdm"](**lvdm_data, ae_steps=800, short_steps=200, long_steps=300, num_long=NUM_LONG,
+                                   long_frames=LONG_FRAMES)}
 
 
 def _steps(name: str, cfg: Any) -> tuple[int, int]:
@@ -107,15 +102,11 @@ def _steps(name: str, cfg: Any) -> tuple[int, int]:
 
 def _train(name: str, cfg: Any, root: Path) -> dict[str, Any]:
     """Train (or reuse) one model's demo into ``root/name``; returns its demo metrics."""
+    from videogen.demos import demo_runners
+
     target = root / name
     if not ((target / "metrics.json").is_file() and (target / name).is_dir()):
-        if name == "lamd":
-            from videogen.lamd.demo import run_demo as run
-        elif name == "cmd":
-            from videogen.cmd.demo import run_cmd_demo as run
-        else:
-            from videogen.lvdm.demo import run_lvdm_demo as run
-        run(target, config=cfg)
+        demo_runners()[name][0](target, config=cfg)
     return json.loads((target / "metrics.json").read_text())
 
 
@@ -130,30 +121,28 @@ def _measure(generate: Callable[[int], torch.Tensor], count: int) -> tuple[torch
 
 def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     from videogen import load_pretrained
+    from videogen.core.demo import materialise, stack_items
     from videogen.core.metrics.motion import motion_accuracy
     from videogen.core.pipeline import UnsupportedConditionError
     from videogen.data import SyntheticVideoDataset, caption_accuracy, direction_vectors, long_motion_accuracy
+    from videogen.lamd.demo import heldout_set
 
     root = Path(out_dir) / ("models_quick" if quick else "models")
     configs = model_configs(quick)
     trained = {name: _train(name, cfg, root) for name, cfg in configs.items()}
     pipes = {name: load_pretrained(root / name / name).eval() for name in configs}
 
-    data = {**DATA, "size": configs["lamd"].size}
-    held = SyntheticVideoDataset(configs["lamd"].num_heldout, num_frames=SHORT_FRAMES, seed=10_000, **data)
-    items = [held[i] for i in range(len(held))]
-    first = torch.stack([it["video"][:, 0] for it in items])  # (N, 3, H, W)
-    real = torch.stack([it["video"] for it in items])  # (N, 3, 8, H, W)
-    labels = torch.tensor([int(it["label"]) for it in items])
-    directions = torch.stack([torch.as_tensor(it["direction"]) for it in items])
-    captions = [it["caption"] for it in items]
+    held = heldout_set(configs["lamd"], seed=0)  # LaMD's and CMD's held-out videos (the same set)
+    real = stack_items(held, "video")  # (N, 3, 8, H, W)
+    first, labels, directions = real[:, :, 0], stack_items(held, "label"), stack_items(held, "direction")
+    captions = [it["caption"] for it in held.items]
     dirs = direction_vectors(DATA["directions"])
     long_frames = configs["lvdm"].long_frames
-    long_set = SyntheticVideoDataset(NUM_LONG, num_frames=long_frames, seed=20_000, **data)
-    long_items = [long_set[i] for i in range(NUM_LONG)]
-    long_first = torch.stack([it["video"][:, 0] for it in long_items])
-    long_labels = torch.tensor([int(it["label"]) for it in long_items])
-    long_captions = [it["caption"] for it in long_items]
+    long_set = SyntheticVideoDataset(NUM_LONG, num_frames=long_frames, seed=20_000, **DATA)
+    long_held = materialise(long_set)
+    long_real = stack_items(long_held, "video")  # (NUM_LONG, 3, long_frames, H, W)
+    long_first, long_labels = long_real[:, :, 0], stack_items(long_held, "label")
+    long_captions = [it["caption"] for it in long_held.items]
 
     # each model's sampler setting: its demo's
     lamd_cfg, cmd_cfg, lvdm_cfg = configs["lamd"], configs["cmd"], configs["lvdm"]
@@ -174,17 +163,26 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
         setting = settings["cmd_image" if name == "cmd" and "image" in kw else name]
         return pipes[name].generate(generator=torch.Generator().manual_seed(0), progress=False, **setting, **kw)
 
+    def scores(videos: torch.Tensor, long: bool) -> dict[str, float]:
+        if long:
+            return {"long motion acc": round(long_motion_accuracy(videos, long_set)["long_motion_accuracy"], 3)}
+        clip = videos[:, :, :SHORT_FRAMES]
+        cap = caption_accuracy(clip, captions)
+        rule = long_motion_accuracy(clip, long_set, window=SHORT_FRAMES)["long_motion_accuracy"]
+        return {"direction acc": round(float(motion_accuracy(clip[:, :, :DIRECTION_FRAMES], directions, dirs)), 3),
+                "bounce-rule acc": round(rule, 3),
+                "colour acc": round(cap["colour_accuracy"], 3), "caption acc": round(cap["caption_accuracy"], 3)}
+
     rows: list[dict[str, Any]] = []
 
     def row(task: str, name: str, how: str, videos: torch.Tensor | None = None, seconds: float | None = None,
-            gflops: float | None = None, long: bool = False,
-            note: str = "") -> None:
+            gflops: float | None = None, long: bool = False, note: str = "") -> None:
         steps, clips = _steps(name, configs[name])
         metrics = trained[name]
         r = {"task": task, "model": {"lamd": "LaMD", "cmd": "CMD", "lvdm": "LVDM"}[name], "how": how,
              "setting": "toy", **dict.fromkeys(SCORES, "—")}
         if videos is not None:
-            r.update(_scores(videos, long))
+            r.update(scores(videos, long))
         r.update({"frames": "—" if videos is None else int(videos.shape[2]),
                   "recon PSNR dB": round(float(metrics["recon_psnr"]), 2),
                   "train steps": steps, "clips seen": clips,
@@ -194,20 +192,9 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
                   "s / video": "—" if seconds is None else round(seconds, 3), "note": note})
         rows.append(r)
 
-    def _scores(videos: torch.Tensor, long: bool) -> dict[str, float]:
-        if long:
-            return {"long motion acc": round(long_motion_accuracy(videos, long_set)["long_motion_accuracy"], 3)}
-        clip = videos[:, :, :SHORT_FRAMES]
-        cap = caption_accuracy(clip, captions)
-        return {"direction acc": round(float(motion_accuracy(clip[:, :, :DIRECTION_FRAMES], directions, dirs)), 3),
-                "bounce-rule acc": round(long_motion_accuracy(clip, held, window=SHORT_FRAMES)["long_motion_accuracy"],
-                                         3),
-                "colour acc": round(cap["colour_accuracy"], 3), "caption acc": round(cap["caption_accuracy"], 3)}
-
     # real videos: the scores' ceiling
-    long_real = torch.stack([it["video"] for it in long_items])
     rows.append({"task": "(real held-out videos)", "model": "—", "how": "the data itself", "setting": "toy",
-                 **_scores(real, False), **_scores(long_real, True),
+                 **scores(real, False), **scores(long_real, True),
                  "frames": f"{SHORT_FRAMES} / {long_frames}", "recon PSNR dB": "—", "train steps": "—",
                  "clips seen": "—", "train s": "—", "sampler": "—", "GFLOPs / video": "—", "s / video": "—",
                  "note": "chance: direction 0.25, colour 0.2, caption 0.067; a static video: rule 0"})
@@ -261,6 +248,6 @@ register_table(
     "protocol on 64 held-out first frames / captions and 4 long videos. direction acc: the initial direction over 4 "
     "frames (chance 0.25); bounce-rule acc: the clip moves by the bouncing rule (a static clip: 0); colour / caption "
     "acc: the object's colour / colour and shape (chance 0.2 / 0.067); long motion acc: 16-frame windows that follow "
-    "the rule. The first row scores the real videos: the ceilings at 16 x 16. GFLOPs: one video's sampling (matmuls, convolutions, "
-    "attention; a multiply-add = 2). Small networks trained for minutes: a comparison of the three designs at toy "
-    "scale, not of the papers' models.")
+    "the rule. The first row scores the real videos: the ceilings at 16 x 16. GFLOPs: one video's sampling "
+    "(matmuls, convolutions, attention; a multiply-add = 2). Small networks trained for minutes: a comparison of "
+    "the three designs at toy scale, not of the papers' models.")
