@@ -134,7 +134,8 @@ def _model_class(name: str) -> type:
 
 #: save_pretrained layouts whose config file does not name the class: file name -> class
 PRETRAINED_CONFIG_FILES = {"lamd_config.json": "videogen.lamd.LaMD", "cmd_config.json": "videogen.cmd.CMD",
-                           "lvdm_config.json": "videogen.lvdm.LVDM"}
+                           "lvdm_config.json": "videogen.lvdm.LVDM",
+                           "lvdm_text2video_config.json": "videogen.lvdm.LVDMTextToVideo"}
 
 
 #: Lightning checkpoints of a final stage: top-level checkpoint key -> class with ``from_checkpoint``

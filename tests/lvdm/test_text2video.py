@@ -97,3 +97,47 @@ def test_the_recipe_trains_under_its_strategy_with_two_processes(sd_dir, tmp_pat
     assert proc.returncode == 0, proc.stderr[-4000:]
     (last,) = tmp_path.rglob("last.ckpt")
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 2
+
+
+def test_text_to_video_pipeline_follows_the_protocol_and_round_trips(sd_dir, tmp_path):
+    """``LVDMTextToVideo``: text required, image refused, seeded, and identical after save_pretrained ->
+    ``videogen.load_pretrained`` and after a training checkpoint -> ``from_checkpoint``."""
+    from videogen import load_pretrained
+    from videogen.core.pipeline import UnsupportedConditionError
+    from videogen.data import SyntheticVideoDataset, VideoDataModule
+    from videogen.lvdm import LVDMTextToVideo
+
+    unet = VideoUNetFromSD.from_sd(str(sd_dir), heads=2)
+    module = LVDMTextToVideoModule(unet, FrameVAE(str(sd_dir)), sd_text_encoder(sd_dir, max_length=12), lr=1e-2)
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
+                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(module, datamodule=VideoDataModule(SyntheticVideoDataset(4, num_frames=3, size=16), batch_size=2))
+    trainer.save_checkpoint(tmp_path / "t2v.ckpt")
+    pipe = module.pipeline().eval()
+    pipe.video_size, pipe.clip_frames = (16, 16), 3
+    kw = dict(num_steps=2, progress=False)
+    video = pipe.generate(text=["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0), **kw)
+    assert video.shape == (2, 3, 3, 16, 16) and video.abs().max() <= 1
+    again = pipe.generate(text=["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0), **kw)
+    torch.testing.assert_close(video, again, rtol=0, atol=0)
+    other = pipe.generate(text=["a green triangle", "a blue square"], generator=torch.Generator().manual_seed(0), **kw)
+    assert not torch.allclose(video[0], other[0])  # the caption reaches the video
+    assert pipe.generate(text="a red circle", num_frames=5, num_samples=2, **kw).shape == (2, 3, 5, 16, 16)
+    with pytest.raises(UnsupportedConditionError, match="needs text"):
+        pipe.generate(num_samples=1, **kw)
+    with pytest.raises(UnsupportedConditionError, match="image given"):
+        pipe.generate(torch.zeros(1, 3, 16, 16), text="a red circle", **kw)
+    with pytest.raises(ValueError, match="divisible"):
+        pipe.generate(text="a red circle", height=15, width=16, **kw)
+
+    pipe.save_pretrained(tmp_path / "t2v")
+    loaded = load_pretrained(tmp_path / "t2v")
+    assert isinstance(loaded, LVDMTextToVideo)
+    torch.testing.assert_close(loaded.generate(text=["a red circle", "a blue square"],
+                                               generator=torch.Generator().manual_seed(0), **kw), video)
+    from_ckpt = LVDMTextToVideo.from_checkpoint(tmp_path / "t2v.ckpt", sd_dir, video_size=(16, 16), clip_frames=3)
+    torch.testing.assert_close(from_ckpt.generate(text=["a red circle", "a blue square"],
+                                                  generator=torch.Generator().manual_seed(0), **kw), video)
+    with pytest.raises(ValueError, match="not an LVDMTextToVideoModule checkpoint"):
+        torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+        LVDMTextToVideo.from_checkpoint(tmp_path / "other.ckpt", sd_dir)

@@ -25,6 +25,7 @@ _EXPORTS = {
     "autoregressive_clips": "long",
     "VideoUNetFromSD": "text2video",
     "LVDMTextToVideoModule": "text2video",
+    "LVDMTextToVideo": "text2video",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -10,23 +10,34 @@ residual).  At initialisation the video model therefore equals the image model a
 :class:`LVDMTextToVideoModule` trains it on per-frame SD-VAE latents with the checkpoint's CLIP text
 encoder (token states, 10% empty-caption dropout); by default only the temporal layers train
 (``train_spatial=True`` fine-tunes the SD weights too).  LVDM's schedule is SD's (0.00085..0.012), L2.
+
+:class:`LVDMTextToVideo` is the inference object (the shared ``generate(text=...)`` protocol of
+``videogen.core.pipeline``; ``save_pretrained`` / ``from_pretrained`` / ``from_checkpoint``).
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
-from videogen.core.sd import FrameVAE, SDUNet
-from videogen.core.text import TextEncoder
+from videogen.core.pipeline import VideoPipeline
+from videogen.core.sd import FrameVAE, SDUNet, sd_text_encoder
+from videogen.core.text import TextEncoder, load_text_encoder
 from videogen.core.training import TrainingModule
 
 from .unet3d import _AttentionHalf
 
-__all__ = ["LVDMTextToVideoModule", "VideoUNetFromSD"]
+__all__ = ["LVDMTextToVideo", "LVDMTextToVideoModule", "VideoUNetFromSD"]
+
+CONFIG_NAME = "lvdm_text2video_config.json"
+SD_DIFFUSION = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 
 
 class VideoUNetFromSD(nn.Module):
@@ -111,8 +122,7 @@ class LVDMTextToVideoModule(TrainingModule):
         self.unet, self.vae, self.text_encoder = unet, vae.requires_grad_(False), text_encoder.requires_grad_(False)
         if not train_spatial:
             unet.sd.requires_grad_(False)
-        self.diffusion_config = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012,
-                                 **(diffusion or {})}
+        self.diffusion_config = {**SD_DIFFUSION, **(diffusion or {})}
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
 
     def train(self, mode: bool = True) -> LVDMTextToVideoModule:
@@ -137,16 +147,134 @@ class LVDMTextToVideoModule(TrainingModule):
         params = [p for p in self.unet.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.lr)
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """What :meth:`LVDMTextToVideo.from_checkpoint` needs besides the weights (and the SD directory's
+        tokenizer and configs): the temporal layers' settings and the diffusion."""
+        checkpoint["lvdm_text2video"] = {"heads": self.unet.config["heads"],
+                                         "max_relative_distance": self.unet.config["max_relative_distance"],
+                                         "diffusion": self.diffusion_config,
+                                         "text_max_length": getattr(self.text_encoder, "max_length", 77)}
+
+    def pipeline(self) -> LVDMTextToVideo:
+        """The inference object sharing this module's networks."""
+        return LVDMTextToVideo(self.unet, self.vae, self.text_encoder, self.diffusion_config)
+
     @torch.no_grad()
     def generate(self, text: list[str], num_frames: int, height: int, width: int, num_steps: int = 50,
                  guidance_scale: float = 15.0, eta: float = 1.0, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
         """Videos ``(B, 3, num_frames, H, W)`` in [-1, 1] for ``text`` (DDIM, CFG with the "" prompt as LVDM)."""
+        return self.pipeline().generate(text=list(text), num_frames=num_frames, height=height, width=width,
+                                        num_steps=num_steps, guidance_scale=guidance_scale, eta=eta,
+                                        generator=generator, progress=False)
+
+
+class LVDMTextToVideo(VideoPipeline):
+    """LVDM text-to-video inference: ``generate(text=...)`` (the shared protocol) -> ``(B, 3, T, H, W)``.
+
+    Sampling as the official script: DDIM 50 steps, eta 1, classifier-free guidance 15 against the empty
+    caption; every frame decoded by the SD VAE.  ``num_frames`` frames come from one clip (default
+    ``clip_frames``, 16): the temporal layers take any length, their relative positions clipped at
+    ``max_relative_distance``, so lengths beyond training are extrapolation.
+
+    Args:
+        unet: the :class:`VideoUNetFromSD`; vae: its ``FrameVAE``; text_encoder: the SD text encoder.
+        diffusion: ``GaussianDiffusion`` kwargs it was trained with (default SD's schedule, eps).
+        video_size: ``(height, width)`` default for sampling (None: give height and width).
+        clip_frames: frames per clip by default.
+    """
+
+    variable_length = True
+    required_conditions = ("text",)
+    default_num_steps = 50
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """``"text"`` (required)."""
+        return ("text",)
+
+    def __init__(self, unet: VideoUNetFromSD, vae: FrameVAE, text_encoder: TextEncoder,
+                 diffusion: dict[str, Any] | None = None, video_size: tuple[int, int] | None = None,
+                 clip_frames: int = 16):
+        super().__init__()
+        self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
+        self.diffusion_config = {**SD_DIFFUSION, **(diffusion or {})}
+        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+        self.video_size = None if video_size is None else tuple(video_size)
+        self.clip_frames = clip_frames
+
+    def _device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def _generate(self, *, image: None, label: None, text: Sequence[str] | str, batch: int, num_frames: int | None,
+                  num_steps: int, sampler: Any, guidance_scale: float | None, generator: torch.Generator | None,
+                  progress: bool, height: int | None = None, width: int | None = None, eta: float = 1.0
+                  ) -> torch.Tensor:
+        """``generate``: videos for ``text``; ``guidance_scale`` default 15 (against ""), ``eta`` 1."""
+        if height is None or width is None:
+            if self.video_size is None:
+                raise ValueError("give height and width (this pipeline was built without a video_size)")
+            height, width = self.video_size
         f = self.vae.downsample
-        shape = (len(text), self.vae.latent_channels, num_frames, height // f, width // f)
-        cond = {"text_states": self.text_encoder(list(text))[0].to(self.device)}
-        uncond = {"text_states": self.text_encoder([""] * len(text))[0].to(self.device)}
-        z = self.diffusion.sample(self.unet, shape, cond=cond, uncond=uncond, guidance_scale=guidance_scale,
-                                  num_steps=num_steps, eta=eta, generator=generator, device=self.device,
-                                  progress=False)
+        if height % f or width % f:
+            raise ValueError(f"height and width must be divisible by the VAE's downsampling {f}, got {height}x{width}")
+        texts = [text] * batch if isinstance(text, str) else list(text)
+        dev = self._device()
+        shape = (batch, self.vae.latent_channels, num_frames or self.clip_frames, height // f, width // f)
+        scale = 15.0 if guidance_scale is None else guidance_scale
+        cond = {"text_states": self.text_encoder(texts)[0].to(dev)}
+        uncond = {"text_states": self.text_encoder([""] * batch)[0].to(dev)} if scale != 1.0 else None
+        z = self.diffusion.sample(self.unet, shape, cond=cond, uncond=uncond, guidance_scale=scale, sampler=sampler,
+                                  num_steps=num_steps, eta=eta, generator=generator, device=dev, progress=progress)
         return self.vae.decode(z)
+
+    # ---- persistence ------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """``unet/`` (diffusers), ``temporal.pt``, ``vae/`` (diffusers), ``text_encoder/``, the config."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.unet.sd.save_pretrained(directory / "unet")
+        torch.save(self.unet.temporal.state_dict(), directory / "temporal.pt")
+        self.vae.vae.save_pretrained(str(directory / "vae"))
+        self.text_encoder.save_pretrained(directory / "text_encoder")
+        config = {"heads": self.unet.config["heads"], "max_relative_distance": self.unet.config["max_relative_distance"],
+                  "diffusion": self.diffusion_config, "vae_scaling_factor": self.vae.scaling_factor,
+                  "video_size": self.video_size, "clip_frames": self.clip_frames}
+        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+                        ) -> LVDMTextToVideo:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file():
+            raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}: not an LVDMTextToVideo.save_pretrained "
+                                    "directory")
+        cfg = json.loads((directory / CONFIG_NAME).read_text())
+        unet = VideoUNetFromSD(SDUNet(unet=UNet2DConditionModel.from_pretrained(str(directory / "unet"))),
+                               heads=cfg["heads"], max_relative_distance=cfg["max_relative_distance"])
+        unet.temporal.load_state_dict(torch.load(directory / "temporal.pt", map_location="cpu", weights_only=True))
+        vae = FrameVAE(vae=AutoencoderKL.from_pretrained(str(directory / "vae")),
+                       scaling_factor=cfg["vae_scaling_factor"])
+        return cls(unet, vae, load_text_encoder(directory / "text_encoder"), cfg["diffusion"], cfg["video_size"],
+                   cfg["clip_frames"]).to(map_location).eval()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | os.PathLike, sd_path: str | os.PathLike,
+                        video_size: tuple[int, int] | None = None, clip_frames: int = 16,
+                        map_location: str | torch.device = "cpu") -> LVDMTextToVideo:
+        """The pipeline from an ``LVDMTextToVideoModule`` checkpoint and the SD directory the training started
+        from (its configs and tokenizer; every weight, SD's included, comes from the checkpoint)."""
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if not isinstance(ckpt, dict) or "lvdm_text2video" not in ckpt:
+            raise ValueError(f"{checkpoint} is not an LVDMTextToVideoModule checkpoint (no 'lvdm_text2video' entry)")
+        meta = ckpt["lvdm_text2video"]
+        unet = VideoUNetFromSD.from_sd(str(sd_path), heads=meta["heads"], max_relative_distance=meta["max_relative_distance"])
+        pipe = cls(unet, FrameVAE(str(sd_path)), sd_text_encoder(sd_path, max_length=meta["text_max_length"]),
+                   meta["diffusion"], video_size, clip_frames)
+        state = ckpt["state_dict"]
+        for part in ("unet", "vae", "text_encoder"):
+            own = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
+            getattr(pipe, part).load_state_dict(own)
+        return pipe.to(map_location).eval()
