@@ -33,7 +33,8 @@ def _lvdm() -> LVDM:
     ae.set_latent_normalization(0.5, 0.1)
     pred, interp = randomize(ConditionalUNet3D(**UNET), seed=1), randomize(ConditionalUNet3D(**UNET), seed=2)
     short = randomize(UNet3D(in_channels=4, out_channels=4, **UNET), seed=3)
-    return LVDM(ae, pred, interp, keyframe_stride=2, short=short, video_size=(16, 16), clip_frames=8).eval()
+    return LVDM(ae, pred, interp, keyframe_stride=2, short=short, video_size=(16, 16), clip_frames=8,
+                autoregressive=randomize(ConditionalUNet3D(**UNET), seed=4)).eval()
 
 
 MODELS = {"lamd": _lamd, "cmd": _cmd, "lvdm": _lvdm}

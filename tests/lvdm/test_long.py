@@ -66,7 +66,8 @@ def test_long_module_trains(mode, tmp_path):
 
 def test_generate_long_returns_exactly_the_requested_frames_and_keeps_given_latents():
     torch.manual_seed(0)
-    pipe = LVDM(_ae(), ConditionalUNet3D(**UNET), ConditionalUNet3D(**UNET), keyframe_stride=2)
+    pipe = LVDM(_ae(), ConditionalUNet3D(**UNET), ConditionalUNet3D(**UNET), keyframe_stride=2,
+                autoregressive=ConditionalUNet3D(**UNET))
     gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
     for frames, mode in ((22, "hierarchical"), (9, "hierarchical"), (18, "autoregressive")):
         video = pipe.generate_long(frames, 32, 32, num_steps=2, generator=gen(), progress=False, mode=mode,
@@ -80,6 +81,21 @@ def test_generate_long_returns_exactly_the_requested_frames_and_keeps_given_late
                               on_chunk=streamed.append) is None
     whole = pipe.generate_long(22, 32, 32, num_steps=2, generator=gen(), progress=False, chunk_latents=3)
     torch.testing.assert_close(torch.cat(streamed, dim=2), whole)
+
+
+def test_autoregressive_mode_needs_a_model_of_consecutive_latents():
+    """The keyframe model's clips are keyframe_stride latents apart: chaining them as consecutive latents would
+    speed the motion up, so autoregressive sampling takes a stride-1 prediction model or refuses."""
+    torch.manual_seed(0)
+    keyframes, consecutive = ConditionalUNet3D(**UNET), ConditionalUNet3D(**UNET)
+    pipe = LVDM(_ae(), keyframes, ConditionalUNet3D(**UNET), keyframe_stride=2)
+    with pytest.raises(ValueError, match="keyframe_stride 1"):
+        pipe.generate_long(18, 32, 32, num_steps=2, mode="autoregressive", progress=False)
+    kw = dict(num_steps=2, mode="autoregressive", progress=False)
+    with_ar = LVDM(pipe.autoencoder, keyframes, pipe.interpolation, keyframe_stride=2, autoregressive=consecutive)
+    stride_one = LVDM(pipe.autoencoder, consecutive, keyframe_stride=1)
+    torch.testing.assert_close(with_ar.generate_long(18, 32, 32, generator=torch.Generator().manual_seed(0), **kw),
+                               stride_one.generate_long(18, 32, 32, generator=torch.Generator().manual_seed(0), **kw))
 
 
 def test_chunked_decoding_approaches_full_decoding_with_overlap():

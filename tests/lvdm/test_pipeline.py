@@ -30,7 +30,9 @@ def pipe() -> LVDM:
     pred = _randomised(ConditionalUNet3D(**UNET), 1)
     interp = _randomised(ConditionalUNet3D(**UNET), 2)
     short = _randomised(UNet3D(in_channels=4, out_channels=4, **UNET), 3)
-    return LVDM(ae, pred, interp, keyframe_stride=2, short=short, video_size=(16, 16), clip_frames=8).eval()
+    ar = _randomised(ConditionalUNet3D(**UNET), 4)
+    return LVDM(ae, pred, interp, keyframe_stride=2, short=short, video_size=(16, 16), clip_frames=8,
+                autoregressive=ar).eval()
 
 
 def _gen() -> torch.Generator:
@@ -41,7 +43,7 @@ def test_short_clips_predict_and_interpolate_shapes(pipe):
     clip = pipe.generate(num_samples=2, num_steps=2, generator=_gen(), progress=False)
     assert clip.shape == (2, 3, 8, 16, 16) and clip.abs().max() <= 1
     without_short = LVDM(pipe.autoencoder, pipe.prediction, pipe.interpolation, keyframe_stride=2,
-                         video_size=(16, 16), clip_frames=8)
+                         video_size=(16, 16), clip_frames=8, autoregressive=pipe.autoregressive)
     assert without_short.generate(num_samples=1, num_frames=8, num_steps=2, generator=_gen()).shape == (1, 3, 8, 16, 16)
     given = torch.rand(2, 3, 4, 16, 16) * 2 - 1
     for frames in (5, 12, 30):
@@ -66,8 +68,9 @@ def test_save_and_load_round_trip_also_through_the_cli(pipe, tmp_path):
     assert float(again.autoencoder.scale) == 0.5
     torch.testing.assert_close(again.generate(num_samples=1, num_steps=2, generator=_gen(), progress=False),
                                pipe.generate(num_samples=1, num_steps=2, generator=_gen(), progress=False))
-    torch.testing.assert_close(again.generate_long(12, num_steps=2, generator=_gen(), progress=False),
-                               pipe.generate_long(12, num_steps=2, generator=_gen(), progress=False))
+    for mode in ("hierarchical", "autoregressive"):
+        torch.testing.assert_close(again.generate_long(12, num_steps=2, generator=_gen(), progress=False, mode=mode),
+                                   pipe.generate_long(12, num_steps=2, generator=_gen(), progress=False, mode=mode))
     assert main(["sample", "--model", str(tmp_path / "lvdm"), "--out", str(tmp_path / "out"), "--num-samples", "2",
                  "--num-steps", "2"]) == 0
     assert len(list((tmp_path / "out").glob("sample_*.mp4"))) == 2

@@ -81,6 +81,34 @@ def _stage_args(stage: str, stage1: Path, short: Path) -> list[str]:
             "interpolation": [f"--model.init_args.short_checkpoint={short}"]}[stage]
 
 
+def test_sky_autoregressive_recipe_is_the_prediction_recipe_on_consecutive_latents():
+    pred, ar = _cfg("lvdm_sky_prediction.yaml"), _cfg("lvdm_sky_autoregressive.yaml")
+    assert ar["model"]["init_args"]["keyframe_stride"] == 1 and ar["model"]["init_args"]["mode"] == "prediction"
+    assert ar["data"]["init_args"]["dataset"]["init_args"]["num_frames"] == 16  # 4 latents at f_t 4
+    for key in ("lr", "weight_decay", "short_checkpoint"):
+        assert ar["model"]["init_args"][key] == pred["model"]["init_args"][key]
+    assert ar["trainer"]["strategy"] == pred["trainer"]["strategy"]
+
+
+def test_pipeline_from_the_tiny_recipes_checkpoints(tiny_stage1, tiny_short, tmp_path):
+    """The checkpoints the tiny recipes write load into one LVDM; the autoregressive model is a stride-1
+    prediction checkpoint, and a keyframe checkpoint is refused in its place."""
+    from videogen.lvdm import LVDM
+
+    ckpts = {stage: _fit(tmp_path / stage, stage, 1, _stage_args(stage, tiny_stage1, tiny_short))
+             for stage in ("prediction", "interpolation")}
+    ar = _fit(tmp_path / "ar", "prediction", 1, [*_stage_args("prediction", tiny_stage1, tiny_short),
+                                                "--model.init_args.keyframe_stride=1"])
+    pipe = LVDM.from_checkpoints(ckpts["prediction"], ckpts["interpolation"], tiny_short, video_size=(32, 32),
+                                 autoregressive_ckpt=ar)
+    assert pipe.keyframe_stride == 2 and pipe.autoregressive is not None and pipe.short is not None
+    for mode in ("hierarchical", "autoregressive"):
+        video = pipe.generate_long(10, num_steps=2, mode=mode, generator=torch.Generator().manual_seed(0), progress=False)
+        assert video.shape == (1, 3, 10, 32, 32)
+    with pytest.raises(ValueError, match="keyframe_stride 2"):
+        LVDM.from_checkpoints(ckpts["prediction"], autoregressive_ckpt=ckpts["prediction"])
+
+
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_every_tiny_stage_resumes_bit_identically(stage, tiny_stage1, tiny_short, tmp_path):
     extra = _stage_args(stage, tiny_stage1, tiny_short)

@@ -97,6 +97,8 @@ class SyntheticVideoDataset(Dataset):
         motion: ``"linear"`` (a straight path that fits inside the frame) or ``"bounce"``: for long videos,
             the shape starts anywhere and reflects off the walls (``speed`` is then the distance per 16
             frames, whatever ``num_frames`` is; the direction label is the initial direction).
+        background: a fixed RGB background in [0, 1] for every video (default: random per video, at
+            least ``min_color_distance`` from the object colours).
     """
 
     DIRECTION_NAMES = DIRECTION_NAMES
@@ -119,6 +121,7 @@ class SyntheticVideoDataset(Dataset):
         task: str = "direction",
         min_color_distance: float = 0.6,
         motion: str = "linear",
+        background: Sequence[float] | None = None,
     ) -> None:
         if num_videos < 1 or num_frames < 2 or size < 8:
             raise ValueError(
@@ -156,6 +159,14 @@ class SyntheticVideoDataset(Dataset):
         self.colors = {k: np.asarray(v, dtype=np.float32) for k, v in colors.items()}
         self.speed, self.num_distractors, self.min_color_distance = speed_range, num_distractors, min_color_distance
         self.motion = motion
+        self.background = None if background is None else np.asarray(background, dtype=np.float32)
+        if self.background is not None:
+            if self.background.shape != (3,) or not ((0 <= self.background) & (self.background <= 1)).all():
+                raise ValueError(f"background must be 3 values in [0, 1], got {tuple(background)}")
+            near = [n for n, c in self.colors.items() if np.linalg.norm(self.background - c) < min_color_distance]
+            if near:
+                raise ValueError(f"background {tuple(background)} is closer than min_color_distance "
+                                 f"{min_color_distance} to the object colours {near}")
         self.direction_names = DIRECTION_NAMES[:directions]
         if task == "direction":
             self.class_names = tuple(self.direction_names)
@@ -171,7 +182,9 @@ class SyntheticVideoDataset(Dataset):
         return label % self.directions
 
     def _background(self, rng: np.random.Generator, avoid: list[np.ndarray]) -> np.ndarray:
-        """A random RGB background at least ``min_color_distance`` from every colour in ``avoid``."""
+        """A random RGB background at least ``min_color_distance`` from every colour in ``avoid`` (or the fixed one)."""
+        if self.background is not None:  # (drawn last: the other properties do not depend on it)
+            return self.background
         for _ in range(1000):
             bg = rng.uniform(0.0, 1.0, 3).astype(np.float32)
             if all(np.linalg.norm(bg - c) >= self.min_color_distance for c in avoid):

@@ -4,7 +4,8 @@
   unconditional mode, which it is trained for with p = 0.5).
 * ``generate_long(num_frames)``: keyframes by autoregressive prediction, then every adjacent pair filled by
   interpolation (the official loop fills about a third of the pairs), or ``mode="autoregressive"`` (the
-  paper's baseline); exactly ``num_frames`` frames come back; decoding is chunked with overlap, and
+  paper's baseline: consecutive latents chained by a prediction model trained with keyframe stride 1,
+  ``autoregressive``; spec §3.3); exactly ``num_frames`` frames come back; decoding is chunked with overlap, and
   ``on_chunk`` receives decoded frames as they are ready (memory bounded in the number of frames).
 * ``predict(frames, num_frames)``: the ``num_frames`` frames that follow a given video (the same
   hierarchy, started from the video's last latent); ``interpolate(first, last)``: the frames between two
@@ -50,6 +51,10 @@ class LVDM(VideoPipeline):
         diffusion: the ``GaussianDiffusion`` kwargs they were trained with.
         keyframe_stride: latents between keyframes (the interpolation clip is ``stride + 1`` latents).
         short: the unconditional short model (optional).
+        autoregressive: a prediction model on consecutive latents (``LVDMLongModule(mode="prediction",
+            keyframe_stride=1)``) for ``mode="autoregressive"``; when ``keyframe_stride`` is 1 the
+            prediction model is that model.  The keyframe model cannot stand in for it: its clips are
+            ``keyframe_stride`` latents apart, so chaining them as consecutive latents speeds motion up.
         video_size: ``(height, width)`` of the training videos, the default for sampling.
         clip_frames: frames of a short clip (``generate``'s default).
 
@@ -68,9 +73,10 @@ class LVDM(VideoPipeline):
     def __init__(self, autoencoder: VideoAutoencoder3D, prediction: ConditionalUNet3D,
                  interpolation: ConditionalUNet3D | None = None, diffusion: dict[str, Any] | None = None,
                  keyframe_stride: int = 4, short: UNet3D | None = None, video_size: tuple[int, int] | None = None,
-                 clip_frames: int = 16):
+                 clip_frames: int = 16, autoregressive: ConditionalUNet3D | None = None):
         super().__init__()
         self.autoencoder, self.prediction, self.interpolation, self.short = autoencoder, prediction, interpolation, short
+        self.autoregressive = autoregressive
         self.diffusion_config = {**DEFAULT_DIFFUSION, **(diffusion or {})}
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
         self.keyframe_stride, self.clip_frames = keyframe_stride, clip_frames
@@ -157,13 +163,24 @@ class LVDM(VideoPipeline):
         return self.autoencoder.decode(z).clamp(-1, 1)[:, :, :num_frames]
 
     # ---- long videos ----------------------------------------------------------------------------
-    def _predict_chain(self, count: int, kw: dict[str, Any], start: torch.Tensor | None, bar) -> torch.Tensor:
+    def _autoregressive_model(self) -> ConditionalUNet3D:
+        if self.autoregressive is not None:
+            return self.autoregressive
+        if self.keyframe_stride == 1:
+            return self.prediction
+        raise ValueError(f"mode='autoregressive' chains consecutive latents: it needs a prediction model trained "
+                         f"with keyframe_stride 1 (LVDMLongModule(mode='prediction', keyframe_stride=1)), given as "
+                         f"LVDM(..., autoregressive=model); this pipeline's prediction model makes keyframes "
+                         f"{self.keyframe_stride} latents apart")
+
+    def _predict_chain(self, model: ConditionalUNet3D, count: int, kw: dict[str, Any], start: torch.Tensor | None,
+                       bar) -> torch.Tensor:
         """At least ``count`` latents by chained prediction: each 4-latent clip is given the last latent so far
         (the first clip ``start``, or nothing), and adds 3."""
-        z = self.sample_clip(self.prediction, 4, given=start, given_at=(0,) if start is not None else (), **kw)
+        z = self.sample_clip(model, 4, given=start, given_at=(0,) if start is not None else (), **kw)
         bar.update()
         while z.shape[2] < count:
-            nxt = self.sample_clip(self.prediction, 4, given=z[:, :, -1:], given_at=(0,), **kw)
+            nxt = self.sample_clip(model, 4, given=z[:, :, -1:], given_at=(0,), **kw)
             z = torch.cat([z, nxt[:, :, 1:]], dim=2)
             bar.update()
         return z
@@ -181,12 +198,13 @@ class LVDM(VideoPipeline):
         kw = dict(latent_hw=latent_hw, batch=batch, **kw)
         f_t, r = self.autoencoder.temporal_factor, self.keyframe_stride
         if mode == "autoregressive":
+            model = self._autoregressive_model()
             with tqdm(total=autoregressive_clips(num_frames, f_t), desc="LVDM clips", disable=not progress) as bar:
-                return self._predict_chain(math.ceil(num_frames / f_t), kw, start, bar)
+                return self._predict_chain(model, math.ceil(num_frames / f_t), kw, start, bar)
         plan = hierarchical_plan(num_frames, f_t, r)
         with tqdm(total=plan["prediction_clips"] + plan["interpolation_clips"], desc="LVDM clips",
                   disable=not progress) as bar:
-            keys = self._predict_chain(plan["keyframes"], kw, start, bar)[:, :, : plan["keyframes"]]
+            keys = self._predict_chain(self.prediction, plan["keyframes"], kw, start, bar)[:, :, : plan["keyframes"]]
             latents = [keys[:, :, :1]]
             for i in range(keys.shape[2] - 1):
                 clip = self.sample_clip(self.interpolation, r + 1, given=keys[:, :, i:i + 2], given_at=(0, r), **kw)
@@ -281,7 +299,7 @@ class LVDM(VideoPipeline):
         directory.mkdir(parents=True, exist_ok=True)
         self.autoencoder.save_pretrained(directory / "autoencoder")
         self.prediction.save_pretrained(directory / "prediction")
-        for name in ("interpolation", "short"):
+        for name in ("interpolation", "short", "autoregressive"):
             if getattr(self, name) is not None:
                 getattr(self, name).save_pretrained(directory / name)
         config = {"diffusion": self.diffusion_config, "keyframe_stride": self.keyframe_stride,
@@ -296,23 +314,30 @@ class LVDM(VideoPipeline):
             raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}: not an LVDM.save_pretrained directory")
         cfg = json.loads((directory / CONFIG_NAME).read_text())
         nets = {name: kind.from_pretrained(directory / name, map_location) if (directory / name).is_dir() else None
-                for name, kind in (("interpolation", ConditionalUNet3D), ("short", UNet3D))}
+                for name, kind in (("interpolation", ConditionalUNet3D), ("short", UNet3D),
+                                   ("autoregressive", ConditionalUNet3D))}
         return cls(VideoAutoencoder3D.from_pretrained(directory / "autoencoder", map_location),
                    ConditionalUNet3D.from_pretrained(directory / "prediction", map_location), nets["interpolation"],
                    cfg["diffusion"], cfg["keyframe_stride"], nets["short"], cfg.get("video_size"),
-                   cfg.get("clip_frames", 16)).to(map_location).eval()
+                   cfg.get("clip_frames", 16), nets["autoregressive"]).to(map_location).eval()
 
     @classmethod
     def from_checkpoints(cls, prediction_ckpt: str | os.PathLike, interpolation_ckpt: str | os.PathLike | None = None,
                          short_ckpt: str | os.PathLike | None = None, video_size: tuple[int, int] | None = None,
-                         clip_frames: int = 16, map_location: str | torch.device = "cpu") -> LVDM:
+                         clip_frames: int = 16, map_location: str | torch.device = "cpu",
+                         autoregressive_ckpt: str | os.PathLike | None = None) -> LVDM:
         """The pipeline from ``LVDMLongModule`` (and optionally ``LVDMShortModule``) checkpoints; EMA weights
-        when the EMA callback ran.  The autoencoder comes from the prediction checkpoint."""
+        when the EMA callback ran.  The autoencoder comes from the prediction checkpoint;
+        ``autoregressive_ckpt`` is a prediction checkpoint trained with keyframe stride 1."""
         pc = _load(prediction_ckpt, "prediction")
         ae = VideoAutoencoder3D(**pc["lvdm"]["autoencoder_config"])
         ae.load_state_dict(submodule_state(pc, "autoencoder."))
+        ac = _load(autoregressive_ckpt, "prediction") if autoregressive_ckpt else None
+        if ac is not None and ac["lvdm"]["keyframe_stride"] != 1:
+            raise ValueError(f"{autoregressive_ckpt} was trained with keyframe_stride {ac['lvdm']['keyframe_stride']}; "
+                             "the autoregressive model needs 1 (consecutive latents)")
         nets = []
-        for ckpt in (pc, _load(interpolation_ckpt, "interpolation") if interpolation_ckpt else None):
+        for ckpt in (pc, _load(interpolation_ckpt, "interpolation") if interpolation_ckpt else None, ac):
             if ckpt is None:
                 nets.append(None)
                 continue
@@ -325,7 +350,7 @@ class LVDM(VideoPipeline):
             short = UNet3D(**sc["lvdm"]["unet_config"])
             short.load_state_dict(submodule_state(sc, "unet."))
         return cls(ae, nets[0], nets[1], pc["lvdm"]["diffusion"], pc["lvdm"]["keyframe_stride"], short, video_size,
-                   clip_frames).to(map_location).eval()
+                   clip_frames, nets[2]).to(map_location).eval()
 
 
 def _load(path: str | os.PathLike, mode: str | None) -> dict:

@@ -98,28 +98,35 @@ class UNet3D(SavableModule, nn.Module):
         attention_resolutions: downsampling factors with attention (official 8, 4, 2 = latent 4^2, 8^2, 16^2).
         num_heads: attention heads; max_relative_distance: R of the temporal tables (None: no positions).
         dropout, use_checkpoint: ResBlock dropout; gradient checkpointing of every block.
+        temporal_kernel: temporal extent of the ResBlocks' and the in / out convolutions (1: LVDM's
+            ``(1, 3, 3)``; 3: ``(3, 3, 3)``, VDM-style, so that neighbouring latents also mix outside the
+            temporal attention; the CPU demo's choice, docs/lvdm.md).  Resampling stays ``(1, 3, 3)``.
     """
 
     def __init__(self, in_channels: int = 4, out_channels: int = 4, model_channels: int = 256,
                  channel_mult: Sequence[int] = (1, 2, 3, 4), num_res_blocks: int = 3,
                  attention_resolutions: Sequence[int] = (8, 4, 2), num_heads: int = 4,
-                 max_relative_distance: int | None = 4, dropout: float = 0.0, use_checkpoint: bool = False):
+                 max_relative_distance: int | None = 4, dropout: float = 0.0, use_checkpoint: bool = False,
+                 temporal_kernel: int = 1):
         super().__init__()
+        if temporal_kernel < 1 or temporal_kernel % 2 == 0:
+            raise ValueError(f"temporal_kernel must be odd and >= 1, got {temporal_kernel}")
         self.config = dict(in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
                            channel_mult=list(channel_mult), num_res_blocks=num_res_blocks,
                            attention_resolutions=list(attention_resolutions), num_heads=num_heads,
                            max_relative_distance=max_relative_distance, dropout=dropout,
-                           use_checkpoint=use_checkpoint)
+                           use_checkpoint=use_checkpoint, temporal_kernel=temporal_kernel)
         self.in_channels, self.out_channels, self.model_channels = in_channels, out_channels, model_channels
         self.use_checkpoint = use_checkpoint
         emb = model_channels * 4
         self.time_embed = nn.Sequential(nn.Linear(model_channels, emb), nn.SiLU(), nn.Linear(emb, emb))
-        rb = dict(emb_dim=emb, dims=3, dropout=dropout, use_scale_shift_norm=True, kernel_size=_K)
+        kernel, pad = (temporal_kernel, 3, 3), (temporal_kernel // 2, 1, 1)
+        rb = dict(emb_dim=emb, dims=3, dropout=dropout, use_scale_shift_norm=True, kernel_size=kernel)
 
         def attention(ch: int) -> FactorizedAttention:
             return FactorizedAttention(ch, num_heads, max_relative_distance)
 
-        self.input_blocks = nn.ModuleList([nn.ModuleList([nn.Conv3d(in_channels, model_channels, _K, padding=(0, 1, 1))])])
+        self.input_blocks = nn.ModuleList([nn.ModuleList([nn.Conv3d(in_channels, model_channels, kernel, padding=pad)])])
         chans, ch, ds = [model_channels], model_channels, 1
         for level, mult in enumerate(channel_mult):
             for _ in range(num_res_blocks):
@@ -146,7 +153,7 @@ class UNet3D(SavableModule, nn.Module):
                     ds //= 2
                 self.output_blocks.append(nn.ModuleList(layers))
         self.out = nn.Sequential(normalization(ch), nn.SiLU(),
-                                 zero_module(nn.Conv3d(model_channels, out_channels, _K, padding=(0, 1, 1))))
+                                 zero_module(nn.Conv3d(model_channels, out_channels, kernel, padding=pad)))
         self.downsample = 2 ** (len(channel_mult) - 1)
 
     def _apply_block(self, block: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
