@@ -91,3 +91,16 @@ def test_fast_enough_for_cpu_training():
     for i in range(300):
         ds[i]
     assert time.perf_counter() - start < 5.0  # ~1 ms per 16x32x32 video on an idle core
+
+
+def test_fixed_background_keeps_every_other_property():
+    plain = SyntheticVideoDataset(6, size=16, colors=("white",), motion="bounce", seed=3)
+    fixed = SyntheticVideoDataset(6, size=16, colors=("white",), motion="bounce", seed=3, background=(0, 0, 0))
+    for i in range(6):
+        a, b = plain[i], fixed[i]
+        assert a["caption"] == b["caption"] and torch.equal(a["trajectory"], b["trajectory"])
+        assert torch.equal(b["video"][:, :, 0, 0], torch.full((3, b["video"].shape[1]), -1.0))
+    with pytest.raises(ValueError, match="closer than min_color_distance"):
+        SyntheticVideoDataset(2, colors=("white",), background=(0.9, 0.9, 0.9))
+    with pytest.raises(ValueError, match="3 values in"):
+        SyntheticVideoDataset(2, background=(0, 0))

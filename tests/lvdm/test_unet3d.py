@@ -102,3 +102,22 @@ def test_short_module_calibrates_the_latents_and_trains(tmp_path):
     assert videos.shape == (2, 3, 8, 32, 32)
     with pytest.raises(FileNotFoundError, match="autoencoder recipe"):
         load_video_autoencoder(tmp_path / "missing.ckpt")
+
+
+def test_temporal_kernel_sets_the_resblock_and_in_out_convolutions_only():
+    """``temporal_kernel=1`` is LVDM's (1, 3, 3) everywhere; 3 gives (3, 3, 3) convolutions in the ResBlocks and
+    the in / out layers, resampling stays (1, 3, 3), and the output keeps the clip length."""
+    from videogen.core.nn import Downsample, Upsample
+
+    for kernel in (1, 3):
+        model = _tiny(temporal_kernel=kernel)
+        resampling = {id(c) for m in model.modules() if isinstance(m, (Downsample, Upsample))
+                      for c in m.modules() if isinstance(c, torch.nn.Conv3d)}
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+        assert {m.kernel_size for m in convs if id(m) in resampling} == {(1, 3, 3)}
+        assert {m.kernel_size for m in convs if id(m) not in resampling} - {(1, 1, 1)} == {(kernel, 3, 3)}
+        x = torch.randn(1, 4, 5, 8, 8)
+        assert model(x, torch.tensor([10])).shape == x.shape
+    assert _tiny(temporal_kernel=3).config["temporal_kernel"] == 3
+    with pytest.raises(ValueError, match="odd"):
+        _tiny(temporal_kernel=2)
