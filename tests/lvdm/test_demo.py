@@ -29,6 +29,7 @@ def test_fast_demo_writes_files_counts_frames_and_is_reproducible(tmp_path):
     assert first["recon_psnr"] == second["recon_psnr"]
     pipe = load_pretrained(tmp_path / "a" / "lvdm")
     assert isinstance(pipe, LVDM) and pipe.short is not None and pipe.video_size == (cfg.size, cfg.size)
+    assert pipe.autoregressive is not None and pipe.keyframe_stride == cfg.keyframe_stride
 
 
 @pytest.mark.slow
