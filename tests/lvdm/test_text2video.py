@@ -113,8 +113,7 @@ def test_text_to_video_pipeline_follows_the_protocol_and_round_trips(sd_dir, tmp
                          enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=VideoDataModule(SyntheticVideoDataset(4, num_frames=3, size=16), batch_size=2))
     trainer.save_checkpoint(tmp_path / "t2v.ckpt")
-    pipe = module.pipeline().eval()
-    pipe.video_size, pipe.clip_frames = (16, 16), 3
+    pipe = module.pipeline(video_size=(16, 16), clip_frames=3).eval()
     kw = dict(num_steps=2, progress=False)
     video = pipe.generate(text=["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0), **kw)
     assert video.shape == (2, 3, 3, 16, 16) and video.abs().max() <= 1
@@ -129,6 +128,11 @@ def test_text_to_video_pipeline_follows_the_protocol_and_round_trips(sd_dir, tmp
         pipe.generate(torch.zeros(1, 3, 16, 16), text="a red circle", **kw)
     with pytest.raises(ValueError, match="divisible"):
         pipe.generate(text="a red circle", height=15, width=16, **kw)
+    from videogen.evaluation import generate_split
+
+    counts = generate_split(pipe, SyntheticVideoDataset(2, num_frames=3, size=16), tmp_path / "gen", num_steps=2,
+                            progress=False)  # the items' captions are the condition
+    assert counts["written"] == 2 and len(list((tmp_path / "gen" / "fake").glob("*.mp4"))) == 2
 
     pipe.save_pretrained(tmp_path / "t2v")
     loaded = load_pretrained(tmp_path / "t2v")

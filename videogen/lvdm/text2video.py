@@ -155,9 +155,9 @@ class LVDMTextToVideoModule(TrainingModule):
                                          "diffusion": self.diffusion_config,
                                          "text_max_length": getattr(self.text_encoder, "max_length", 77)}
 
-    def pipeline(self) -> LVDMTextToVideo:
-        """The inference object sharing this module's networks."""
-        return LVDMTextToVideo(self.unet, self.vae, self.text_encoder, self.diffusion_config)
+    def pipeline(self, video_size: tuple[int, int] | None = None, clip_frames: int = 16) -> LVDMTextToVideo:
+        """The inference object sharing this module's networks (``video_size``: its default frame size)."""
+        return LVDMTextToVideo(self.unet, self.vae, self.text_encoder, self.diffusion_config, video_size, clip_frames)
 
     @torch.no_grad()
     def generate(self, text: list[str], num_frames: int, height: int, width: int, num_steps: int = 50,
