@@ -51,7 +51,7 @@ class LVDMDemoConfig:
     num_train: int = 1500
     num_heldout: int = 32
     long_frames: int = 256
-    num_long: int = 4
+    num_long: int = 8
     display_scale: int = 8
     # stage 1: 3D autoencoder (one stage, strides (2, 2, 2): f_t 2, f_s 2, a 16 x 16 x 16 clip ->
     # 4 x 8 x 8 x 8), trained on 8-frame clips with an L2 pixel loss; no ResBlocks and 4 GroupNorm groups
@@ -72,15 +72,15 @@ class LVDMDemoConfig:
     unet_channels: int = 24
     unet_attention: tuple[int, ...] = (2,)
     unet_lr: float = 2e-3
-    short_steps: int = 1200
-    long_steps: int = 1000
+    short_steps: int = 1500
+    long_steps: int = 1200
     unet_batch: int = 16
     keyframe_stride: int = 2
     # diffusion: v-prediction and an L2 loss (LVDM's eps + L1 drifted into saturated noise over long chains
-    # in this budget, docs/lvdm.md); sampling: DDIM, deterministic (eta 0) at 20 steps
+    # in this budget, docs/lvdm.md); sampling: DDIM, deterministic (eta 0) at 30 steps
     prediction_type: str = "v_prediction"
     diffusion_loss: str = "l2"
-    sample_steps: int = 20
+    sample_steps: int = 30
     sample_eta: float = 0.0
     guidance: float = 0.1
 
