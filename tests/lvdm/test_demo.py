@@ -33,9 +33,8 @@ def test_fast_demo_writes_files_counts_frames_and_is_reproducible(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="not met yet: the 3D autoencoder does not generalise within the CPU budget (docs/lvdm.md)",
-                   strict=False)
 def test_full_demo_meets_targets(tmp_path):
+    """About 12 minutes on 2 cores (measured 718 s: 0.75 hierarchical, 0.51 autoregressive; docs/lvdm.md)."""
     metrics = run_lvdm_demo(tmp_path, seed=0, config=LVDMDemoConfig())
     assert metrics["num_frames"] >= 256
     acc = metrics["long_motion_accuracy"]
