@@ -86,16 +86,23 @@ def test_generate_long_returns_exactly_the_requested_frames_and_keeps_given_late
 def test_autoregressive_mode_needs_a_model_of_consecutive_latents():
     """The keyframe model's clips are keyframe_stride latents apart: chaining them as consecutive latents would
     speed the motion up, so autoregressive sampling takes a stride-1 prediction model or refuses."""
+    from tests.lamd._dmg_tiny import randomize
+
     torch.manual_seed(0)
-    keyframes, consecutive = ConditionalUNet3D(**UNET), ConditionalUNet3D(**UNET)
+    # non-zero outputs (the zero-initialised layers would make every model give the same video)
+    keyframes, consecutive = randomize(ConditionalUNet3D(**UNET), seed=1), randomize(ConditionalUNet3D(**UNET), seed=2)
     pipe = LVDM(_ae(), keyframes, ConditionalUNet3D(**UNET), keyframe_stride=2)
     with pytest.raises(ValueError, match="keyframe_stride 1"):
         pipe.generate_long(18, 32, 32, num_steps=2, mode="autoregressive", progress=False)
     kw = dict(num_steps=2, mode="autoregressive", progress=False)
     with_ar = LVDM(pipe.autoencoder, keyframes, pipe.interpolation, keyframe_stride=2, autoregressive=consecutive)
     stride_one = LVDM(pipe.autoencoder, consecutive, keyframe_stride=1)
-    torch.testing.assert_close(with_ar.generate_long(18, 32, 32, generator=torch.Generator().manual_seed(0), **kw),
-                               stride_one.generate_long(18, 32, 32, generator=torch.Generator().manual_seed(0), **kw))
+    video = with_ar.generate_long(18, 32, 32, generator=torch.Generator().manual_seed(0), **kw)
+    torch.testing.assert_close(video, stride_one.generate_long(18, 32, 32, generator=torch.Generator().manual_seed(0),
+                                                               **kw))
+    keyframe_chain = LVDM(pipe.autoencoder, keyframes, keyframe_stride=1)  # what the old code chained
+    assert not torch.allclose(video, keyframe_chain.generate_long(18, 32, 32, generator=torch.Generator().manual_seed(0),
+                                                                  **kw))
 
 
 def test_chunked_decoding_approaches_full_decoding_with_overlap():

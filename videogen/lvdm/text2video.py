@@ -28,6 +28,7 @@ from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.pipeline import VideoPipeline
+from videogen.core.pretrained import submodule_state
 from videogen.core.sd import FrameVAE, SDUNet, sd_text_encoder
 from videogen.core.text import TextEncoder, load_text_encoder
 from videogen.core.training import TrainingModule
@@ -273,8 +274,6 @@ class LVDMTextToVideo(VideoPipeline):
         unet = VideoUNetFromSD.from_sd(str(sd_path), heads=meta["heads"], max_relative_distance=meta["max_relative_distance"])
         pipe = cls(unet, FrameVAE(str(sd_path)), sd_text_encoder(sd_path, max_length=meta["text_max_length"]),
                    meta["diffusion"], video_size, clip_frames)
-        state = ckpt["state_dict"]
         for part in ("unet", "vae", "text_encoder"):
-            own = {k[len(part) + 1:]: v for k, v in state.items() if k.startswith(part + ".")}
-            getattr(pipe, part).load_state_dict(own)
+            getattr(pipe, part).load_state_dict(submodule_state(ckpt, part + "."))
         return pipe.to(map_location).eval()

@@ -100,7 +100,8 @@ class UNet3D(SavableModule, nn.Module):
         dropout, use_checkpoint: ResBlock dropout; gradient checkpointing of every block.
         temporal_kernel: temporal extent of the ResBlocks' and the in / out convolutions (1: LVDM's
             ``(1, 3, 3)``; 3: ``(3, 3, 3)``, VDM-style, so that neighbouring latents also mix outside the
-            temporal attention; the CPU demo's choice, docs/lvdm.md).  Resampling stays ``(1, 3, 3)``.
+            temporal attention; tried for the CPU demo and not used there, docs/lvdm.md).  Resampling stays
+            ``(1, 3, 3)``.
     """
 
     def __init__(self, in_channels: int = 4, out_channels: int = 4, model_channels: int = 256,
