@@ -69,6 +69,7 @@ class CMDDemoConfig:
     content_steps: int = 1000
     motion_steps: int = 1000
     dit_batch: int = 32
+    dit_ema: float | None = 0.995  # EMA of the DiTs' weights (core's EMA callback, with warm-up); None: last weights
     cond_drop_prob: float = 0.1
     # sampling
     content_sample_steps: int = 50
@@ -135,8 +136,9 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     stage_seconds: dict[str, float] = {}
 
     def fit(module, data, steps: int, name: str) -> None:
-        batch = cfg.ae_batch if name.startswith("stage 1") else cfg.dit_batch
-        fit_stage(module, data, steps, batch, name, loader_gen, stage_seconds)
+        first = name.startswith("stage 1")
+        fit_stage(module, data, steps, cfg.ae_batch if first else cfg.dit_batch, name, loader_gen, stage_seconds,
+                  ema_decay=None if first else cfg.dit_ema)
 
     words = ["the", "moves", *COLORS, *SHAPES, *DIRECTION_NAMES]
     text = word_level_clip(out / "text_encoder", words, width=cfg.text_width, seed=seed)

@@ -58,11 +58,17 @@ def start_demo(out_dir: str | Path, seed: int) -> Path:
 
 
 def fit_stage(module: Any, data: Any, steps: int, batch_size: int, name: str, generator: torch.Generator,
-              stage_seconds: dict[str, float]) -> None:
-    """Train ``module`` for ``steps`` shuffled batches of ``data`` (items or a dataset); record the seconds."""
+              stage_seconds: dict[str, float], ema_decay: float | None = None) -> None:
+    """Train ``module`` for ``steps`` shuffled batches of ``data`` (items or a dataset); record the seconds.
+
+    ``ema_decay``: keep an exponential moving average of the weights (core's ``EMA`` callback, with
+    warm-up) and leave it in ``module`` when training ends; ``None`` keeps the last weights."""
+    from .callbacks import EMA
+
     t0 = time.perf_counter()
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)
-    demo_trainer(steps, name).fit(module, loader)
+    callbacks = [] if ema_decay is None else [EMA(decay=ema_decay)]
+    demo_trainer(steps, name, callbacks=callbacks).fit(module, loader)
     stage_seconds[name] = round(time.perf_counter() - t0, 1)
 
 

@@ -75,7 +75,12 @@ class LVDMDemoConfig:
     short_steps: int = 1500
     long_steps: int = 1200
     unet_batch: int = 16
+    # EMA of the UNets' weights (core's EMA callback, with warm-up); None samples the last weights
+    unet_ema: float | None = 0.995
     keyframe_stride: int = 2
+    # latents a prediction model is given (LVDM: 1).  One latent is 2 frames: too little to tell the direction
+    # (keyframe windows reversed mid-frame, docs/lvdm.md); 2 keyframes are 4 frames apart.  Both modes use it.
+    num_given: int = 2
     # diffusion: v-prediction and an L2 loss (LVDM's eps + L1 drifted into saturated noise over long chains
     # in this budget, docs/lvdm.md); sampling: DDIM, deterministic (eta 0) at 30 steps
     prediction_type: str = "v_prediction"
@@ -128,8 +133,8 @@ def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast
 
     stage_seconds: dict[str, float] = {}
 
-    def fit(module, data, steps: int, batch: int, name: str) -> None:
-        fit_stage(module, data, steps, batch, name, loader_gen, stage_seconds)
+    def fit(module, data, steps: int, batch: int, name: str, ema: float | None = None) -> None:
+        fit_stage(module, data, steps, batch, name, loader_gen, stage_seconds, ema_decay=ema)
 
     # ---- stage 1: 3D autoencoder ------------------------------------------------------------------
     torch.manual_seed(seed)
@@ -152,14 +157,14 @@ def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast
     short = UNet3D(in_channels=4, out_channels=4, **_unet_kwargs(cfg))
     diffusion = {"prediction_type": cfg.prediction_type, "loss_type": cfg.diffusion_loss}
     stage2 = LVDMShortModule(short, ae, calibrate_latents=0, lr=cfg.unet_lr, diffusion=diffusion)
-    fit(stage2, latents, cfg.short_steps, cfg.unet_batch, "stage 2 (short UNet3D)")
+    fit(stage2, latents, cfg.short_steps, cfg.unet_batch, "stage 2 (short UNet3D)", cfg.unet_ema)
     long_models: dict[str, ConditionalUNet3D] = {}
     for name, mode, stride in (("prediction", "prediction", cfg.keyframe_stride),
                                ("interpolation", "interpolation", cfg.keyframe_stride),
                                ("autoregressive", "prediction", 1)):
-        net = ConditionalUNet3D.from_short(short)
+        net = ConditionalUNet3D.from_short(short, num_given=cfg.num_given)
         module = LVDMLongModule(net, ae, mode=mode, keyframe_stride=stride, lr=cfg.unet_lr, diffusion=diffusion)
-        fit(module, latents, cfg.long_steps, cfg.unet_batch, f"stage 3 ({name})")
+        fit(module, latents, cfg.long_steps, cfg.unet_batch, f"stage 3 ({name})", cfg.unet_ema)
         long_models[name] = net.eval()
 
     # ---- long videos, both ways ---------------------------------------------------------------------
@@ -180,8 +185,8 @@ def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast
                          "per_video": [round(v, 3) for v in score["per_video"]],
                          "seconds_per_video": round((time.perf_counter() - t0) / cfg.num_long, 2)}
     f_t, r = ae.temporal_factor, cfg.keyframe_stride
-    plan = hierarchical_plan(cfg.long_frames, f_t, r)
-    ar_clips = autoregressive_clips(cfg.long_frames, f_t)
+    plan = hierarchical_plan(cfg.long_frames, f_t, r, given=cfg.num_given)
+    ar_clips = autoregressive_clips(cfg.long_frames, f_t, given=cfg.num_given)
     calls = 2 * cfg.sample_steps  # guidance: a conditional and an unconditional call per step
     results["hierarchical"].update(clips=plan["prediction_clips"] + plan["interpolation_clips"],
                                    unet_calls=calls * (plan["prediction_clips"] + plan["interpolation_clips"]))

@@ -6,8 +6,8 @@
   in training, s = 100 at sampling; the last row is a null level for unconditional samples, in training and
   sampling alike: the official code embeds s for them too).  ``from_short`` copies every weight of a
   trained short model and zero-initialises what is new, so it starts as the short model.
-* :class:`LVDMLongModule`: trains it.  Prediction: the first of 4 keyframe latents (``keyframe_stride``
-  apart) is given with p = 0.5; interpolation: the first and last of ``stride + 1`` consecutive latents with
+* :class:`LVDMLongModule`: trains it.  Prediction: the first ``num_given`` of 4 keyframe latents
+  (``keyframe_stride`` apart; the official ``n_prevs``, 1) are given with p = 0.5; interpolation: the first and last of ``stride + 1`` consecutive latents with
   p = 0.9; otherwise the sample is unconditional.  The loss covers the generated frames only (the
   official code's mask option has no effect).
 * :func:`hierarchical_plan`: the clip counts of hierarchical sampling (the pipeline,
@@ -37,11 +37,15 @@ __all__ = ["ConditionalUNet3D", "LVDMLongModule", "autoregressive_clips", "hiera
 class ConditionalUNet3D(UNet3D):
     """``UNet3D`` + mask channel + conditioning-noise-level embedding.  See the module docstring."""
 
-    def __init__(self, latent_channels: int = 4, max_noise_level: int = 250, **unet_kwargs: Any):
+    def __init__(self, latent_channels: int = 4, max_noise_level: int = 250, num_given: int = 1, **unet_kwargs: Any):
+        """``num_given``: how many leading latents a prediction model is given (official ``n_prevs [1]``);
+        the sampler gives it that many of the last latents of each clip.  Interpolation ignores it."""
+        if not 1 <= num_given <= 3:
+            raise ValueError(f"num_given must be 1, 2 or 3 of the 4 latents of a prediction clip, got {num_given}")
         super().__init__(in_channels=latent_channels + 1, out_channels=latent_channels, **unet_kwargs)
-        self.config = {"latent_channels": latent_channels, "max_noise_level": max_noise_level,
+        self.config = {"latent_channels": latent_channels, "max_noise_level": max_noise_level, "num_given": num_given,
                        **{k: v for k, v in self.config.items() if k not in ("in_channels", "out_channels")}}
-        self.latent_channels, self.max_noise_level = latent_channels, max_noise_level
+        self.latent_channels, self.max_noise_level, self.num_given = latent_channels, max_noise_level, num_given
         self.noise_level_embed = nn.Embedding(max_noise_level + 1, 4 * self.model_channels)  # last row: null
         nn.init.zeros_(self.noise_level_embed.weight)
 
@@ -50,10 +54,10 @@ class ConditionalUNet3D(UNet3D):
         return self.max_noise_level
 
     @classmethod
-    def from_short(cls, short: UNet3D, max_noise_level: int = 250) -> ConditionalUNet3D:
+    def from_short(cls, short: UNet3D, max_noise_level: int = 250, num_given: int = 1) -> ConditionalUNet3D:
         """Every weight of ``short``; the mask channel's input weights and the level embedding start at zero."""
         cfg = {k: v for k, v in short.config.items() if k not in ("in_channels", "out_channels")}
-        model = cls(latent_channels=short.in_channels, max_noise_level=max_noise_level, **cfg)
+        model = cls(latent_channels=short.in_channels, max_noise_level=max_noise_level, num_given=num_given, **cfg)
         state = short.state_dict()
         conv = "input_blocks.0.0.weight"
         weight = torch.zeros_like(model.state_dict()[conv])
@@ -89,7 +93,8 @@ class LVDMLongModule(TrainingModule):
         unet: a :class:`ConditionalUNet3D`, or ``short_checkpoint`` to start from a trained short model.
         autoencoder: the stage-1 checkpoint / directory / network (frozen; must be calibrated or be
             the short checkpoint's).
-        mode: ``"prediction"`` (4 keyframes ``keyframe_stride`` latents apart, the first given) or
+        mode: ``"prediction"`` (4 keyframes ``keyframe_stride`` latents apart, the first
+            ``unet.num_given`` given) or
             ``"interpolation"`` (``keyframe_stride + 1`` consecutive latents, both ends given).
         cond_prob: probability that a sample gets its conditioning frames (0.5 / 0.9 officially).
         max_noise_level: s ~ U{0 .. max - 1} for the given frames (250).
@@ -141,9 +146,10 @@ class LVDMLongModule(TrainingModule):
 
     def _mask(self, b: int, frames: int, given: torch.Tensor) -> torch.Tensor:
         mask = torch.zeros(b, frames, dtype=torch.bool, device=self.device)
-        mask[:, 0] = given
         if self.hparams.mode == "interpolation":
-            mask[:, -1] = given
+            mask[:, 0] = mask[:, -1] = given
+        else:
+            mask[:, : self.unet.num_given] = given[:, None]
         return mask
 
     def _loss(self, z0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -193,8 +199,9 @@ def _from_short_checkpoint(path: str, unet: ConditionalUNet3D | None) -> tuple[C
     short.load_state_dict(submodule_state(ckpt, "unet."))
     ae = VideoAutoencoder3D(**cfg["autoencoder_config"])
     ae.load_state_dict(submodule_state(ckpt, "autoencoder."))
-    max_level = unet.max_noise_level if unet is not None else 250
-    return ConditionalUNet3D.from_short(short, max_level), ae
+    if unet is None:
+        return ConditionalUNet3D.from_short(short), ae
+    return ConditionalUNet3D.from_short(short, unet.max_noise_level, unet.num_given), ae
 
 
 def hierarchical_plan(num_frames: int, temporal_factor: int = 4, stride: int = 4, pred_length: int = 4,

@@ -143,11 +143,11 @@ class LVDM(VideoPipeline):
                     generator=generator, progress=progress, eta=eta)
         num_frames = num_frames or self.clip_frames
         if image is not None:
-            f_t = self.autoencoder.temporal_factor
-            held = image[:, :, None].expand(-1, -1, f_t, -1, -1)  # (B, 3, f_t, H, W)
-            if num_frames <= f_t:
+            hold = self.context_latents(mode) * self.autoencoder.temporal_factor
+            held = image[:, :, None].expand(-1, -1, hold, -1, -1)  # (B, 3, hold, H, W)
+            if num_frames <= hold:
                 return held[:, :, :num_frames]
-            return torch.cat([held, self.predict(held, num_frames - f_t, **long)], dim=2)
+            return torch.cat([held, self.predict(held, num_frames - hold, **long)], dim=2)
         if num_frames > self.clip_frames:
             return self.generate_long(num_frames, height, width, batch=batch, **long)
         height, width = self._size(height, width)
@@ -173,15 +173,27 @@ class LVDM(VideoPipeline):
                          f"LVDM(..., autoregressive=model); this pipeline's prediction model makes keyframes "
                          f"{self.keyframe_stride} latents apart")
 
+    def context_latents(self, mode: str = "hierarchical") -> int:
+        """Latents of given video that ``predict`` continues from in ``mode``: the prediction model's
+        ``num_given`` latents, ``keyframe_stride`` apart (hierarchical) or consecutive (autoregressive),
+        from the first to the last (1 for LVDM's models, which are given one latent)."""
+        if mode not in ("hierarchical", "autoregressive"):
+            raise ValueError(f"mode must be 'hierarchical' or 'autoregressive', got {mode!r}")
+        model = self.prediction if mode == "hierarchical" else self._autoregressive_model()
+        return (model.num_given - 1) * (self.keyframe_stride if mode == "hierarchical" else 1) + 1
+
     def _predict_chain(self, model: ConditionalUNet3D, count: int, kw: dict[str, Any], start: torch.Tensor | None,
                        bar) -> torch.Tensor:
-        """At least ``count`` latents by chained prediction: each 4-latent clip is given the last latent so far
-        (the first clip ``start``, or nothing), and adds 3."""
-        z = self.sample_clip(model, 4, given=start, given_at=(0,) if start is not None else (), **kw)
+        """At least ``count`` latents by chained prediction: each 4-latent clip is given the last
+        ``n = model.num_given`` latents so far (the first clip ``start``, or nothing), and adds ``4 - n``."""
+        n = model.num_given
+        if start is not None and start.shape[2] != n:
+            raise ValueError(f"this prediction model is given {n} latents, got {start.shape[2]}")
+        z = self.sample_clip(model, 4, given=start, given_at=tuple(range(n)) if start is not None else (), **kw)
         bar.update()
         while z.shape[2] < count:
-            nxt = self.sample_clip(model, 4, given=z[:, :, -1:], given_at=(0,), **kw)
-            z = torch.cat([z, nxt[:, :, 1:]], dim=2)
+            nxt = self.sample_clip(model, 4, given=z[:, :, -n:], given_at=tuple(range(n)), **kw)
+            z = torch.cat([z, nxt[:, :, n:]], dim=2)
             bar.update()
         return z
 
@@ -199,9 +211,10 @@ class LVDM(VideoPipeline):
         f_t, r = self.autoencoder.temporal_factor, self.keyframe_stride
         if mode == "autoregressive":
             model = self._autoregressive_model()
-            with tqdm(total=autoregressive_clips(num_frames, f_t), desc="LVDM clips", disable=not progress) as bar:
+            with tqdm(total=autoregressive_clips(num_frames, f_t, given=model.num_given), desc="LVDM clips",
+                      disable=not progress) as bar:
                 return self._predict_chain(model, math.ceil(num_frames / f_t), kw, start, bar)
-        plan = hierarchical_plan(num_frames, f_t, r)
+        plan = hierarchical_plan(num_frames, f_t, r, given=self.prediction.num_given)
         with tqdm(total=plan["prediction_clips"] + plan["interpolation_clips"], desc="LVDM clips",
                   disable=not progress) as bar:
             keys = self._predict_chain(self.prediction, plan["keyframes"], kw, start, bar)[:, :, : plan["keyframes"]]
@@ -241,12 +254,18 @@ class LVDM(VideoPipeline):
                 generator: torch.Generator | None = None, progress: bool = True, eta: float = 1.0) -> torch.Tensor:
         """The ``num_frames`` frames ``(B, 3, num_frames, H, W)`` that follow the videos ``frames (B, 3, T, H, W)``."""
         z = self._encode(frames, "frames")
-        f_t = self.autoencoder.temporal_factor
-        # The plan starts at the given last latent (kept exactly): plan f_t more frames and drop them.
-        out = self._long_latents(num_frames + f_t, tuple(z.shape[3:]), z.shape[0], mode, z[:, :, -1:], progress,
+        f_t, context = self.autoencoder.temporal_factor, self.context_latents(mode)
+        if z.shape[2] < context:
+            raise ValueError(f"predict in mode {mode!r} continues from {context} latents of the given video "
+                             f"({context * f_t} frames), got {frames.shape[2]} frames")
+        step = self.keyframe_stride if mode == "hierarchical" else 1
+        start = z[:, :, z.shape[2] - context :: step]  # the model's given latents, ending at the last one
+        # The plan starts at the first given latent: plan the context's frames too, and drop them.
+        out = self._long_latents(num_frames + context * f_t, tuple(z.shape[3:]), z.shape[0], mode, start, progress,
                                  cond_noise_level=cond_noise_level, guidance=guidance, num_steps=num_steps,
                                  sampler=sampler, generator=generator, eta=eta)
-        return self.decode_chunked(out, f_t + num_frames)[:, :, f_t:]
+        out[:, :, :context] = z[:, :, -context:]  # decode the continuation next to the given video's own latents
+        return self.decode_chunked(out, context * f_t + num_frames)[:, :, context * f_t:]
 
     @torch.no_grad()
     def interpolate(self, first: torch.Tensor, last: torch.Tensor, num_steps: int = 50, sampler: Any = "ddim",
