@@ -15,6 +15,7 @@ from videogen.lvdm import (
     LVDMLongModule,
     UNet3D,
     VideoAutoencoder3D,
+    autoregressive_clips,
     hierarchical_plan,
 )
 
@@ -126,3 +127,54 @@ def test_official_prediction_model_size():
     with torch.device("meta"):
         model = ConditionalUNet3D()
     assert sum(p.numel() for p in model.parameters()) == 549_163_908 == 549_181_060 - 17_152
+
+
+def test_prediction_models_given_two_latents_are_trained_and_chained_with_two(tmp_path):
+    """``num_given`` (the official ``n_prevs``): training gives the first n latents, every chained clip is given
+    the last n latents so far and adds 4 - n, the clip counts follow, and ``predict`` continues from n
+    latents of the given video (keyframe_stride apart when hierarchical)."""
+    with pytest.raises(ValueError, match="num_given"):
+        ConditionalUNet3D(num_given=4, **UNET)
+    ae = _ae()
+    net = ConditionalUNet3D(num_given=2, **UNET)
+    module = LVDMLongModule(net, ae, mode="prediction", keyframe_stride=2)
+    assert module._mask(3, 4, torch.tensor([True, False, True])).tolist() == [
+        [True, True, False, False], [False] * 4, [True, True, False, False]]
+    torch.manual_seed(0)
+    pipe = LVDM(ae, net, ConditionalUNet3D(**UNET), keyframe_stride=2, autoregressive=ConditionalUNet3D(num_given=2, **UNET))
+    calls = []
+    sample_clip = pipe.sample_clip
+
+    def spy(model, frames, *args, given=None, given_at=(), **kw):
+        out = sample_clip(model, frames, *args, given=given, given_at=given_at, **kw)
+        calls.append((model, given, given_at, out))
+        return out
+
+    pipe.sample_clip = spy
+    kw = dict(num_steps=2, progress=False)
+    for frames, mode in ((40, "hierarchical"), (30, "autoregressive")):
+        calls.clear()
+        video = pipe.generate_long(frames, 32, 32, mode=mode, generator=torch.Generator().manual_seed(0), **kw)
+        assert video.shape[2] == frames
+        model = net if mode == "hierarchical" else pipe.autoregressive
+        chain = [c for c in calls if c[0] is model]
+        plan = hierarchical_plan(frames, 2, 2, given=2)
+        assert len(chain) == (plan["prediction_clips"] if mode == "hierarchical" else autoregressive_clips(frames, 2, given=2))
+        for (_, _, _, prev), (_, given, given_at, _) in zip(chain, chain[1:]):
+            assert given_at == (0, 1) and torch.equal(given, prev[:, :, -2:])  # the last two latents so far
+    calls.clear()
+    context = torch.rand(1, 3, 6, 32, 32) * 2 - 1  # 3 latents: keyframes 0 and 2 are the given pair
+    with pytest.raises(ValueError, match="continues from 3 latents"):
+        pipe.predict(context[:, :, :4], 8, **kw)
+    out = pipe.predict(context, 8, generator=torch.Generator().manual_seed(0), **kw)
+    assert out.shape[2] == 8
+    z = ae.encode(context, sample=False)
+    torch.testing.assert_close(calls[0][1], z[:, :, [0, 2]])
+    assert pipe.context_latents("autoregressive") == 2
+    image = torch.rand(1, 3, 32, 32) * 2 - 1
+    still = pipe.generate(image=image, num_frames=12, generator=torch.Generator().manual_seed(0), **kw)
+    assert still.shape[2] == 12 and torch.equal(still[:, :, :6], image[:, :, None].expand(-1, -1, 6, -1, -1))
+    pipe.sample_clip = sample_clip
+    pipe.save_pretrained(tmp_path / "lvdm")
+    loaded = LVDM.from_pretrained(tmp_path / "lvdm")
+    assert loaded.prediction.num_given == 2 and loaded.autoregressive.num_given == 2
