@@ -7,8 +7,8 @@
   sampling alike: the official code embeds s for them too).  ``from_short`` copies every weight of a
   trained short model and zero-initialises what is new, so it starts as the short model.
 * :class:`LVDMLongModule`: trains it.  Prediction: the first ``num_given`` of 4 keyframe latents
-  (``keyframe_stride`` apart; the official ``n_prevs``, 1) are given with p = 0.5; interpolation: the first and last of ``stride + 1`` consecutive latents with
-  p = 0.9; otherwise the sample is unconditional.  The loss covers the generated frames only (the
+  (``keyframe_stride`` apart; the official ``n_prevs``, 1) are given with p = 0.5; interpolation: the first
+  and last of ``stride + 1`` consecutive latents with p = 0.9; otherwise the sample is unconditional.  The loss covers the generated frames only (the
   official code's mask option has no effect).
 * :func:`hierarchical_plan`: the clip counts of hierarchical sampling (the pipeline,
   :class:`videogen.lvdm.LVDM`, samples with these models).

@@ -177,10 +177,16 @@ class LVDM(VideoPipeline):
         """Latents of given video that ``predict`` continues from in ``mode``: the prediction model's
         ``num_given`` latents, ``keyframe_stride`` apart (hierarchical) or consecutive (autoregressive),
         from the first to the last (1 for LVDM's models, which are given one latent)."""
+        num_given, step = self._given_layout(mode)
+        return (num_given - 1) * step + 1
+
+    def _given_layout(self, mode: str) -> tuple[int, int]:
+        """``(num_given, latents between given ones)`` of the prediction model that ``mode`` chains."""
         if mode not in ("hierarchical", "autoregressive"):
             raise ValueError(f"mode must be 'hierarchical' or 'autoregressive', got {mode!r}")
-        model = self.prediction if mode == "hierarchical" else self._autoregressive_model()
-        return (model.num_given - 1) * (self.keyframe_stride if mode == "hierarchical" else 1) + 1
+        if mode == "hierarchical":
+            return self.prediction.num_given, self.keyframe_stride
+        return self._autoregressive_model().num_given, 1
 
     def _predict_chain(self, model: ConditionalUNet3D, count: int, kw: dict[str, Any], start: torch.Tensor | None,
                        bar) -> torch.Tensor:
@@ -258,8 +264,7 @@ class LVDM(VideoPipeline):
         if z.shape[2] < context:
             raise ValueError(f"predict in mode {mode!r} continues from {context} latents of the given video "
                              f"({context * f_t} frames), got {frames.shape[2]} frames")
-        step = self.keyframe_stride if mode == "hierarchical" else 1
-        start = z[:, :, z.shape[2] - context :: step]  # the model's given latents, ending at the last one
+        start = z[:, :, z.shape[2] - context :: self._given_layout(mode)[1]]  # the model's given latents, ending at the last one
         # The plan starts at the first given latent: plan the context's frames too, and drop them.
         out = self._long_latents(num_frames + context * f_t, tuple(z.shape[3:]), z.shape[0], mode, start, progress,
                                  cond_noise_level=cond_noise_level, guidance=guidance, num_steps=num_steps,
