@@ -52,6 +52,19 @@ def test_run_bench_writes_results_and_report_and_merges_reruns(registry, tmp_pat
     assert results["tables"]["speed"]["rows"][0]["sec_per_video"] == 0.5
     assert docs.read_text() == md  # docs_path=None leaves the docs alone
 
+    # one table rebuilt into a fresh output folder replaces its own section of the docs, keeps the other's
+    harness.run_bench(tmp_path / "fresh", only=["params"], docs_path=docs)
+    merged = docs.read_text()
+    assert "| C | 7 |" in merged and "1,234,567" not in merged
+    assert merged.index("## Parameters") < merged.index("## Sampling cost") and "| A | toy 16x32x32 | 0.5 |" in merged
+    assert "## Sampling cost" not in (tmp_path / "fresh" / "bench.md").read_text()
+
+
+def test_merge_report_appends_new_sections_and_keeps_order():
+    old = "# B\n\n## one\n\nx\n\n## two\n\ny\n"
+    new = "# B\n\n## three\n\nz\n\n## one\n\nx2\n"
+    assert harness.merge_report(old, new) == "# B\n\n## one\n\nx2\n\n## two\n\ny\n\n## three\n\nz\n\n"
+
 
 def test_run_bench_rejects_unknown_table(registry, tmp_path):
     harness.register_table("a", lambda o, q: [])

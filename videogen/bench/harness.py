@@ -265,6 +265,32 @@ def render_markdown(results: dict[str, Any], tables: dict[str, Table]) -> str:
     return "\n".join(out)
 
 
+def _sections(markdown: str) -> tuple[str, list[tuple[str, str]]]:
+    """``markdown`` -> (text before the first ``## `` heading, [(heading, section text), ...])."""
+    head, sections = [], []
+    for line in markdown.splitlines(keepends=True):
+        if line.startswith("## "):
+            sections.append([line.strip(), line])
+        elif sections:
+            sections[-1][1] += line
+        else:
+            head.append(line)
+    return "".join(head), [(h, t) for h, t in sections]
+
+
+def merge_report(existing: str, new: str) -> str:
+    """``existing`` with each ``## `` section of ``new`` put in place of the section of the same heading
+    (or appended): rebuilding some tables into a fresh output folder keeps the others' sections of
+    docs/bench.md."""
+    _, old_sections = _sections(existing)
+    head, new_sections = _sections(new)
+    fresh = dict(new_sections)
+    merged = [(h, fresh.pop(h, t)) for h, t in old_sections]
+    merged += [(h, t) for h, t in new_sections if h in fresh]
+    body = "".join(t.rstrip("\n") + "\n\n" for _, t in merged)  # a blank line closes each section
+    return head + body
+
+
 # ----------------------------------------------------------------------------- driver
 
 
@@ -288,7 +314,8 @@ def run_bench(
 
     Rows are merged into ``<out_dir>/results.json`` (tables not rebuilt keep their last results), the
     markdown goes to ``<out_dir>/bench.md`` and to ``docs_path`` (``"auto"``: the checkout's
-    docs/bench.md; ``None``: nowhere else).  Returns the merged results.
+    docs/bench.md; ``None``: nowhere else), where it replaces the sections of the rebuilt tables and keeps
+    the others (:func:`merge_report`).  Returns the merged results.
     """
     out_dir = Path(out_dir)
     tables = registered_tables()
@@ -325,5 +352,6 @@ def run_bench(
     if docs_path == "auto":
         docs_path = _default_docs_path()
     if docs_path is not None:
-        Path(docs_path).write_text(markdown)
+        docs_file = Path(docs_path)
+        docs_file.write_text(merge_report(docs_file.read_text(), markdown) if docs_file.is_file() else markdown)
     return results
