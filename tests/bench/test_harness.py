@@ -63,7 +63,7 @@ def test_run_bench_writes_results_and_report_and_merges_reruns(registry, tmp_pat
 def test_merge_report_appends_new_sections_and_keeps_order():
     old = "# B\n\n## one\n\nx\n\n## two\n\ny\n"
     new = "# B\n\n## three\n\nz\n\n## one\n\nx2\n"
-    assert harness.merge_report(old, new) == "# B\n\n## one\n\nx2\n\n## two\n\ny\n\n## three\n\nz\n\n"
+    assert harness.merge_report(old, new) == "# B\n\n## one\n\nx2\n\n## two\n\ny\n\n## three\n\nz\n"
 
 
 def test_run_bench_rejects_unknown_table(registry, tmp_path):

@@ -265,8 +265,8 @@ def render_markdown(results: dict[str, Any], tables: dict[str, Table]) -> str:
     return "\n".join(out)
 
 
-def _sections(markdown: str) -> tuple[str, list[tuple[str, str]]]:
-    """``markdown`` -> (text before the first ``## `` heading, [(heading, section text), ...])."""
+def _sections(markdown: str) -> tuple[str, list[list[str]]]:
+    """``markdown`` -> (text before the first ``## `` heading, [[heading, section text], ...])."""
     head, sections = [], []
     for line in markdown.splitlines(keepends=True):
         if line.startswith("## "):
@@ -275,7 +275,7 @@ def _sections(markdown: str) -> tuple[str, list[tuple[str, str]]]:
             sections[-1][1] += line
         else:
             head.append(line)
-    return "".join(head), [(h, t) for h, t in sections]
+    return "".join(head), sections
 
 
 def merge_report(existing: str, new: str) -> str:
@@ -287,8 +287,7 @@ def merge_report(existing: str, new: str) -> str:
     fresh = dict(new_sections)
     merged = [(h, fresh.pop(h, t)) for h, t in old_sections]
     merged += [(h, t) for h, t in new_sections if h in fresh]
-    body = "".join(t.rstrip("\n") + "\n\n" for _, t in merged)  # a blank line closes each section
-    return head + body
+    return head + "\n\n".join(t.rstrip("\n") for _, t in merged) + "\n"  # sections apart by a blank line
 
 
 # ----------------------------------------------------------------------------- driver
