@@ -8,8 +8,10 @@ length from this one distribution: LaMD and CMD 8 frames (their clip), LVDM 16 f
 
 **Budget** (:data:`BUDGET_STEPS`): 1 600 optimiser steps per model, split over its stages (LaMD 800 MCD-VAE
 + 800 DMG; CMD 800 autoencoder + 400 content DiT + 400 motion DiT; LVDM 700 autoencoder + 300 short UNet +
-200 keyframe prediction + 200 interpolation + 200 autoregressive prediction), through the demos' trainers (``videogen.<model>.demo``) with their
-network sizes and batch sizes; the wall time each took is reported next to it.
+200 keyframe prediction + 200 interpolation + 200 autoregressive prediction; LVDM's text-to-video model 600
+frame VAE + 1 000 UNet), through the demos' trainers (``videogen.<model>.demo``; LVDM text-to-video:
+``videogen.lvdm.t2v_demo``) with their network sizes and batch sizes; the wall time each took is reported
+next to it.
 
 **Tasks**, every model through the one ``generate`` protocol of the saved pipeline
 (``videogen.load_pretrained``):
@@ -17,8 +19,10 @@ network sizes and batch sizes; the wall time each took is reported next to it.
 - *image-to-video*: a held-out first frame (+ its direction: LaMD's class label, CMD's caption; LVDM
   takes no direction, so its chance is the floor) -> an 8-frame video.  LaMD: its task; CMD: the frame is
   animated as the content frame; LVDM: the frame held for f_t frames, then prediction.
-- *text-to-video*: a held-out caption -> an 8-frame video.  CMD only: LaMD needs an image, and LVDM's
-  text-to-video model (``LVDMTextToVideo``) fine-tunes Stable Diffusion, whose weights are not here.
+- *text-to-video*: a held-out caption -> an 8-frame video.  CMD, and LVDM's text-to-video model
+  (``LVDMTextToVideo``: an SD-style ``UNet2DConditionModel`` with temporal layers on per-frame
+  ``AutoencoderKL`` latents and a tiny word-level CLIP text encoder, all trained from scratch here since
+  no SD weights exist; ``videogen.lvdm.t2v_demo``).  LaMD needs an image.
 - *long video*: 256 frames.  LVDM: hierarchical and autoregressive ``generate_long`` (unconditional, as in
   its paper); LaMD and CMD: clips chained from the last frame, starting from a held-out first frame and
   direction / caption.
@@ -70,9 +74,7 @@ SCORES = ("direction acc", "bounce-rule acc", "colour acc", "caption acc", "long
 def model_configs(quick: bool) -> dict[str, Any]:
     """The demo config of each model on :data:`DATA` with the :data:`BUDGET_STEPS` split (``quick``: the
     demos' seconds-long smoke configs on the same data)."""
-    from videogen.demos import demo_runners
-
-    config = {name: cls for name, (_, cls) in demo_runners().items()}
+    config = {name: cls for name, (_, cls) in _trainers().items()}
     data = {k: v for k, v in DATA.items() if k != "directions"}
     # LVDM's demo data always bounces; its demo draws white shapes on black, the benchmark the shared colours
     lvdm_data = {**{k: v for k, v in data.items() if k != "motion"},
@@ -80,16 +82,27 @@ def model_configs(quick: bool) -> dict[str, Any]:
     # CMD at 16 x 16: autoencoder patch 2 (an 8 x 8 grid, as the demo's patch 4 at 32 x 32), content DiT
     # patch 2 and motion-DiT content patch 4 keep the demo's token counts
     cmd_data = {**data, "ae_patch": 2, "content_patch": 2, "motion_content_patch": 4}
+    t2v_data = {**data, "directions": DATA["directions"], "num_frames": SHORT_FRAMES}
     if quick:
         return {"lamd": dataclasses.replace(config["lamd"].fast(), **data),
                 "cmd": dataclasses.replace(config["cmd"].fast(), **cmd_data),
-                "lvdm": dataclasses.replace(config["lvdm"].fast(), **lvdm_data, long_frames=32)}
+                "lvdm": dataclasses.replace(config["lvdm"].fast(), **lvdm_data, long_frames=32),
+                "lvdm_t2v": dataclasses.replace(config["lvdm_t2v"].fast(), **t2v_data)}
     return {"lamd": config["lamd"](num_frames=SHORT_FRAMES, **data, vae_steps=800, dmg_steps=800),
             # D 4: the demo's D 8 pays off with 1,600 autoencoder steps, more than this budget gives
             "cmd": config["cmd"](num_frames=SHORT_FRAMES, **cmd_data, ae_steps=800, ae_motion_channels=4,
                                  content_steps=400, motion_steps=400),
             "lvdm": config["lvdm"](**lvdm_data, ae_steps=700, short_steps=300, long_steps=200, num_long=NUM_LONG,
-                                   long_frames=LONG_FRAMES)}
+                                   long_frames=LONG_FRAMES),
+            "lvdm_t2v": config["lvdm_t2v"](**t2v_data, vae_steps=600, unet_steps=1000)}
+
+
+def _trainers() -> dict[str, tuple[Callable[..., dict[str, Any]], type]]:
+    """The demos' trainers (``videogen.demos.demo_runners``) and LVDM's toy text-to-video trainer."""
+    from videogen.demos import demo_runners
+    from videogen.lvdm.t2v_demo import LVDMT2VToyConfig, run_lvdm_t2v_toy
+
+    return {**demo_runners(), "lvdm_t2v": (run_lvdm_t2v_toy, LVDMT2VToyConfig)}
 
 
 def _steps(name: str, cfg: Any) -> tuple[int, int]:
@@ -98,6 +111,8 @@ def _steps(name: str, cfg: Any) -> tuple[int, int]:
         parts = [(cfg.vae_steps, cfg.vae_batch), (cfg.dmg_steps, cfg.dmg_batch)]
     elif name == "cmd":
         parts = [(cfg.ae_steps, cfg.ae_batch), (cfg.content_steps, cfg.dit_batch), (cfg.motion_steps, cfg.dit_batch)]
+    elif name == "lvdm_t2v":
+        parts = [(cfg.vae_steps, cfg.vae_batch), (cfg.unet_steps, cfg.unet_batch)]
     else:
         parts = [(cfg.ae_steps, cfg.ae_batch), (cfg.short_steps, cfg.unet_batch), (3 * cfg.long_steps, cfg.unet_batch)]
     return sum(s for s, _ in parts), sum(s * b for s, b in parts)
@@ -105,11 +120,9 @@ def _steps(name: str, cfg: Any) -> tuple[int, int]:
 
 def _train(name: str, cfg: Any, root: Path) -> dict[str, Any]:
     """Train (or reuse) one model's demo into ``root/name``; returns its demo metrics."""
-    from videogen.demos import demo_runners
-
     target = root / name
     if not ((target / "metrics.json").is_file() and (target / name).is_dir()):
-        demo_runners()[name][0](target, config=cfg)
+        _trainers()[name][0](target, config=cfg)
     return json.loads((target / "metrics.json").read_text())
 
 
@@ -148,7 +161,7 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     long_captions = [it["caption"] for it in long_held.items]
 
     # each model's sampler setting: its demo's
-    lamd_cfg, cmd_cfg, lvdm_cfg = configs["lamd"], configs["cmd"], configs["lvdm"]
+    lamd_cfg, cmd_cfg, lvdm_cfg, t2v_cfg = configs["lamd"], configs["cmd"], configs["lvdm"], configs["lvdm_t2v"]
     settings = {
         "lamd": dict(num_steps=lamd_cfg.sample_steps, sampler=lamd_cfg.sampler, guidance_scale=lamd_cfg.guidance_scale),
         "cmd": dict(num_steps=cmd_cfg.motion_sample_steps, content_steps=cmd_cfg.content_sample_steps,
@@ -156,11 +169,13 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
         # with an image CMD samples motion only, and guidance_scale is the motion CFG
         "cmd_image": dict(num_steps=cmd_cfg.motion_sample_steps, guidance_scale=cmd_cfg.motion_guidance_scale),
         "lvdm": dict(num_steps=lvdm_cfg.sample_steps, guidance_scale=1 + lvdm_cfg.guidance, eta=lvdm_cfg.sample_eta),
+        "lvdm_t2v": dict(num_steps=t2v_cfg.sample_steps, guidance_scale=t2v_cfg.guidance_scale, eta=t2v_cfg.sample_eta),
     }
     sampling = {"lamd": f"DDIM {lamd_cfg.sample_steps}, CFG {lamd_cfg.guidance_scale}",
                 "cmd": f"DDIM {cmd_cfg.content_sample_steps} + {cmd_cfg.motion_sample_steps}, CFG "
                        f"{cmd_cfg.guidance_scale} / {cmd_cfg.motion_guidance_scale}",
-                "lvdm": f"DDIM {lvdm_cfg.sample_steps} (eta {lvdm_cfg.sample_eta}), guidance w {lvdm_cfg.guidance}"}
+                "lvdm": f"DDIM {lvdm_cfg.sample_steps} (eta {lvdm_cfg.sample_eta}), guidance w {lvdm_cfg.guidance}",
+                "lvdm_t2v": f"DDIM {t2v_cfg.sample_steps} (eta {t2v_cfg.sample_eta}), CFG {t2v_cfg.guidance_scale}"}
 
     def generate(name: str, **kw: Any) -> torch.Tensor:
         setting = settings["cmd_image" if name == "cmd" and "image" in kw else name]
@@ -182,7 +197,7 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
             gflops: float | None = None, long: bool = False, note: str = "") -> None:
         steps, clips = _steps(name, configs[name])
         metrics = trained[name]
-        r = {"task": task, "model": {"lamd": "LaMD", "cmd": "CMD", "lvdm": "LVDM"}[name], "how": how,
+        r = {"task": task, "model": {"lamd": "LaMD", "cmd": "CMD", "lvdm": "LVDM", "lvdm_t2v": "LVDM"}[name], "how": how,
              "setting": "toy", **dict.fromkeys(SCORES, "—")}
         if videos is not None:
             r.update(scores(videos, long))
@@ -217,14 +232,15 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     # ---- text-to-video ----------------------------------------------------------------------------
     videos, seconds, gflops = _measure(lambda n: generate("cmd", text=captions[:n]), len(captions))
     row("text-to-video", "cmd", "caption -> content frame -> motion", videos, seconds, gflops)
-    for name, why in (("lamd", None), ("lvdm", "its text-to-video model, LVDMTextToVideo, is a Stable Diffusion UNet "
-                                               "with temporal layers and needs SD weights: not trained here")):
-        try:
-            pipes[name].check_conditions(text=captions[:1])
-            reason = why
-        except UnsupportedConditionError as err:
-            reason = f"not supported: {err}" + (f" ({why})" if why else "")
-        row("text-to-video", name, "—", note=reason)
+    videos, seconds, gflops = _measure(lambda n: generate("lvdm_t2v", text=captions[:n]), len(captions))
+    row("text-to-video", "lvdm_t2v", "caption -> SD-style video UNet on per-frame VAE latents", videos, seconds,
+        gflops, note="LVDMTextToVideo's classes at toy size, trained from scratch (no SD weights here)")
+    try:
+        pipes["lamd"].check_conditions(text=captions[:1])
+        reason = ""
+    except UnsupportedConditionError as err:
+        reason = f"not supported: {err}"
+    row("text-to-video", "lamd", "—", note=reason)
 
     # ---- long video ---------------------------------------------------------------------------------
     long_runs = {
@@ -246,7 +262,8 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
 register_table(
     "synthetic", build_synthetic_table, title="The three models on one synthetic task set (toy setting)",
     description="LaMD, CMD and LVDM trained on the same bouncing-shapes data (16 x 16; LaMD and CMD on 8-frame "
-    "clips, LVDM on 16) with the same 1,600 optimiser steps each (the demos' networks and batch sizes; 'clips seen' "
+    "clips, LVDM on 16; LVDM's text-to-video model, SD-style networks trained from scratch, on 8) with the same 1,600 "
+    "optimiser steps each (the demos' networks and batch sizes; 'clips seen' "
     "and 'train s' give the resulting data and wall time on this 2-core CPU), then scored through the one generate "
     "protocol on 64 held-out first frames / captions and 4 long videos. direction acc: the initial direction over 4 "
     "frames (chance 0.25); bounce-rule acc: the clip moves by the bouncing rule (a static clip: 0); colour / caption "
