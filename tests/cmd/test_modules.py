@@ -182,3 +182,34 @@ def test_cli_sample_and_generate_with_a_saved_cmd(class_stages, tmp_path):
     summary = generate_split(CMD.from_pretrained(tmp_path / "cmd"), data, tmp_path / "gen", 1, num_steps=2,
                              content_steps=2, progress=False)  # class-to-video: the items' labels
     assert summary["written"] == 3
+
+
+def test_motion_scale_is_trained_on_stored_and_undone_before_decoding(stage1, tmp_path):
+    """``motion_scale`` (spec O14): the motion DiT's data is ``scale * z``, the batch std of ``z`` is logged,
+    the scale travels in the checkpoint and the saved pipeline, and sampling divides it out again."""
+    from videogen.cmd.modules import cache_cmd_latents, motion_latent_std
+
+    ae = load_cmd_autoencoder(stage1)
+    items = cache_cmd_latents(ae, [SyntheticVideoDataset(8, num_frames=FRAMES, size=SIZE)[i] for i in range(8)])
+    std = motion_latent_std(items)
+    z = torch.stack([it["motion_latent"] for it in items])
+    assert std == pytest.approx(float(z.double().std()))
+    module = CMDMotionModule(tiny_motion_dit(ae, num_classes=4), str(stage1), motion_scale=1 / std)
+    batch = {"content_frame": torch.stack([it["content_frame"] for it in items]), "motion_latent": z,
+             "label": torch.zeros(8, dtype=torch.long)}
+    x0, _ = module.target_and_condition(batch, drop=False)
+    torch.testing.assert_close(x0, z / std)
+    trainer = _fit(module, tmp_path / "motion")
+    assert "train/motion_latent_std" in trainer.callback_metrics
+    _fit(CMDContentModule(tiny_content_dit(ae, num_classes=4), str(stage1)), tmp_path / "content", steps=1)
+    pipe = CMD.from_checkpoints(tmp_path / "content" / "last.ckpt", tmp_path / "motion" / "last.ckpt")
+    assert pipe.motion_scale == pytest.approx(1 / std)
+    pipe.save_pretrained(tmp_path / "cmd")
+    assert CMD.from_pretrained(tmp_path / "cmd").motion_scale == pytest.approx(1 / std)
+    # sampling divides the scale out: with the denoiser's sample replaced by a known value, z = value / scale
+    seen = torch.full((2, *ae.motion_shape), 0.3)
+    pipe.motion_diffusion.sample = lambda *a, **k: seen  # noqa: E731
+    out = pipe.sample_motion(torch.zeros(2, *ae.content_shape), label=[0, 1], num_steps=2, progress=False)
+    torch.testing.assert_close(out, (seen * std).clamp(-1, 1))
+    with pytest.raises(ValueError, match="motion_scale must be > 0"):
+        CMDMotionModule(tiny_motion_dit(ae), str(stage1), motion_scale=0.0)

@@ -71,6 +71,8 @@ class CMDDemoConfig:
     dit_batch: int = 32
     dit_ema: float | None = 0.995  # EMA of the DiTs' weights (core's EMA callback, with warm-up); None: last weights
     cond_drop_prob: float = 0.1
+    # the motion DiT's data: motion_scale * z; "std": 1 / std of the cached training latents (spec O14)
+    motion_scale: float | str = 1.0
     # sampling
     content_sample_steps: int = 50
     motion_sample_steps: int = 50
@@ -121,7 +123,13 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
 
     from .autoencoder import CMDAutoencoder
     from .dit import ContentDiT, MotionDiT
-    from .modules import CMDAutoencoderModule, CMDContentModule, CMDMotionModule, cache_cmd_latents
+    from .modules import (
+        CMDAutoencoderModule,
+        CMDContentModule,
+        CMDMotionModule,
+        cache_cmd_latents,
+        motion_latent_std,
+    )
     from .pipeline import CMD
 
     start = time.perf_counter()
@@ -173,13 +181,16 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     motion_model = MotionDiT(motion_channels=d, num_frames=frames, motion_width=m, content_channels=c,
                              content_height=h, content_width=w, patch_size=2,
                              content_patch_size=cfg.motion_content_patch, **dit)
+    z_std = motion_latent_std(latents)
+    motion_scale = 1.0 / z_std if cfg.motion_scale == "std" else float(cfg.motion_scale)
+    print(f"[demo] motion latent std {z_std:.4f}; the motion DiT trains on {motion_scale:.4f} * z")
     stage2b = CMDMotionModule(motion_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr,
-                              diffusion=diffusion)
+                              diffusion=diffusion, motion_scale=motion_scale)
     fit(stage2b, latents, cfg.motion_steps, "stage 2b (motion DiT)")
 
     # ---- generation from held-out captions ----------------------------------------------------
     pipe = CMD(ae, content_model.eval(), motion_model.eval(), stage2a.diffusion_config, stage2b.diffusion_config,
-               text_encoder=text).eval()
+               text_encoder=text, motion_scale=motion_scale).eval()
     gen = torch.Generator().manual_seed(seed)
     print(f"[demo] generating {len(captions)} videos from held-out captions (content DDIM {cfg.content_sample_steps} "
           f"steps, CFG {cfg.guidance_scale}; motion DDIM {cfg.motion_sample_steps} steps, CFG {cfg.motion_guidance_scale})")
@@ -213,6 +224,8 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
         "shape_accuracy": round(cap["shape_accuracy"], 4),
         "animate_motion_accuracy": round(float(animate_acc), 4),
         "recon_psnr": round(recon_psnr, 3),
+        "motion_latent_std": round(z_std, 4),
+        "motion_scale": round(motion_scale, 4),
         "chance_motion_accuracy": round(1.0 / cfg.directions, 4),
         "chance_caption_accuracy": round(1.0 / (len(COLORS) * len(SHAPES)), 4),
         "caption_accuracy_of_real_videos": round(real_cap["caption_accuracy"], 4),

@@ -35,7 +35,8 @@ from videogen.core.training import TrainingModule, encode_items
 from .autoencoder import CMDAutoencoder
 from .dit import ContentDiT, MotionDiT
 
-__all__ = ["CMDAutoencoderModule", "CMDContentModule", "CMDMotionModule", "cache_cmd_latents", "load_cmd_autoencoder"]
+__all__ = ["CMDAutoencoderModule", "CMDContentModule", "CMDMotionModule", "cache_cmd_latents", "load_cmd_autoencoder",
+           "motion_latent_std"]
 
 
 def _build_autoencoder(autoencoder: CMDAutoencoder | dict[str, Any]) -> CMDAutoencoder:
@@ -308,15 +309,22 @@ class CMDMotionModule(_ConditionalStage):
         cond_drop_prob: label -> null / text -> zero feature with this probability (10%, as DiT).
         diffusion: ``GaussianDiffusion`` kwargs (DiT's linear 1e-4..0.02, eps).
         lr, betas, scale_lr: Adam (B.3: 1e-4, (0.9, 0.999)).
+        motion_scale: the diffusion model works on ``motion_scale * z`` (stored with the model, undone before
+            decoding).  1.0 is the official code's (tanh outputs, unscaled); the batch std of ``z`` is logged
+            as ``train/motion_latent_std``, and :func:`motion_latent_std` measures it over a data set, so
+            that ``1 / std`` can be chosen as in latent diffusion.
     """
 
     def __init__(self, denoiser: MotionDiT, autoencoder: CMDAutoencoder | str, vae: FrameVAE | None = None,
                  text_encoder: TextEncoder | None = None, pool_masked: bool = False, cond_drop_prob: float = 0.1,
                  diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
-                 betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise"):
+                 betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise",
+                 motion_scale: float = 1.0):
         super().__init__(nan_policy=nan_policy)
         if not 0.0 <= cond_drop_prob < 1.0:
             raise ValueError(f"cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
+        if not motion_scale > 0:
+            raise ValueError(f"motion_scale must be > 0, got {motion_scale}")
         self.save_hyperparameters(ignore=["denoiser", "autoencoder", "vae", "text_encoder"])
         self.denoiser = denoiser
         self.autoencoder = _frozen(load_cmd_autoencoder(autoencoder))
@@ -334,12 +342,17 @@ class CMDMotionModule(_ConditionalStage):
         self.network_configs = {
             "autoencoder_config": ae.config, "motion_config": denoiser.config,
             "text_encoder_config": None if text_encoder is None else text_encoder.config,
-            "pool_masked": pool_masked, "motion_diffusion": self.diffusion_config}
+            "pool_masked": pool_masked, "motion_diffusion": self.diffusion_config,
+            "motion_scale": float(motion_scale)}
 
     @torch.no_grad()
     def target_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Motion latents ``(B, D, L, W'+H')`` and the condition kwargs (content frame, label / text; eq. 8)."""
+        """Scaled motion latents ``motion_scale * z`` ``(B, D, L, W'+H')`` and the condition kwargs (content
+        frame, label / text; eq. 8)."""
         content, motion = self._encode(batch, sample=drop)
+        if drop:  # training batches: the std that motion_scale should normalise
+            self.log("train/motion_latent_std", motion.float().std(), batch_size=motion.shape[0], sync_dist=True)
+        motion = motion * self.hparams.motion_scale
         b = motion.shape[0]
         drop_mask = self._drop_mask(b) if drop else torch.zeros(b, dtype=torch.bool, device=self.device)
         label = self._labels(batch, self.denoiser.num_classes)
@@ -368,3 +381,11 @@ def cache_cmd_latents(autoencoder: CMDAutoencoder, items: list[dict[str, Any]], 
         return {"content_frame": content, "motion_latent": motion}
 
     return encode_items(items, encode, batch_size)
+
+
+def motion_latent_std(items: list[dict[str, Any]]) -> float:
+    """Std of the ``motion_latent`` entries of :func:`cache_cmd_latents` items (all elements pooled);
+    ``1 / std`` is the ``motion_scale`` that gives the motion DiT unit-variance data."""
+    if not items or "motion_latent" not in items[0]:
+        raise ValueError("give items with 'motion_latent' (from cache_cmd_latents)")
+    return float(torch.stack([item["motion_latent"] for item in items]).double().std())

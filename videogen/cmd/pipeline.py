@@ -41,6 +41,7 @@ class CMD(VideoPipeline):
         text_encoder: frozen; SD token states for an ``SDUNet`` content model, pooled features for the
             motion DiT (``pool_masked`` as in training).
         vae: ``FrameVAE`` for latent-mode autoencoders.
+        motion_scale: the motion DiT samples ``motion_scale * z`` (its training's ``motion_scale``).
 
     Follows the shared ``generate`` protocol (``videogen.core.pipeline``); longer ``num_frames`` chain
     clips, each animated from the last frame so far as its content frame.
@@ -50,8 +51,12 @@ class CMD(VideoPipeline):
 
     def __init__(self, autoencoder: CMDAutoencoder, content_model: nn.Module, motion_model: MotionDiT,
                  content_diffusion: dict[str, Any] | None = None, motion_diffusion: dict[str, Any] | None = None,
-                 text_encoder: TextEncoder | None = None, vae: FrameVAE | None = None, pool_masked: bool = False):
+                 text_encoder: TextEncoder | None = None, vae: FrameVAE | None = None, pool_masked: bool = False,
+                 motion_scale: float = 1.0):
         super().__init__()
+        if not motion_scale > 0:
+            raise ValueError(f"motion_scale must be > 0, got {motion_scale}")
+        self.motion_scale = float(motion_scale)
         self.autoencoder, self.content_model, self.motion_model = autoencoder, content_model, motion_model
         self.text_encoder, self.vae, self.pool_masked = text_encoder, vae, pool_masked
         self.content_diffusion_config = dict(content_diffusion or {})
@@ -154,7 +159,7 @@ class CMD(VideoPipeline):
         z = self.motion_diffusion.sample(self.motion_model, (b, *self.autoencoder.motion_shape), cond=cond,
                                          uncond=uncond, guidance_scale=guidance_scale, sampler=sampler,
                                          num_steps=num_steps, generator=generator, device=device, progress=progress)
-        return z.clamp(-1, 1)  # the motion latent is a tanh output
+        return (z / self.motion_scale).clamp(-1, 1)  # the motion latent is a tanh output
 
     def _to_pixels(self, x: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(x) if self.vae is not None else x.clamp(-1, 1)
@@ -217,7 +222,8 @@ class CMD(VideoPipeline):
             self.vae.vae.save_pretrained(str(directory / "vae"))
         config = {"content_kind": kind, "content_diffusion": self.content_diffusion_config,
                   "motion_diffusion": self.motion_diffusion_config, "pool_masked": self.pool_masked,
-                  "vae_scaling_factor": None if self.vae is None else self.vae.scaling_factor}
+                  "vae_scaling_factor": None if self.vae is None else self.vae.scaling_factor,
+                  "motion_scale": self.motion_scale}
         (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))
 
     @classmethod
@@ -242,7 +248,7 @@ class CMD(VideoPipeline):
             vae = FrameVAE(vae=AutoencoderKL.from_pretrained(str(directory / "vae")),
                            scaling_factor=cfg.get("vae_scaling_factor"))
         return cls(ae, content, motion, cfg["content_diffusion"], cfg["motion_diffusion"], text, vae,
-                   cfg.get("pool_masked", False)).to(map_location).eval()
+                   cfg.get("pool_masked", False), cfg.get("motion_scale", 1.0)).to(map_location).eval()
 
     @classmethod
     def from_checkpoints(cls, content_ckpt: str | os.PathLike, motion_ckpt: str | os.PathLike,
@@ -273,7 +279,7 @@ class CMD(VideoPipeline):
                            scaling_factor=cc["cmd"]["vae"]["scaling_factor"])
             vae.vae.load_state_dict(submodule_state(cc, "vae.vae."))
         return cls(ae, content, motion, cc["cmd"]["content_diffusion"], mc["cmd"]["motion_diffusion"], text, vae,
-                   mc["cmd"].get("pool_masked", False)).to(map_location).eval()
+                   mc["cmd"].get("pool_masked", False), mc["cmd"].get("motion_scale", 1.0)).to(map_location).eval()
 
 
 def _load_ckpt(path: str | os.PathLike, key: str, map_location) -> dict:
