@@ -113,8 +113,8 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     from videogen.core.text import word_level_clip
     from videogen.core.video import save_contact_sheet, write_video
     from videogen.data import (
+        CAPTION_WORDS,
         COLORS,
-        DIRECTION_NAMES,
         SHAPES,
         SyntheticVideoDataset,
         caption_accuracy,
@@ -149,8 +149,7 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
         fit_stage(module, data, steps, cfg.ae_batch if first else cfg.dit_batch, name, loader_gen, stage_seconds,
                   ema_decay=None if first else cfg.dit_ema)
 
-    words = ["the", "moves", *COLORS, *SHAPES, *DIRECTION_NAMES]
-    text = word_level_clip(out / "text_encoder", words, width=cfg.text_width, seed=seed)
+    text = word_level_clip(out / "text_encoder", CAPTION_WORDS, width=cfg.text_width, seed=seed)
 
     # ---- stage 1: autoencoder (content frame + motion latent) -----------------------------------
     torch.manual_seed(seed)

@@ -18,6 +18,7 @@ _EXPORTS = {
     "DIRECTION_VECTORS": "synthetic",
     "SHAPES": "synthetic",
     "COLORS": "synthetic",
+    "CAPTION_WORDS": "synthetic",
     "direction_vectors": "synthetic",
     "caption_accuracy": "scoring",
     "describe_objects": "scoring",

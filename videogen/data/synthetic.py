@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["COLORS", "DIRECTION_NAMES", "DIRECTION_VECTORS", "SHAPES", "SyntheticVideoDataset", "direction_vectors"]
+__all__ = ["CAPTION_WORDS", "COLORS", "DIRECTION_NAMES", "DIRECTION_VECTORS", "SHAPES", "SyntheticVideoDataset", "direction_vectors"]
 
 #: Direction names in label order; 4-direction sets use the first four.
 DIRECTION_NAMES: tuple[str, ...] = ("right", "left", "down", "up", "down-right", "down-left", "up-right", "up-left")
@@ -37,6 +37,8 @@ COLORS: dict[str, tuple[float, float, float]] = {
     "yellow": (0.95, 0.9, 0.1),
     "white": (1.0, 1.0, 1.0),
 }
+#: Every word of the captions ("the red circle moves left"): the vocabulary of the demos' word-level text encoder.
+CAPTION_WORDS: tuple[str, ...] = ("the", "moves", *COLORS, *SHAPES, *DIRECTION_NAMES)
 _TASKS = ("direction", "shape_direction")
 
 

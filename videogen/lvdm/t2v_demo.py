@@ -117,9 +117,7 @@ def run_lvdm_t2v_toy(out_dir: str | Path = "outputs/lvdm_t2v_toy", seed: int = 0
     from videogen.core.sd import FrameVAE, SDUNet
     from videogen.core.text import word_level_clip
     from videogen.data import (
-        COLORS,
-        DIRECTION_NAMES,
-        SHAPES,
+        CAPTION_WORDS,
         SyntheticVideoDataset,
         caption_accuracy,
         direction_vectors,
@@ -136,8 +134,7 @@ def run_lvdm_t2v_toy(out_dir: str | Path = "outputs/lvdm_t2v_toy", seed: int = 0
     captions = [item["caption"] for item in heldout.items]
     loader_gen = torch.Generator().manual_seed(seed)
     stage_seconds: dict[str, float] = {}
-    text = word_level_clip(out / "text_encoder", ["the", "moves", *COLORS, *SHAPES, *DIRECTION_NAMES],
-                           width=cfg.text_width, seed=seed)
+    text = word_level_clip(out / "text_encoder", CAPTION_WORDS, width=cfg.text_width, seed=seed)
 
     # ---- stage 1: per-frame VAE, then its latent scale from data ------------------------------------
     torch.manual_seed(seed)
