@@ -28,6 +28,17 @@ def test_frame_vae_encodes_and_decodes_every_frame(sd_dir):
     assert vae.decode(z).shape == video.shape and vae.decode(z).abs().max() <= 1
 
 
+def test_frame_vae_calibrate_gives_unit_variance_latents(sd_dir):
+    vae = FrameVAE(str(sd_dir))
+    videos = torch.rand(6, 3, 2, 16, 16) * 2 - 1
+    raw = vae.vae.encode(videos.transpose(1, 2).reshape(-1, 3, 16, 16)).latent_dist.mode()  # unscaled, diffusers
+    std = vae.calibrate(videos.split(4))
+    assert std == pytest.approx(float(raw.std()), rel=1e-4) and vae.scaling_factor == pytest.approx(1 / std)
+    assert float(vae.encode(videos, sample=False).std()) == pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ValueError, match="at least one batch"):
+        vae.calibrate([])
+
+
 def test_sd_unet_and_text_encoder_from_the_diffusers_layout(sd_dir):
     unet = SDUNet(str(sd_dir))
     text = sd_text_encoder(sd_dir, max_length=12)

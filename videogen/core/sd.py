@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,18 @@ class FrameVAE(nn.Module):
         dtype = next(self.vae.parameters()).dtype
         frames = torch.cat([self.vae.decode(part.to(dtype)).sample for part in z.split(self.chunk)]).float()
         return frames.clamp(-1, 1).view(b, L, 3, h * self.downsample, w * self.downsample).transpose(1, 2)
+
+    @torch.no_grad()
+    def calibrate(self, videos: Iterable[torch.Tensor]) -> float:
+        """Set ``scaling_factor = 1 / std`` of the posterior-mean latents of ``videos`` (batches
+        ``(B, 3, L, H, W)``), for a VAE trained here (SD's 0.18215 belongs to SD's VAE); returns the std."""
+        self.scaling_factor = 1.0
+        z = [self.encode(batch, sample=False) for batch in videos]
+        if not z:
+            raise ValueError("calibrate needs at least one batch of videos")
+        std = float(torch.cat(z).std().clamp(min=1e-6))
+        self.scaling_factor = 1.0 / std
+        return std
 
     def encode_frames(self, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
         """``(B, 3, H, W)`` images -> ``(B, 4, H/f, W/f)`` scaled latents."""

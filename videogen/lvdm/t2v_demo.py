@@ -145,15 +145,13 @@ def run_lvdm_t2v_toy(out_dir: str | Path = "outputs/lvdm_t2v_toy", seed: int = 0
                         layers_per_block=1, sample_size=cfg.size)
     fit_stage(FrameVAEModule(vae, cfg.vae_kl_weight, cfg.vae_lr), train, cfg.vae_steps, cfg.vae_batch,
               "stage 1 (frame VAE)", loader_gen, stage_seconds)
-    frame_vae = FrameVAE(vae=vae, scaling_factor=1.0)
-    with torch.no_grad():
-        sample = stack_items(materialise(torch.utils.data.Subset(train, range(min(len(train), 256)))), "video")
-        z = torch.cat([frame_vae.encode(part, sample=False) for part in sample.split(64)])  # (N, 4, T, h, w)
-        frame_vae.scaling_factor = float(1.0 / z.std().clamp(min=1e-6))
-        recon = frame_vae.decode(frame_vae.encode(videos, sample=False)).clamp(-1, 1)
+    frame_vae = FrameVAE(vae=vae)
+    calib = stack_items(materialise(torch.utils.data.Subset(train, range(min(len(train), 256)))), "video")
+    frame_vae.calibrate(calib.split(64))
+    recon = frame_vae.decode(frame_vae.encode(videos, sample=False))
     recon_psnr = mean_psnr(recon, videos)
     print(f"[demo] stage 1 held-out reconstruction PSNR: {recon_psnr:.2f} dB; latent scale "
-          f"{frame_vae.scaling_factor:.4f} (1 / std over {z.shape[0]} training videos' latents)")
+          f"{frame_vae.scaling_factor:.4f} (1 / std over {calib.shape[0]} training videos' latents)")
 
     # ---- stage 2: text-to-video UNet, every weight trained --------------------------------------------
     torch.manual_seed(seed + 1)
