@@ -1,5 +1,5 @@
-"""The sampler study: reference row, ratios and the 2% rule on a scripted task; the LaMD and CMD tasks rebuild
-their demos' held-out sets and sample with every solver (on the seconds-long smoke demos)."""
+"""The sampler study: reference row, ratios and the 2% rule on a scripted task; the LaMD, CMD and LVDM tasks
+rebuild their demos' held-out sets and sample with every solver (on the seconds-long smoke demos)."""
 
 from __future__ import annotations
 
@@ -27,14 +27,17 @@ def test_study_rows_against_the_reference():
     assert fast["PSNR vs reference dB"] > slow["PSNR vs reference dB"]  # closer to the reference videos
 
 
-@pytest.mark.parametrize("model", ["lamd", "cmd"])
+@pytest.mark.parametrize("model", ["lamd", "cmd", "lvdm"])
 def test_demo_tasks_sample_with_every_solver(model, tmp_path):
     demo = samplers._demo_dir(model, tmp_path / "nowhere", tmp_path, quick=True)  # trains the smoke demo
-    task = (samplers.lamd_task if model == "lamd" else samplers.cmd_task)(demo)
+    task = {"lamd": samplers.lamd_task, "cmd": samplers.cmd_task, "lvdm": samplers.lvdm_task}[model](demo)
     rows = samplers.sampler_study(task, (("ddim", 4), ("dpm++", 2), ("unipc", 2)))
     assert [r["sampler"] for r in rows] == ["ddim", "dpm++", "unipc"]
+    metric = "long_motion_accuracy" if model == "lvdm" else "motion_accuracy"
     for row in rows:
-        assert isinstance(row["motion_accuracy"], float) and row["s / video"] > 0
+        assert isinstance(row[metric], float) and row["s / video"] > 0
     assert isinstance(rows[1]["PSNR vs reference dB"], float)
     if model == "cmd":
         assert "caption_accuracy" in rows[0] and rows[0]["network evals / video"] == 4 * task.evals_per_step
+    if model == "lvdm":  # 64 frames: 8 prediction + 16 interpolation clips, a guided and an unguided call each
+        assert task.evals_per_step == 48 and rows[0]["network evals / video"] == 4 * 48

@@ -94,6 +94,12 @@ class LVDMDemoConfig:
         """Fewer training steps and 1 long video per mode, for the three-model tour (``make demo``)."""
         return cls(ae_steps=600, short_steps=400, long_steps=300, num_long=1)
 
+    def data_kwargs(self) -> dict[str, Any]:
+        """The :class:`videogen.data.SyntheticVideoDataset` keywords of this demo's bouncing shapes (the
+        scorer ``long_motion_accuracy`` reads its motion rule from such a dataset)."""
+        return dict(size=self.size, object_size=self.object_size, speed=tuple(self.speed), motion="bounce",
+                    colors=tuple(self.colors), background=None if self.background is None else tuple(self.background))
+
     @classmethod
     def fast(cls) -> LVDMDemoConfig:
         return cls(num_train=8, num_heldout=2, long_frames=32, num_long=1, ae_steps=2, short_steps=2, long_steps=2,
@@ -122,8 +128,7 @@ def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast
     cfg = config or (LVDMDemoConfig.fast() if fast else LVDMDemoConfig())
     out = start_demo(out_dir, seed)
 
-    data_kw = dict(size=cfg.size, object_size=cfg.object_size, speed=tuple(cfg.speed), motion="bounce",
-                   colors=tuple(cfg.colors), background=None if cfg.background is None else tuple(cfg.background))
+    data_kw = cfg.data_kwargs()
     train = materialise(SyntheticVideoDataset(cfg.num_train, num_frames=cfg.clip_frames, seed=seed, **data_kw))
     heldout = materialise(SyntheticVideoDataset(cfg.num_heldout, num_frames=cfg.clip_frames, seed=seed + 10_000,
                                                 **data_kw))
