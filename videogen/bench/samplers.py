@@ -11,7 +11,7 @@ accuracy), their ratio to the reference's, the PSNR of each setting's videos aga
 The models are the demos' (``videogen demo``): a finished demo directory is reused when it is there
 (``outputs/demo_lamd``, ``outputs/demo_cmd``, ``outputs/demo_lvdm``, relative to the working directory:
 ``videogen demo --model lamd --out outputs/demo_lamd``), else the demo is trained into the table's
-directory (about 9, 13 and 12 minutes on 2 cores; ``--quick``: the seconds-long smoke demos, whose numbers
+directory (6, 12 and 13 minutes measured on 2 cores; ``--quick``: the seconds-long smoke demos, whose numbers
 mean nothing).  LVDM's task is hierarchical sampling of 64-frame videos (the demo scores 256 frames; at
 64 the 200-step reference takes minutes, not a quarter of an hour), every prediction and interpolation
 clip with the setting's sampler and steps.  Toy-setting numbers, not paper numbers.
