@@ -83,8 +83,8 @@ class CMDDemoConfig:
     def brief(cls) -> CMDDemoConfig:
         """Fewer steps, for the three-model tour (``make demo``): autoencoder 800 with D 4 (at 400 steps,
         23.5 dB, the motion DiT's videos did not move; with D 8 at 800 steps motion_accuracy was 0.14),
-        content DiT 500, motion DiT 800."""
-        return cls(ae_steps=800, ae_motion_channels=4, content_steps=500, motion_steps=800)
+        content DiT 300, motion DiT 700 (the tour, with the first install, has to fit in 15 minutes)."""
+        return cls(ae_steps=800, ae_motion_channels=4, content_steps=300, motion_steps=700)
 
     @classmethod
     def fast(cls) -> CMDDemoConfig:

@@ -77,8 +77,9 @@ class DemoConfig:
 
     @classmethod
     def brief(cls) -> DemoConfig:
-        """Fewer training steps (350 + 350 of the full 800 + 800), for the three-model tour (``make demo``)."""
-        return cls(vae_steps=350, dmg_steps=350)
+        """Fewer training steps (250 + 250 of the full 800 + 800), for the three-model tour (``make demo``,
+        which with the first install has to fit in 15 minutes on 2 cores)."""
+        return cls(vae_steps=250, dmg_steps=250)
 
     @classmethod
     def fast(cls) -> DemoConfig:

@@ -91,8 +91,9 @@ class LVDMDemoConfig:
 
     @classmethod
     def brief(cls) -> LVDMDemoConfig:
-        """Fewer training steps and 1 long video per mode, for the three-model tour (``make demo``)."""
-        return cls(ae_steps=600, short_steps=400, long_steps=300, num_long=1)
+        """Fewer training clips and steps and 1 long video per mode, for the three-model tour (``make demo``,
+        which with the first install has to fit in 15 minutes on 2 cores)."""
+        return cls(num_train=800, ae_steps=450, short_steps=300, long_steps=250, num_long=1)
 
     def data_kwargs(self) -> dict[str, Any]:
         """The :class:`videogen.data.SyntheticVideoDataset` keywords of this demo's bouncing shapes (the
