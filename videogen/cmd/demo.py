@@ -74,6 +74,7 @@ class CMDDemoConfig:
     # the motion DiT's data: motion_scale * z; "std": 1 / std of the cached training latents (spec O14)
     motion_scale: float | str = 1.0
     # sampling
+    sampler: str = "ddim"  # content and motion (core samplers: ddim, dpm++, unipc, ...)
     content_sample_steps: int = 50
     motion_sample_steps: int = 50
     guidance_scale: float = 4.0
@@ -83,8 +84,10 @@ class CMDDemoConfig:
     def brief(cls) -> CMDDemoConfig:
         """Fewer steps, for the three-model tour (``make demo``): autoencoder 800 with D 4 (at 400 steps,
         23.5 dB, the motion DiT's videos did not move; with D 8 at 800 steps motion_accuracy was 0.14),
-        content DiT 300, motion DiT 700 (the tour, with the first install, has to fit in 15 minutes)."""
-        return cls(ae_steps=800, ae_motion_channels=4, content_steps=300, motion_steps=700)
+        content DiT 300, motion DiT 700, 1,000 training videos and UniPC at 20 sampling steps (the tour, with
+        the first install, has to fit in 15 minutes)."""
+        return cls(num_train=1000, ae_steps=800, ae_motion_channels=4, content_steps=300, motion_steps=700,
+                   sampler="unipc", content_sample_steps=20, motion_sample_steps=20)
 
     @classmethod
     def fast(cls) -> CMDDemoConfig:
@@ -191,11 +194,12 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     pipe = CMD(ae, content_model.eval(), motion_model.eval(), stage2a.diffusion_config, stage2b.diffusion_config,
                text_encoder=text, motion_scale=motion_scale).eval()
     gen = torch.Generator().manual_seed(seed)
-    print(f"[demo] generating {len(captions)} videos from held-out captions (content DDIM {cfg.content_sample_steps} "
-          f"steps, CFG {cfg.guidance_scale}; motion DDIM {cfg.motion_sample_steps} steps, CFG {cfg.motion_guidance_scale})")
-    content = pipe.sample_content(len(captions), text=captions, num_steps=cfg.content_sample_steps,
+    print(f"[demo] generating {len(captions)} videos from held-out captions ({cfg.sampler}; content "
+          f"{cfg.content_sample_steps} steps, CFG {cfg.guidance_scale}; motion {cfg.motion_sample_steps} steps, "
+          f"CFG {cfg.motion_guidance_scale})")
+    content = pipe.sample_content(len(captions), text=captions, num_steps=cfg.content_sample_steps, sampler=cfg.sampler,
                                   guidance_scale=cfg.guidance_scale, generator=gen)
-    z = pipe.sample_motion(content, text=captions, num_steps=cfg.motion_sample_steps,
+    z = pipe.sample_motion(content, text=captions, num_steps=cfg.motion_sample_steps, sampler=cfg.sampler,
                            guidance_scale=cfg.motion_guidance_scale, generator=gen)
     with torch.no_grad():
         fake = ae.decode(content, z).clamp(-1, 1)  # (N, C, T, H, W)
@@ -203,7 +207,7 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     motion_acc = motion_accuracy(fake, directions, dirs)
     cap = caption_accuracy(fake, captions)
     real_cap = caption_accuracy(videos, captions)  # the reader itself on real videos (should be 1)
-    animated = pipe.animate(videos[:, :, 0], text=captions, num_steps=cfg.motion_sample_steps,
+    animated = pipe.animate(videos[:, :, 0], text=captions, num_steps=cfg.motion_sample_steps, sampler=cfg.sampler,
                             guidance_scale=cfg.motion_guidance_scale, generator=gen)
     animate_acc = motion_accuracy(animated, directions, dirs)
 

@@ -86,14 +86,17 @@ class LVDMDemoConfig:
     prediction_type: str = "v_prediction"
     diffusion_loss: str = "l2"
     sample_steps: int = 30
+    sampler: str = "ddim"
     sample_eta: float = 0.0
     guidance: float = 0.1
 
     @classmethod
     def brief(cls) -> LVDMDemoConfig:
-        """Fewer training clips and steps and 1 long video per mode, for the three-model tour (``make demo``,
+        """Fewer training clips and steps, 1 long video per mode and UniPC at 10 sampling steps (within 2% of
+        200 DDIM steps in the sampler study, docs/diffusion.md), for the three-model tour (``make demo``,
         which with the first install has to fit in 15 minutes on 2 cores)."""
-        return cls(num_train=800, ae_steps=450, short_steps=300, long_steps=250, num_long=1)
+        return cls(num_train=800, ae_steps=450, short_steps=250, long_steps=200, num_long=1, sampler="unipc",
+                   sample_steps=10)
 
     def data_kwargs(self) -> dict[str, Any]:
         """The :class:`videogen.data.SyntheticVideoDataset` keywords of this demo's bouncing shapes (the
@@ -184,7 +187,7 @@ def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast
         t0 = time.perf_counter()
         print(f"[demo] {cfg.num_long} videos of {cfg.long_frames} frames, {mode}")
         fake = pipe.generate_long(cfg.long_frames, batch=cfg.num_long, mode=mode, num_steps=cfg.sample_steps,
-                                  guidance=cfg.guidance, generator=gen, eta=cfg.sample_eta)
+                                  sampler=cfg.sampler, guidance=cfg.guidance, generator=gen, eta=cfg.sample_eta)
         score = long_motion_accuracy(fake, long_real)
         samples[mode] = fake
         results[mode] = {"num_frames": int(fake.shape[2]), "long_motion_accuracy": round(score["long_motion_accuracy"], 4),
