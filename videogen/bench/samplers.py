@@ -11,8 +11,8 @@ accuracy), their ratio to the reference's, the PSNR of each setting's videos aga
 The models are the demos' (``videogen demo``): a finished demo directory is reused when it is there
 (``outputs/demo_lamd``, ``outputs/demo_cmd``, ``outputs/demo_lvdm``, relative to the working directory:
 ``videogen demo --model lamd --out outputs/demo_lamd``), else the demo is trained into the table's
-directory (6, 12 and 13 minutes measured on 2 cores; ``--quick``: the seconds-long smoke demos, whose numbers
-mean nothing).  LVDM's task is hierarchical sampling of 64-frame videos (the demo scores 256 frames; at
+directory (6, 12 and 13 minutes measured on 2 cores; ``--quick``: the seconds-long smoke demos, whose
+numbers mean nothing).  LVDM's task is hierarchical sampling of 64-frame videos (the demo scores 256 frames; at
 64 the 200-step reference takes minutes, not a quarter of an hour), every prediction and interpolation
 clip with the setting's sampler and steps.  Toy-setting numbers, not paper numbers.
 """
@@ -114,7 +114,8 @@ def cmd_task(demo_dir: str | Path) -> SamplerTask:
 
 def lvdm_task(demo_dir: str | Path, num_frames: int = 64, num_videos: int = 16) -> SamplerTask:
     """The LVDM demo's unconditional long videos (``videogen demo --model lvdm``): ``num_videos`` videos of
-    ``num_frames`` frames (16 x 64: 64 scored windows, as many as the other tasks' held-out videos), hierarchical (keyframes by chained prediction, then interpolation), scored by
+    ``num_frames`` frames (16 x 64: 64 scored windows, as many as the other tasks' held-out videos), sampled
+    hierarchically (keyframes by chained prediction, then interpolation) and scored by
     ``long_motion_accuracy`` (16-frame windows that follow the bouncing rule)."""
     from videogen.data import SyntheticVideoDataset, long_motion_accuracy
     from videogen.lvdm import LVDM
@@ -190,5 +191,6 @@ register_table(
     description="Each model's held-out conditions sampled with every setting from the same seed (same initial "
     "noise; all settings deterministic). Reference: DDIM 200 steps. 'worst metric / reference': the smallest ratio "
     "of a task metric to the reference's; 'within 2%' when it is >= 0.98. 'PSNR vs reference': the videos against "
-    "the reference videos. CMD runs content and motion with the same sampler and steps; LVDM samples 64-frame videos hierarchically, every clip with the setting. The models are the CPU "
+    "the reference videos. CMD runs content and motion with the same sampler and steps; LVDM samples 64-frame "
+    "videos hierarchically, every clip with the setting. The models are the CPU "
     "demos' (a few minutes of training): a study of the samplers on small models, not of the papers' models.")
