@@ -329,7 +329,8 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--num-frames", type=int, default=None,
                        help="frames per video (default one clip; LVDM samples longer videos hierarchically, "
                             "LaMD and CMD chain clips)")
-        p.add_argument("--sampler", default=None, help="ddim | ddpm | dpm++ | unipc (model default if unset; docs/diffusion.md: unipc at 20 steps)")
+        p.add_argument("--sampler", default=None,
+                       help="ddim | ddpm | dpm++ | unipc (model default if unset; docs/diffusion.md: unipc at 20 steps)")
         p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
         p.add_argument("--seed", type=int, default=SEED_DEFAULT)

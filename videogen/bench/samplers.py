@@ -12,9 +12,9 @@ The models are the demos' (``videogen demo``): a finished demo directory is reus
 (``outputs/demo_lamd``, ``outputs/demo_cmd``, ``outputs/demo_lvdm``, relative to the working directory:
 ``videogen demo --model lamd --out outputs/demo_lamd``), else the demo is trained into the table's
 directory (6, 12 and 13 minutes measured on 2 cores; ``--quick``: the seconds-long smoke demos, whose
-numbers mean nothing).  LVDM's task is hierarchical sampling of 64-frame videos (the demo scores 256 frames; at
-64 the 200-step reference takes minutes, not a quarter of an hour), every prediction and interpolation
-clip with the setting's sampler and steps.  Toy-setting numbers, not paper numbers.
+numbers mean nothing).  LVDM's task is hierarchical sampling of 64-frame videos (the demo scores 256
+frames; at 64 the 200-step reference takes minutes, not a quarter of an hour), every prediction and
+interpolation clip with the setting's sampler and steps.  Toy-setting numbers, not paper numbers.
 """
 
 from __future__ import annotations

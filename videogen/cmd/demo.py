@@ -198,8 +198,8 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     print(f"[demo] generating {len(captions)} videos from held-out captions ({cfg.sampler}; content "
           f"{cfg.content_sample_steps} steps, CFG {cfg.guidance_scale}; motion {cfg.motion_sample_steps} steps, "
           f"CFG {cfg.motion_guidance_scale})")
-    content = pipe.sample_content(len(captions), text=captions, num_steps=cfg.content_sample_steps, sampler=cfg.sampler,
-                                  guidance_scale=cfg.guidance_scale, generator=gen)
+    content = pipe.sample_content(len(captions), text=captions, num_steps=cfg.content_sample_steps,
+                                  sampler=cfg.sampler, guidance_scale=cfg.guidance_scale, generator=gen)
     z = pipe.sample_motion(content, text=captions, num_steps=cfg.motion_sample_steps, sampler=cfg.sampler,
                            guidance_scale=cfg.motion_guidance_scale, generator=gen)
     with torch.no_grad():
@@ -208,8 +208,8 @@ def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: 
     motion_acc = motion_accuracy(fake, directions, dirs)
     cap = caption_accuracy(fake, captions)
     real_cap = caption_accuracy(videos, captions)  # the reader itself on real videos (should be 1)
-    animated = pipe.animate(videos[:, :, 0], text=captions, num_steps=cfg.motion_sample_steps, sampler=cfg.sampler,
-                            guidance_scale=cfg.motion_guidance_scale, generator=gen)
+    animated = pipe.animate(videos[:, :, 0], text=captions, num_steps=cfg.motion_sample_steps,
+                            sampler=cfg.sampler, guidance_scale=cfg.motion_guidance_scale, generator=gen)
     animate_acc = motion_accuracy(animated, directions, dirs)
 
     # ---- files ----------------------------------------------------------------------------------

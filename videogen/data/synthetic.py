@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CAPTION_WORDS", "COLORS", "DIRECTION_NAMES", "DIRECTION_VECTORS", "SHAPES", "SyntheticVideoDataset", "direction_vectors"]
+__all__ = ["CAPTION_WORDS", "COLORS", "DIRECTION_NAMES", "DIRECTION_VECTORS", "SHAPES", "SyntheticVideoDataset",
+           "direction_vectors"]
 
 #: Direction names in label order; 4-direction sets use the first four.
 DIRECTION_NAMES: tuple[str, ...] = ("right", "left", "down", "up", "down-right", "down-left", "up-right", "up-left")

@@ -80,7 +80,7 @@ class DemoConfig:
         """Fewer training steps (350 + 350 of the full 800 + 800) and UniPC at 20 sampling steps, for the
         three-model tour (``make demo``).  At 250 + 250 the videos did not follow the requested direction
         (motion_accuracy 0.22, chance 0.25)."""
-        return cls(vae_steps=350, dmg_steps=350, sampler="unipc", sample_steps=20)  # the documented fast sampler
+        return cls(vae_steps=350, dmg_steps=350, sampler="unipc", sample_steps=20)
 
     @classmethod
     def fast(cls) -> DemoConfig:
