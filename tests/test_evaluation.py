@@ -59,8 +59,21 @@ def test_generate_writes_every_sample_with_manifests_and_resumes(generated):
                                            "label": int(data[1]["label"]), "caption": data[1]["caption"]}
     assert len(list((out / "real").glob("*.mp4"))) == 8
     (out / "fake" / "000005_s000.mp4").unlink()  # an interrupted run: one sample missing
-    again = generate_split(model, data, out, samples_per_item=2, batch_size=5, num_steps=2, progress=False)
+    manifest = (out / "fake" / MANIFEST).read_text()
+    read = []
+
+    class Counting(torch.utils.data.Dataset):
+        def __len__(self):
+            return len(data)
+
+        def __getitem__(self, i):
+            read.append(i)
+            return data[i]
+
+    again = generate_split(model, Counting(), out, samples_per_item=2, batch_size=5, num_steps=2, progress=False)
     assert again == {"items": 8, "videos": 16, "written": 1, "skipped_existing": 15}
+    assert read == [5]  # the finished items are not read (decoded) again
+    assert (out / "fake" / MANIFEST).read_text() == manifest
 
 
 def test_evaluate_streams_paired_and_feature_metrics(generated, i3d_file, tmp_path):

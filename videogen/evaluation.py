@@ -31,6 +31,8 @@ from videogen.core.video import VIDEO_EXTENSIONS, from_uint8, read_video, resize
 __all__ = ["MANIFEST", "METRICS", "VideoEntry", "evaluate_folders", "generate_split", "index_folder"]
 
 MANIFEST = "manifest.jsonl"
+#: ``generate_split``'s record of the items it has read (label / caption), for resuming without re-reading
+ITEMS = "generate_items.jsonl"
 METRICS = ("fvd", "kvd", "cfvd", "fid", "lpips", "clipsim", "psnr", "ssim")
 PAIRED = ("psnr", "ssim", "lpips")
 
@@ -259,7 +261,9 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
     where the model needs it, so CMD is scored on class / text-to-video, LaMD on image-to-video; pass
     ``("image",)`` to score CMD's or LVDM's image-to-video).  The noise of each
     batch comes from a generator seeded with ``(seed, first job)``: a fresh run is reproducible; a
-    resumed one regroups the remaining jobs and so draws other noise for them.
+    resumed one regroups the remaining jobs and so draws other noise for them, and reads only the items
+    it still has to generate or write (the others' labels and captions are in ``out/generate_items.jsonl``):
+    resume into ``out`` only with the same dataset.
     """
     from tqdm.auto import tqdm
 
@@ -281,15 +285,29 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
     jobs = [(i, k) for i in range(n) for k in range(samples_per_item)]
     todo = [(j, i, k) for j, (i, k) in enumerate(jobs) if not (fake_dir / f"{i:06d}_s{k:03d}.mp4").is_file()]
     written = 0
-    meta: dict[int, dict[str, Any]] = {}  # item -> label / caption for the manifests
+    # item -> label / caption for the manifests; kept in OUT/ITEMS as items are read, so that a resumed
+    # run does not read (decode) the finished items again only to name them in the manifests
+    meta: dict[int, dict[str, Any]] = {}
+    items_file = out / ITEMS
+    if items_file.is_file():
+        for line in items_file.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by an interrupted run: that item is read again
+                continue
+            meta[int(row.pop("item"))] = row
     cache: dict[int, dict] = {}
 
     def load(i: int) -> dict:
         if i not in cache:
             cache[i] = dataset[i]
             item = cache[i]
+            fresh = i not in meta
             meta[i] = {**({"label": int(item["label"])} if "label" in item else {}),
                        **({"caption": item["caption"]} if "caption" in item else {})}
+            if fresh:
+                with items_file.open("a") as f:
+                    f.write(json.dumps({"item": i, **meta[i]}) + "\n")
         return cache[i]
 
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generate", unit="video", disable=not progress)
