@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import diffusers  # noqa: F401  (imported at collection: see below)
 import imageio.v2 as imageio
+import lightning.pytorch  # noqa: F401
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,9 @@ from videogen.cli import main
 from videogen.lamd import LaMD
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+# Lightning's and diffusers' loggers write to the stderr they see when first imported; imported inside a
+# test, that is the test's capsys stream, closed when the test ends, and every later test's log line then
+# prints a "--- Logging error ---" traceback.  Imported above, at collection, they keep pytest's own.
 
 
 def _error_line(capsys, argv: list[str]) -> str:
@@ -38,6 +43,17 @@ def test_fit_missing_weight_file_is_unwrapped_from_jsonargparse(capsys, monkeypa
     monkeypatch.setenv("VIDEOGEN_CACHE", str(tmp_path / "cache"))
     line = _error_line(capsys, ["fit", "--config", str(RECIPES / "lamd_bair_mcdvae.yaml")])
     assert "alexnet-owt-7be5be79.pth" in line and "Union subtypes" not in line
+
+
+@pytest.mark.parametrize("recipe", ["cmd_webvid.yaml", "cmd_webvid_content.yaml", "cmd_webvid512_autoencoder.yaml",
+                                    "cmd_webvid512_content.yaml", "lvdm_text2video.yaml"])
+def test_fit_missing_stable_diffusion_checkpoint(capsys, monkeypatch, tmp_path, recipe):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty Hugging Face cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = _error_line(capsys, ["fit", "--config", str(RECIPES / recipe)])
+    assert line.startswith("videogen: error: Stable Diffusion checkpoint 'checkpoints/stable-diffusion-"), line
+    assert "not found" in line and "Union subtypes" not in line
 
 
 def test_fit_missing_stage1_checkpoint_names_the_recipe(capsys, monkeypatch, tmp_path):

@@ -47,6 +47,20 @@ def _part(path: str | os.PathLike, subfolder: str) -> tuple[str, dict[str, Any]]
     return path, {"subfolder": subfolder, "local_files_only": True}
 
 
+def _load_part(cls: Any, path: str | os.PathLike, subfolder: str) -> Any:
+    """``cls.from_pretrained`` of one component; a name that is neither a local directory nor a hub id in
+    the Hugging Face cache raises ``FileNotFoundError`` saying so (not diffusers' error from the hub)."""
+    name, kw = _part(path, subfolder)
+    try:
+        return cls.from_pretrained(name, **kw)
+    except OSError as exc:
+        if "local_files_only" not in kw:
+            raise
+        raise FileNotFoundError(f"Stable Diffusion checkpoint {str(path)!r} not found: no directory "
+                                f"{Path(path).expanduser().resolve()}, and no hub id {str(path)!r} in the Hugging "
+                                f"Face cache; {_HOW}") from exc
+
+
 class FrameVAE(nn.Module):
     """SD's ``AutoencoderKL`` per frame; frozen.  ``chunk`` frames go through the VAE at a time.
 
@@ -64,8 +78,7 @@ class FrameVAE(nn.Module):
         if vae is None:
             from diffusers import AutoencoderKL
 
-            name, kw = _part(pretrained, subfolder)
-            vae = AutoencoderKL.from_pretrained(name, **kw)
+            vae = _load_part(AutoencoderKL, pretrained, subfolder)
         self.vae = vae.eval().requires_grad_(False)
         self.scaling_factor = float(scaling_factor if scaling_factor is not None
                                     else getattr(vae.config, "scaling_factor", SD_SCALING_FACTOR))
@@ -144,8 +157,7 @@ class SDUNet(nn.Module):
         if sum(x is not None for x in (pretrained, unet, config)) != 1:
             raise ValueError("give exactly one of pretrained (an SD directory), unet or config")
         if pretrained is not None:
-            name, kw = _part(pretrained, subfolder)
-            unet = UNet2DConditionModel.from_pretrained(name, **kw)
+            unet = _load_part(UNet2DConditionModel, pretrained, subfolder)
         elif config is not None:
             unet = UNet2DConditionModel.from_config(config)
         self.unet = unet
