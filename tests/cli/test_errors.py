@@ -56,6 +56,18 @@ def test_fit_missing_stable_diffusion_checkpoint(capsys, monkeypatch, tmp_path, 
     assert "not found" in line and "Union subtypes" not in line
 
 
+@pytest.mark.parametrize("recipe, message", [
+    ("lamd_catergen_dmg.yaml", "text encoder 'checkpoints/clip-vit-base-patch32' not found"),
+    ("lvdm_sky_prediction.yaml", "short-model checkpoint outputs/lvdm_sky_short/checkpoints/last.ckpt not found"),
+])
+def test_fit_missing_text_encoder_or_short_checkpoint(capsys, monkeypatch, tmp_path, recipe, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    line = _error_line(capsys, ["fit", "--config", str(RECIPES / recipe)])
+    assert message in line and "Union subtypes" not in line
+
+
 def test_fit_missing_stage1_checkpoint_names_the_recipe(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     line = _error_line(capsys, ["fit", "--config", str(RECIPES / "lamd_tiny_dmg.yaml")])

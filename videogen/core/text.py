@@ -111,8 +111,16 @@ class HFTextEncoder(TextEncoder):
         self.config = {"kind": "transformers", "name_or_path": name_or_path, "max_length": self.max_length,
                        "local_files_only": local_files_only, "tokenizer": tokenizer,
                        "use_attention_mask": use_attention_mask}
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or name_or_path, local_files_only=local_files_only)
-        model = AutoModel.from_pretrained(name_or_path, local_files_only=local_files_only)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or name_or_path, local_files_only=local_files_only)
+            model = AutoModel.from_pretrained(name_or_path, local_files_only=local_files_only)
+        except OSError as exc:  # a name that is neither a directory nor a hub id transformers can reach
+            if Path(name_or_path).is_dir():
+                raise
+            raise FileNotFoundError(
+                f"text encoder {name_or_path!r} not found: neither a directory ({Path(name_or_path).resolve()}) nor "
+                "a hub id that could be loaded (offline, the Hugging Face cache only); download the model into a "
+                "directory (`hf download <hub id> --local-dir <dir>`) and give that directory") from exc
         # A full CLIP / encoder-decoder checkpoint: keep only its text encoder.
         if hasattr(model, "text_model"):
             model = model.text_model

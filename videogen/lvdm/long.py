@@ -191,6 +191,9 @@ class LVDMLongModule(TrainingModule):
 
 
 def _from_short_checkpoint(path: str, unet: ConditionalUNet3D | None) -> tuple[ConditionalUNet3D, VideoAutoencoder3D]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"short-model checkpoint {path} not found: train it first with the matching "
+                                "recipes/lvdm_*_short.yaml (it writes outputs/lvdm_*_short/checkpoints/last.ckpt)")
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     cfg = ckpt.get("lvdm")
     if not cfg or "unet_config" not in cfg:
