@@ -68,6 +68,21 @@ def test_fit_missing_text_encoder_or_short_checkpoint(capsys, monkeypatch, tmp_p
     assert message in line and "Union subtypes" not in line
 
 
+PAPER_RECIPES = sorted(p.name for p in RECIPES.glob("*.yaml") if "tiny" not in p.name)
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES)
+def test_every_paper_recipe_without_its_files_ends_in_one_error_line(capsys, monkeypatch, tmp_path, recipe):
+    # an empty directory and an empty Hugging Face cache: no data, weights or earlier-stage checkpoints
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VIDEOGEN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    line = _error_line(capsys, ["fit", "--config", str(RECIPES / recipe)])
+    assert "not found" in line and "Union subtypes" not in line, line
+
+
 def test_fit_missing_stage1_checkpoint_names_the_recipe(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     line = _error_line(capsys, ["fit", "--config", str(RECIPES / "lamd_tiny_dmg.yaml")])
