@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["MissingWeightsError", "SavableModule", "cache_dir", "load_stage_network", "resolve_weight_file",
-           "submodule_state"]
+__all__ = ["MissingWeightsError", "SavableModule", "cache_dir", "load_stage_network", "missing_stage_checkpoint",
+           "resolve_weight_file", "submodule_state"]
 
 
 class MissingWeightsError(FileNotFoundError):
@@ -109,6 +109,18 @@ def submodule_state(checkpoint: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
 
 
+def missing_stage_checkpoint(path: str | os.PathLike, what: str, recipe_pattern: str,
+                             fallback_hint: str) -> FileNotFoundError:
+    """The error for an earlier stage's checkpoint that is not there: it names the recipe that writes it when
+    ``path`` matches ``recipe_pattern`` (one group: the recipe name), else says ``fallback_hint``."""
+    import re
+
+    match = re.search(recipe_pattern, str(path))
+    hint = (f": train it first (videogen fit --config recipes/{match.group(1)}.yaml writes it)" if match
+            else f" ({fallback_hint})")
+    return FileNotFoundError(f"{what} checkpoint {path} not found{hint}")
+
+
 def load_stage_network(path: str | os.PathLike, network_cls: type, config_of, prefix: str, recipe_pattern: str,
                        fallback_hint: str, map_location: str | object = "cpu"):
     """A trained stage's network from a ``save_pretrained`` directory or the Lightning checkpoint of the module
@@ -118,18 +130,13 @@ def load_stage_network(path: str | os.PathLike, network_cls: type, config_of, pr
     what the checkpoint is instead; the weights are the ``prefix`` entries.  A missing file names the recipe
     that writes it when the path matches ``recipe_pattern`` (one group: the recipe name), else ``fallback_hint``.
     """
-    import re
-
     import torch
 
     path = Path(path)
     if path.is_dir():
         return network_cls.from_pretrained(path, map_location=map_location)
     if not path.is_file():
-        match = re.search(recipe_pattern, str(path))
-        hint = (f": train it first (videogen fit --config recipes/{match.group(1)}.yaml writes it)" if match
-                else f" ({fallback_hint})")
-        raise FileNotFoundError(f"{network_cls.__name__} checkpoint {path} not found{hint}")
+        raise missing_stage_checkpoint(path, network_cls.__name__, recipe_pattern, fallback_hint)
     checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     model = network_cls(**config_of(checkpoint, path))
     model.load_state_dict(submodule_state(checkpoint, prefix))

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
-from videogen.core.pretrained import submodule_state
+from videogen.core.pretrained import missing_stage_checkpoint, submodule_state
 from videogen.core.training import TrainingModule
 
 from .autoencoder import VideoAutoencoder3D
@@ -192,8 +192,8 @@ class LVDMLongModule(TrainingModule):
 
 def _from_short_checkpoint(path: str, unet: ConditionalUNet3D | None) -> tuple[ConditionalUNet3D, VideoAutoencoder3D]:
     if not Path(path).is_file():
-        raise FileNotFoundError(f"short-model checkpoint {path} not found: train it first with the matching "
-                                "recipes/lvdm_*_short.yaml (it writes outputs/lvdm_*_short/checkpoints/last.ckpt)")
+        raise missing_stage_checkpoint(path, "LVDMShortModule", r"(lvdm_\w+?_short)",
+                                       "give the .ckpt a recipes/lvdm_*_short.yaml run writes")
     ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
     cfg = ckpt.get("lvdm")
     if not cfg or "unet_config" not in cfg:
