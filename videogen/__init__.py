@@ -17,7 +17,7 @@ _SUBMODULES = ("core", "data", "lamd", "cmd", "lvdm", "bench", "cli")
 
 def __getattr__(name: str):
     if name == "load_pretrained":  # any model's save_pretrained directory or final-stage checkpoint
-        from videogen.cli import load_pretrained
+        from videogen.core.persistence import load_pretrained
 
         return load_pretrained
     if name in _SUBMODULES:

@@ -132,49 +132,12 @@ def _model_class(name: str) -> type:
     raise ValueError(f"unknown model class {name!r}: not exported by videogen.{{{','.join(MODEL_PACKAGES)}}}")
 
 
-#: save_pretrained layouts whose config file does not name the class: file name -> class
-PRETRAINED_CONFIG_FILES = {"lamd_config.json": "videogen.lamd.LaMD", "cmd_config.json": "videogen.cmd.CMD",
-                           "lvdm_config.json": "videogen.lvdm.LVDM",
-                           "lvdm_text2video_config.json": "videogen.lvdm.LVDMTextToVideo"}
+def load_pretrained(*sources: str | Path) -> Any:
+    """``videogen.core.persistence.load_pretrained``: a ``save_pretrained`` directory or final-stage
+    ``.ckpt`` file(s) -> the pipeline (kept here for the CLI's callers; the library's is in core)."""
+    from videogen.core.persistence import load_pretrained as load
 
-
-#: Lightning checkpoints of a final stage: top-level checkpoint key -> class with ``from_checkpoint``
-CHECKPOINT_KEYS = {"lamd": "videogen.lamd.LaMD"}
-
-
-def load_pretrained(directory: str | Path) -> Any:
-    """Load any model saved with ``save_pretrained``, or the Lightning ``.ckpt`` of a final stage.
-
-    The class comes from the directory's config: a file listed in ``PRETRAINED_CONFIG_FILES`` (e.g.
-    ``lamd_config.json`` -> ``LaMD``), else the ``"class"`` entry of ``config.json`` (a dotted path or
-    a name exported by ``videogen.lamd``/``cmd``/``lvdm``).  A ``.ckpt`` file is recognised by the key
-    its module writes (``CHECKPOINT_KEYS``: ``"lamd"`` for a ``DMGModule`` checkpoint).
-    """
-    directory = Path(directory)
-    if directory.is_file():
-        import torch
-
-        ckpt = torch.load(directory, map_location="cpu", weights_only=True)
-        for key, class_name in CHECKPOINT_KEYS.items():
-            if isinstance(ckpt, dict) and key in ckpt:
-                return _model_class(class_name).from_checkpoint(directory)
-        hint = (" (a stage-1 checkpoint: sample from the final stage's checkpoint)"
-                if isinstance(ckpt, dict) and "autoencoder" in ckpt.get("hyper_parameters", {}) else "")
-        raise ValueError(f"{directory} is not the checkpoint of a final stage{hint}; expected one of the keys "
-                         f"{sorted(CHECKPOINT_KEYS)}")
-    if not directory.exists():
-        raise FileNotFoundError(f"{directory} does not exist: give a save_pretrained directory or a .ckpt file")
-    for file_name, class_name in PRETRAINED_CONFIG_FILES.items():
-        if (directory / file_name).is_file():
-            return _model_class(class_name).from_pretrained(directory)
-    config_path = directory / "config.json"
-    if not config_path.is_file():
-        known = ", ".join(["config.json", *PRETRAINED_CONFIG_FILES])
-        raise FileNotFoundError(f"{directory} has none of {known}: --model must be a save_pretrained directory")
-    name = json.loads(config_path.read_text()).get("class")
-    if not name:
-        raise ValueError(f"{config_path} has no 'class' entry naming the model class")
-    return _model_class(name).from_pretrained(directory)
+    return load(*sources)
 
 
 def _read_image(path: str, size: int | None) -> Any:
@@ -201,7 +164,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from videogen.core.pipeline import UnsupportedConditionError
     from videogen.core.video import save_contact_sheet, write_video
 
-    model = load_pretrained(args.model).eval().to(args.device)
+    model = load_pretrained(*args.model).eval().to(args.device)
     kwargs: dict[str, Any] = {"generator": torch.Generator(device=args.device).manual_seed(args.seed)}
     images = args.image or []
     if images:
@@ -264,7 +227,7 @@ def _split_dataset(recipe: str, split: str) -> Any:
 def _cmd_generate(args: argparse.Namespace) -> int:
     from videogen.evaluation import generate_split
 
-    model = load_pretrained(args.model).eval().to(args.device)
+    model = load_pretrained(*args.model).eval().to(args.device)
     dataset = _split_dataset(args.recipe, args.split)
     if args.limit is not None:
         from torch.utils.data import Subset
@@ -316,7 +279,9 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--docs", default=None, help="write the report there instead of docs/bench.md")
     elif command == "sample":
         p.description = "Generate videos with a save_pretrained directory or a final-stage .ckpt."
-        p.add_argument("--model", required=True, help="directory written by <Model>.save_pretrained, or a .ckpt")
+        p.add_argument("--model", required=True, nargs="+",
+                       help="directory written by <Model>.save_pretrained, or final-stage .ckpt file(s) (CMD: the "
+                            "content and the motion stage's)")
         p.add_argument("--out", required=True, help="output directory for mp4s and a contact sheet")
         p.add_argument("--num-samples", type=int, default=4, help="samples per image (or in all without --image)")
         p.add_argument("--image", action="append", default=None,
@@ -338,7 +303,7 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
     elif command == "generate":
         p.description = ("Generate N samples per item of a recipe's dataset split (test-set generation), resumable; "
                          "writes OUT/fake and OUT/real with manifests, the layout `videogen evaluate` reads.")
-        p.add_argument("--model", required=True, help="save_pretrained directory or final-stage .ckpt")
+        p.add_argument("--model", required=True, nargs="+", help="save_pretrained directory or final-stage .ckpt(s)")
         p.add_argument("--recipe", required=True, help="recipe whose data block defines the split")
         p.add_argument("--split", default="test", choices=("train", "val", "test"),
                        help="test falls back to the recipe's val_dataset")

@@ -170,7 +170,7 @@ def test_sample_loads_a_saved_model_by_its_config_class(tmp_path):
 
 
 def test_sample_with_a_saved_lamd_pipeline(tmp_path):
-    """The real LaMD save_pretrained layout (lamd_config.json + mcdvae/) loads and samples, class-guided."""
+    """The real LaMD save_pretrained layout (model_index.json + mcdvae/ + dmg/) loads and samples, class-guided."""
     from videogen.lamd import MCDVAE, LaMD, MotionGenerator
 
     torch.manual_seed(0)
@@ -192,10 +192,13 @@ def test_sample_with_a_saved_lamd_pipeline(tmp_path):
 
 
 def test_load_pretrained_errors_name_the_problem(tmp_path):
-    with pytest.raises(FileNotFoundError, match="none of config.json, lamd_config.json"):
+    with pytest.raises(FileNotFoundError, match="model_index.json not found"):
         load_pretrained(tmp_path)
-    (tmp_path / "config.json").write_text(json.dumps({"class": "NoSuchModel"}))
-    with pytest.raises(ValueError, match="unknown model class 'NoSuchModel'"):
+    (tmp_path / "model_index.json").write_text(json.dumps({"class": "NoSuchModel"}))
+    with pytest.raises(ValueError, match="'NoSuchModel' is not a registered videogen class"):
+        load_pretrained(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"class": "os.system", "components": {}}))
+    with pytest.raises(ValueError, match="'os.system' is not a registered videogen class"):
         load_pretrained(tmp_path)
 
 

@@ -112,10 +112,17 @@ def test_sample_bad_inputs(capsys, class_model, tmp_path, case, message):
 
 
 def test_sample_with_a_stage1_checkpoint(capsys, tmp_path):
+    from videogen.core.persistence import CKPT_KEY, checkpoint_record
+
     ckpt = tmp_path / "stage1.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {"autoencoder": {}}}, ckpt)
+    mcdvae = tiny_mcdvae()  # what an MCDVAEModule checkpoint holds: the MCD-VAE part of the LaMD pipeline
+    torch.save({"state_dict": {f"autoencoder.{k}": v for k, v in mcdvae.state_dict().items()},
+                CKPT_KEY: checkpoint_record("videogen.lamd.LaMD", {"mcdvae": (mcdvae, "autoencoder.")}, {})}, ckpt)
     line = _error_line(capsys, ["sample", "--model", str(ckpt), "--out", str(tmp_path / "o")])
-    assert "stage-1 checkpoint" in line
+    assert "LaMD also needs dmg" in line and "recipes/lamd_*_dmg.yaml" in line
+    torch.save({"state_dict": {}, "hyper_parameters": {"autoencoder": {}}}, ckpt)  # not written by videogen
+    line = _error_line(capsys, ["sample", "--model", str(ckpt), "--out", str(tmp_path / "o")])
+    assert "not a videogen stage checkpoint" in line
 
 
 def test_evaluate_and_generate_missing_inputs(capsys, class_model, tmp_path):

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import lightning.pytorch as pl
 import torch
 from torch import nn
 
+from videogen.core.persistence import SavableModule
 from videogen.core.pipeline import VideoPipeline
 
 
@@ -48,33 +46,29 @@ class TinyVideoAE(pl.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
 
 
+class TinyGain(nn.Module, SavableModule):
+    """A one-parameter network: the component a user's own pipeline saves (``config.json`` + safetensors)."""
+
+    def __init__(self, init: float = 1.0) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.full((), float(init)))
+
+
 class TinyGenerator(VideoPipeline):
     """Image-to-video toy on the shared protocol: repeats the first frame ``num_frames`` times, shifted one
-    pixel per frame (a user's own model class, found through ``config.json``'s ``"class"``)."""
+    pixel per frame (a user's own pipeline class: defining it registers it, so ``model_index.json`` may
+    name it)."""
 
     conditions = ("image",)
     required_conditions = ("image",)
+    components = {"scale": "scale"}
 
-    def __init__(self, num_frames: int = 4) -> None:
+    def __init__(self, num_frames: int = 4, scale: TinyGain | None = None) -> None:
         super().__init__()
         self.num_frames = num_frames
-        self.gain = nn.Parameter(torch.ones(()))
+        self.scale = scale if scale is not None else TinyGain()
 
     def _generate(self, *, image, label, text, batch, num_frames, num_steps, sampler, guidance_scale, generator,
                   progress):
         frames = [torch.roll(image, shifts=k, dims=-1) for k in range(self.num_frames)]
-        return (self.gain * torch.stack(frames, dim=2)).clamp(-1, 1)  # (B, C, H, W) -> (B, C, T, H, W)
-
-    def save_pretrained(self, directory) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        config = {"class": f"{__name__}.TinyGenerator", "num_frames": self.num_frames}
-        (directory / "config.json").write_text(json.dumps(config))
-        torch.save(self.state_dict(), directory / "weights.pt")
-
-    @classmethod
-    def from_pretrained(cls, directory) -> TinyGenerator:
-        config = json.loads((Path(directory) / "config.json").read_text())
-        model = cls(num_frames=config["num_frames"])
-        model.load_state_dict(torch.load(Path(directory) / "weights.pt", weights_only=True))
-        return model
+        return (self.scale.gain * torch.stack(frames, dim=2)).clamp(-1, 1)  # (B, C, H, W) -> (B, C, T, H, W)

@@ -76,7 +76,7 @@ def test_save_pretrained_round_trip(tmp_path):
     x = torch.randn(1, *ae.content_shape)
     torch.testing.assert_close(again(x, torch.tensor([3]), label=torch.tensor([1])),
                                model(x, torch.tensor([3]), label=torch.tensor([1])))
-    with pytest.raises(ValueError, match="not a MotionDiT"):
+    with pytest.raises(ValueError, match="not a videogen.cmd.MotionDiT"):
         MotionDiT.from_pretrained(tmp_path)
 
 

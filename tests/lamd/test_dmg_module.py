@@ -39,7 +39,7 @@ def test_fit_trains_only_the_dmg(tmp_path):
     assert pipe.dmg is module.dmg
     # A DMG checkpoint alone rebuilds the whole pipeline.
     trainer.save_checkpoint(tmp_path / "dmg.ckpt")
-    loaded = LaMD.from_checkpoint(tmp_path / "dmg.ckpt")
+    loaded = LaMD.from_checkpoints(tmp_path / "dmg.ckpt")
     image = random_video(2)[:, :, 0]
     kw = dict(label=[1, 3], num_steps=3, sampler="ddpm", guidance_scale=2.0, progress=False)
     torch.testing.assert_close(loaded.generate(image, generator=torch.Generator().manual_seed(0), **kw),

@@ -86,8 +86,13 @@ def test_bad_inputs_and_checkpoints_are_refused(pipe, tmp_path):
         no_size.generate(num_samples=1)
     with pytest.raises(ValueError, match="interpolation model"):
         no_size.generate_long(16, 16, 16)
-    with pytest.raises(FileNotFoundError, match="lvdm_config.json"):
+    with pytest.raises(FileNotFoundError, match="model_index.json not found"):
         LVDM.from_pretrained(tmp_path)
-    torch.save({"lvdm": {"unet_config": {}, "mode": "interpolation"}}, tmp_path / "interp.ckpt")
-    with pytest.raises(ValueError, match="not an LVDM prediction checkpoint.*interpolation checkpoint"):
+    from videogen.core.persistence import CKPT_KEY, checkpoint_record
+
+    interp = ConditionalUNet3D(**UNET)  # an interpolation checkpoint given alone
+    record = checkpoint_record("videogen.lvdm.LVDM", {"interpolation": (interp, "unet.")}, {})
+    torch.save({"state_dict": {f"unet.{k}": v for k, v in interp.state_dict().items()}, CKPT_KEY: record},
+               tmp_path / "interp.ckpt")
+    with pytest.raises(ValueError, match=r"LVDM also needs autoencoder, prediction .*lvdm_\*_prediction.yaml"):
         LVDM.from_checkpoints(tmp_path / "interp.ckpt")

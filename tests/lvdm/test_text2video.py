@@ -144,9 +144,9 @@ def test_text_to_video_pipeline_follows_the_protocol_and_round_trips(sd_dir, tmp
     assert main(["sample", "--model", str(tmp_path / "t2v"), "--out", str(tmp_path / "out"), "--text", "a red circle",
                  "--num-samples", "2", "--num-steps", "2"]) == 0
     assert len(list((tmp_path / "out").glob("sample_*.mp4"))) == 2
-    from_ckpt = LVDMTextToVideo.from_checkpoint(tmp_path / "t2v.ckpt", sd_dir, video_size=(16, 16), clip_frames=3)
+    from_ckpt = LVDMTextToVideo.from_checkpoints(tmp_path / "t2v.ckpt", video_size=(16, 16), clip_frames=3)
     torch.testing.assert_close(from_ckpt.generate(text=["a red circle", "a blue square"],
                                                   generator=torch.Generator().manual_seed(0), **kw), video)
-    with pytest.raises(ValueError, match="not an LVDMTextToVideoModule checkpoint"):
+    with pytest.raises(ValueError, match="has no 'videogen_pipeline' entry"):
         torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
-        LVDMTextToVideo.from_checkpoint(tmp_path / "other.ckpt", sd_dir)
+        LVDMTextToVideo.from_checkpoints(tmp_path / "other.ckpt")

@@ -31,7 +31,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videogen.core.nn import FeedForward
-from videogen.core.pretrained import SavableModule
+from videogen.core.persistence import SavableModule
 
 __all__ = ["CMDAutoencoder", "TimeSformerBlock", "rotary"]
 
@@ -140,10 +140,6 @@ class CMDAutoencoder(SavableModule, nn.Module):
         if (hidden_size // heads) % 4:
             raise ValueError(f"head width hidden_size / heads = {hidden_size / heads} must be divisible by 4 "
                              "(axial rotary positions)")
-        self.config = dict(in_channels=in_channels, num_frames=num_frames, height=height, width=width,
-                           patch_size=p, hidden_size=hidden_size, depth=depth, heads=heads,
-                           motion_channels=motion_channels, mode=mode, uniform_content=uniform_content,
-                           use_checkpoint=use_checkpoint)
         self.in_channels, self.num_frames, self.height, self.width = in_channels, num_frames, height, width
         self.patch_size, self.mode, self.uniform_content = p, mode, uniform_content
         self.grid = (height // p, width // p)  # (H', W')

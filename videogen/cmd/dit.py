@@ -22,7 +22,7 @@ from torch.utils.checkpoint import checkpoint
 
 from videogen.core.nn import DiTBlock, DiTFinalLayer, LabelEmbedder, PatchEmbed, TimestepEmbedder, unpatchify
 from videogen.core.nn.embeddings import get_2d_sincos_pos_embed
-from videogen.core.pretrained import SavableModule
+from videogen.core.persistence import SavableModule
 
 __all__ = ["ContentDiT", "MotionDiT", "DIT_SIZES"]
 
@@ -94,10 +94,6 @@ class ContentDiT(_ConditionedDiT):
                          use_checkpoint)
         if height % patch_size or width % patch_size:
             raise ValueError(f"content frame {height}x{width} must be divisible by patch_size {patch_size}")
-        self.config = dict(in_channels=in_channels, height=height, width=width, patch_size=patch_size,
-                           hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                           num_classes=num_classes, text_dim=text_dim, class_dropout=class_dropout,
-                           use_checkpoint=use_checkpoint)
         self.in_channels, self.patch_size = in_channels, patch_size
         self.grid = (height // patch_size, width // patch_size)
         self.x_embedder = PatchEmbed(patch_size, in_channels, hidden_size)
@@ -142,12 +138,6 @@ class MotionDiT(_ConditionedDiT):
         if content_height % content_patch_size or content_width % content_patch_size:
             raise ValueError(f"content frame {content_height}x{content_width} must be divisible by "
                              f"content_patch_size {content_patch_size}")
-        self.config = dict(motion_channels=motion_channels, num_frames=num_frames, motion_width=motion_width,
-                           content_channels=content_channels, content_height=content_height,
-                           content_width=content_width, patch_size=patch_size,
-                           content_patch_size=content_patch_size, hidden_size=hidden_size, depth=depth,
-                           num_heads=num_heads, mlp_ratio=mlp_ratio, num_classes=num_classes, text_dim=text_dim,
-                           class_dropout=class_dropout, use_checkpoint=use_checkpoint)
         self.motion_channels, self.patch_size = motion_channels, patch_size
         self.motion_shape = (motion_channels, num_frames, motion_width)
         self.content_shape = (content_channels, content_height, content_width)

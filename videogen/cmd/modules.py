@@ -12,7 +12,7 @@
   content frame and the class / pooled text feature (dropped with ``cond_drop_prob``).
 
 Later stages take the earlier one's checkpoint (``autoencoder: <stage-1 last.ckpt>``) and keep it frozen
-in eval mode; the network configs are written to ``checkpoint["cmd"]`` so that ``CMD.from_checkpoints``
+in eval mode; each stage's checkpoint carries its part of the pipeline record so that ``CMD.from_checkpoints``
 rebuilds the pipeline from the checkpoints alone.
 """
 
@@ -48,18 +48,11 @@ def _build_autoencoder(autoencoder: CMDAutoencoder | dict[str, Any]) -> CMDAutoe
     raise ValueError(f"autoencoder must be a CMDAutoencoder or its config, got {type(autoencoder).__name__}")
 
 
-def _autoencoder_config(ckpt: dict, path: Path) -> dict[str, Any]:
-    config = (ckpt.get("cmd") or {}).get("autoencoder_config")
-    if config is None:
-        raise ValueError(f"{path} is not a CMD checkpoint (no autoencoder config in checkpoint['cmd'])")
-    return config
-
-
 def load_cmd_autoencoder(path: str | Path | CMDAutoencoder, map_location: str = "cpu") -> CMDAutoencoder:
     """The trained autoencoder from a CMD stage checkpoint or a ``save_pretrained`` directory."""
     if isinstance(path, CMDAutoencoder):
         return path
-    return load_stage_network(path, CMDAutoencoder, _autoencoder_config, "autoencoder.", r"(cmd_\w+?_autoencoder)",
+    return load_stage_network(path, CMDAutoencoder, "autoencoder", r"(cmd_\w+?_autoencoder)",
                               "give the .ckpt a CMD autoencoder recipe writes, or a save_pretrained directory",
                               map_location)
 
@@ -82,8 +75,15 @@ class _CMDStage(TrainingModule):
             raise ValueError("a latent-mode autoencoder needs `vae` (a FrameVAE) or latent batches")
         return video
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["cmd"] = dict(self.network_configs)
+    pipeline_name = "videogen.cmd.CMD"  # every stage's checkpoint holds its part of the pipeline
+
+    def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
+        parts = {"autoencoder": (self.autoencoder, "autoencoder."), "vae": (self.vae, "vae.")}
+        if hasattr(self, "denoiser"):
+            parts[self.pipeline_component] = (self.denoiser, "denoiser.")
+        if getattr(self, "text_encoder", None) is not None:
+            parts["text_encoder"] = (self.text_encoder, "text_encoder.")
+        return parts
 
 
 class CMDAutoencoderModule(_CMDStage):
@@ -116,7 +116,6 @@ class CMDAutoencoderModule(_CMDStage):
         pixel = self.autoencoder.mode == "pixel"
         self.lpips = (LPIPSLoss(lpips_net, pretrained=lpips_pretrained, pnet_rand=lpips_random)
                       if pixel and lpips_weight > 0 else None)
-        self.network_configs = {"autoencoder_config": self.autoencoder.config}
 
     def train(self, mode: bool = True) -> CMDAutoencoderModule:
         super().train(mode)
@@ -248,6 +247,18 @@ class CMDContentModule(_ConditionalStage):
         lr, betas, scale_lr: Adam (B.3: 1e-4, (0.9, 0.999)).
     """
 
+    pipeline_component = "content_model"
+
+    def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
+        """The content model, its SD VAE and text encoder (the autoencoder comes from the motion stage)."""
+        return {k: v for k, v in super().pipeline_parts().items() if k != "autoencoder"}
+
+    def pipeline_settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {"content_diffusion": self.diffusion_config}
+        if self.text_encoder is not None:
+            settings["pool_masked"] = self.hparams.pool_masked
+        return settings
+
     def __init__(self, denoiser: nn.Module, autoencoder: CMDAutoencoder | str, vae: FrameVAE | None = None,
                  text_encoder: TextEncoder | None = None, pool_masked: bool = False, cond_drop_prob: float = 0.1,
                  diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
@@ -268,13 +279,6 @@ class CMDContentModule(_ConditionalStage):
                              f"the denoiser takes {self._denoiser_channels()}")
         self.diffusion_config = dict(diffusion or {})
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
-        self.network_configs = {
-            "autoencoder_config": self.autoencoder.config,
-            "content_kind": "sd_unet" if isinstance(denoiser, SDUNet) else "dit",
-            "content_config": denoiser.config,
-            "text_encoder_config": None if text_encoder is None else text_encoder.config,
-            "vae": None if vae is None else {"scaling_factor": vae.scaling_factor, "config": dict(vae.vae.config)},
-            "pool_masked": pool_masked, "content_diffusion": self.diffusion_config}
 
     def _denoiser_channels(self) -> int:
         return self.denoiser.in_channels
@@ -315,6 +319,12 @@ class CMDMotionModule(_ConditionalStage):
             that ``1 / std`` can be chosen as in latent diffusion.
     """
 
+    pipeline_component = "motion_model"
+
+    def pipeline_settings(self) -> dict[str, Any]:
+        return {"motion_diffusion": self.diffusion_config, "pool_masked": self.hparams.pool_masked,
+                "motion_scale": float(self.hparams.motion_scale)}
+
     def __init__(self, denoiser: MotionDiT, autoencoder: CMDAutoencoder | str, vae: FrameVAE | None = None,
                  text_encoder: TextEncoder | None = None, pool_masked: bool = False, cond_drop_prob: float = 0.1,
                  diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
@@ -339,11 +349,6 @@ class CMDMotionModule(_ConditionalStage):
             raise ValueError(f"text encoder width {text_encoder.dim} != MotionDiT text_dim {denoiser.text_dim}")
         self.diffusion_config = dict(diffusion or {})
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
-        self.network_configs = {
-            "autoencoder_config": ae.config, "motion_config": denoiser.config,
-            "text_encoder_config": None if text_encoder is None else text_encoder.config,
-            "pool_masked": pool_masked, "motion_diffusion": self.diffusion_config,
-            "motion_scale": float(motion_scale)}
 
     @torch.no_grad()
     def target_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:

@@ -5,14 +5,13 @@
 no guidance by default), decodes both with the autoencoder and, in latent mode, each frame with the SD
 VAE.  ``animate(content_frame, ...)`` skips the first stage (image-to-video: the image is the content
 frame).  ``reconstruct(video)`` runs the autoencoder.  Every noise draw comes from ``generator``.
+``CMD.from_checkpoints(content.ckpt, motion.ckpt)`` joins the two stages' checkpoints (persistence is the
+shared one of ``videogen.core.persistence``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,16 +19,13 @@ from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.pipeline import VideoPipeline
-from videogen.core.pretrained import submodule_state
 from videogen.core.sd import FrameVAE, SDUNet
-from videogen.core.text import TextEncoder, build_text_encoder, load_text_encoder
+from videogen.core.text import TextEncoder
 
 from .autoencoder import CMDAutoencoder
-from .dit import ContentDiT, MotionDiT
+from .dit import MotionDiT
 
 __all__ = ["CMD"]
-
-CONFIG_NAME = "cmd_config.json"
 
 
 class CMD(VideoPipeline):
@@ -47,6 +43,10 @@ class CMD(VideoPipeline):
     clips, each animated from the last frame so far as its content frame.
     """
 
+    components = {name: name for name in ("autoencoder", "content_model", "motion_model", "text_encoder", "vae")}
+    component_hints = {"autoencoder": "the motion-stage checkpoint (recipes/cmd_*_motion.yaml) has it",
+                       "content_model": "give the content-stage checkpoint too (recipes/cmd_*_content.yaml)",
+                       "motion_model": "give the motion-stage checkpoint too (recipes/cmd_*_motion.yaml)"}
     default_num_steps = 100  # motion steps (B.4); the content model takes ``content_steps`` (50)
 
     def __init__(self, autoencoder: CMDAutoencoder, content_model: nn.Module, motion_model: MotionDiT,
@@ -207,88 +207,3 @@ class CMD(VideoPipeline):
         """Autoencoder round trip of pixel videos ``(B, 3, L, H, W)`` in [-1, 1]."""
         x = self.vae.encode(video.to(self._device()), sample=False) if self.vae is not None else video
         return self._to_pixels(self.autoencoder(x.to(self._device()))[0])
-
-    # ---- save / load --------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.autoencoder.save_pretrained(directory / "autoencoder")
-        self.motion_model.save_pretrained(directory / "motion")
-        kind = "sd_unet" if isinstance(self.content_model, SDUNet) else "dit"
-        self.content_model.save_pretrained(directory / "content")
-        if self.text_encoder is not None:
-            self.text_encoder.save_pretrained(directory / "text_encoder")
-        if self.vae is not None:
-            self.vae.vae.save_pretrained(str(directory / "vae"))
-        config = {"content_kind": kind, "content_diffusion": self.content_diffusion_config,
-                  "motion_diffusion": self.motion_diffusion_config, "pool_masked": self.pool_masked,
-                  "vae_scaling_factor": None if self.vae is None else self.vae.scaling_factor,
-                  "motion_scale": self.motion_scale}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> CMD:
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}: not a CMD.save_pretrained directory")
-        cfg = json.loads((directory / CONFIG_NAME).read_text())
-        ae = CMDAutoencoder.from_pretrained(directory / "autoencoder", map_location)
-        motion = MotionDiT.from_pretrained(directory / "motion", map_location)
-        if cfg["content_kind"] == "sd_unet":
-            from diffusers import UNet2DConditionModel
-
-            content: nn.Module = SDUNet(unet=UNet2DConditionModel.from_pretrained(str(directory / "content")))
-        else:
-            content = ContentDiT.from_pretrained(directory / "content", map_location)
-        text = load_text_encoder(directory / "text_encoder") if (directory / "text_encoder").is_dir() else None
-        vae = None
-        if (directory / "vae").is_dir():
-            from diffusers import AutoencoderKL
-
-            vae = FrameVAE(vae=AutoencoderKL.from_pretrained(str(directory / "vae")),
-                           scaling_factor=cfg.get("vae_scaling_factor"))
-        return cls(ae, content, motion, cfg["content_diffusion"], cfg["motion_diffusion"], text, vae,
-                   cfg.get("pool_masked", False), cfg.get("motion_scale", 1.0)).to(map_location).eval()
-
-    @classmethod
-    def from_checkpoints(cls, content_ckpt: str | os.PathLike, motion_ckpt: str | os.PathLike,
-                         map_location: str | torch.device = "cpu") -> CMD:
-        """The pipeline from the content- and motion-stage Lightning checkpoints (EMA weights if the EMA
-        callback ran); the autoencoder and SD VAE come from the motion checkpoint."""
-        cc, mc = (_load_ckpt(p, key, map_location) for p, key in ((content_ckpt, "content_config"),
-                                                                   (motion_ckpt, "motion_config")))
-        ae = CMDAutoencoder(**mc["cmd"]["autoencoder_config"])
-        ae.load_state_dict(submodule_state(mc, "autoencoder."))
-        motion = MotionDiT(**mc["cmd"]["motion_config"])
-        motion.load_state_dict(submodule_state(mc, "denoiser."))
-        if cc["cmd"]["content_kind"] == "sd_unet":
-            content: nn.Module = SDUNet(config=cc["cmd"]["content_config"]["config"])
-        else:
-            content = ContentDiT(**cc["cmd"]["content_config"])
-        content.load_state_dict(submodule_state(cc, "denoiser."))
-        if cc["cmd"].get("text_encoder_config") and cc["cmd"].get("pool_masked", False) != mc["cmd"].get("pool_masked", False):
-            raise ValueError(f"{content_ckpt} and {motion_ckpt} pool the text features differently (pool_masked); "
-                             "train both stages with the same setting")
-        text_cfg = mc["cmd"].get("text_encoder_config") or cc["cmd"].get("text_encoder_config")
-        text = build_text_encoder(text_cfg) if text_cfg else None
-        vae = None
-        if cc["cmd"].get("vae"):
-            from diffusers import AutoencoderKL
-
-            vae = FrameVAE(vae=AutoencoderKL.from_config(cc["cmd"]["vae"]["config"]),
-                           scaling_factor=cc["cmd"]["vae"]["scaling_factor"])
-            vae.vae.load_state_dict(submodule_state(cc, "vae.vae."))
-        return cls(ae, content, motion, cc["cmd"]["content_diffusion"], mc["cmd"]["motion_diffusion"], text, vae,
-                   mc["cmd"].get("pool_masked", False), mc["cmd"].get("motion_scale", 1.0)).to(map_location).eval()
-
-
-def _load_ckpt(path: str | os.PathLike, key: str, map_location) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if key not in (ckpt.get("cmd") or {}):
-        stage = "content" if key == "content_config" else "motion"
-        raise ValueError(f"{path} is not a CMD {stage}-stage checkpoint (recipes/cmd_*_{stage}.yaml writes one)")
-    return ckpt
-

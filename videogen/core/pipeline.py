@@ -35,6 +35,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .persistence import PipelineMixin
+
 __all__ = ["CONDITIONS", "UnsupportedConditionError", "VideoPipeline"]
 
 CONDITIONS = ("image", "label", "text")
@@ -62,7 +64,7 @@ def _batch_of(name: str, value: Any) -> int | None:
     return len(value) if isinstance(value, Sequence) else None
 
 
-class VideoPipeline(nn.Module):
+class VideoPipeline(nn.Module, PipelineMixin):
     """Base of the three models' inference objects: the shared ``generate`` protocol (module docstring).
 
     Subclasses define ``conditions``, ``clip_frames`` (frames of one clip), ``_device()`` and
@@ -72,6 +74,9 @@ class VideoPipeline(nn.Module):
     ``_generate`` is called.  ``variable_length = True`` when ``_generate`` makes any ``num_frames`` itself; otherwise the base
     cuts or chains clips, dropping the first ``chain_overlap`` frames of each chained clip (LaMD's clip
     starts with the given frame).
+
+    Persistence (``save_pretrained`` / ``from_pretrained`` / ``from_checkpoints``) comes from
+    :class:`videogen.core.persistence.PipelineMixin`: a subclass lists its ``components``.
     """
 
     required_conditions: tuple[str, ...] = ()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["MissingWeightsError", "SavableModule", "cache_dir", "load_stage_network", "missing_stage_checkpoint",
+__all__ = ["MissingWeightsError", "cache_dir", "load_stage_network", "missing_stage_checkpoint",
            "resolve_weight_file", "submodule_state"]
 
 
@@ -59,51 +59,6 @@ def resolve_weight_file(path: str | os.PathLike | None, filename: str, how_to_ge
     )
 
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-
-
-class SavableModule:
-    """``save_pretrained`` / ``from_pretrained`` for an ``nn.Module`` whose ``config`` dict holds its constructor
-    arguments: ``config.json`` (``{"class": <name>, **config}``) + ``model.safetensors`` (weights and buffers).
-
-    Loading is strict and checks the class name, so a directory of another network is refused by name.
-    """
-
-    config: dict
-
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        import json
-
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / CONFIG_NAME).write_text(json.dumps({"class": type(self).__name__, **self.config}, indent=2))
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
-        save_file(state, str(directory / WEIGHTS_NAME))
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | object = "cpu"):
-        import json
-
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory / name} not found: expected a {cls.__name__}.save_pretrained "
-                                        "directory")
-        config = json.loads((directory / CONFIG_NAME).read_text())
-        saved = config.pop("class", cls.__name__)
-        if saved != cls.__name__:
-            raise ValueError(f"{directory} holds a {saved}, not a {cls.__name__}")
-        model = cls(**config)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))  # type: ignore[attr-defined]
-        return model
-
-
 def submodule_state(checkpoint: dict, prefix: str) -> dict:
     """The entries of a Lightning checkpoint's ``state_dict`` under ``prefix`` (``"autoencoder."``), prefix removed."""
     return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
@@ -121,23 +76,15 @@ def missing_stage_checkpoint(path: str | os.PathLike, what: str, recipe_pattern:
     return FileNotFoundError(f"{what} checkpoint {path} not found{hint}")
 
 
-def load_stage_network(path: str | os.PathLike, network_cls: type, config_of, prefix: str, recipe_pattern: str,
+def load_stage_network(path: str | os.PathLike, network_cls: type, component: str, recipe_pattern: str,
                        fallback_hint: str, map_location: str | object = "cpu"):
-    """A trained stage's network from a ``save_pretrained`` directory or the Lightning checkpoint of the module
-    that trained it (read with ``weights_only=True``).
-
-    ``config_of(checkpoint, path)`` returns the network's constructor kwargs, or raises ``ValueError`` saying
-    what the checkpoint is instead; the weights are the ``prefix`` entries.  A missing file names the recipe
-    that writes it when the path matches ``recipe_pattern`` (one group: the recipe name), else ``fallback_hint``.
-    """
-    import torch
+    """A trained earlier stage's network: a ``save_pretrained`` directory, or the ``component`` of the
+    pipeline record in the Lightning checkpoint of the stage that trained it (read with
+    ``weights_only=True``).  A missing file names the recipe that writes it when the path matches
+    ``recipe_pattern`` (one group: the recipe name), else says ``fallback_hint``."""
+    from .persistence import load_component
 
     path = Path(path)
-    if path.is_dir():
-        return network_cls.from_pretrained(path, map_location=map_location)
-    if not path.is_file():
+    if not path.exists():
         raise missing_stage_checkpoint(path, network_cls.__name__, recipe_pattern, fallback_hint)
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    model = network_cls(**config_of(checkpoint, path))
-    model.load_state_dict(submodule_state(checkpoint, prefix))
-    return model
+    return load_component(path, component, network_cls, map_location=map_location)

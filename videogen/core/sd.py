@@ -26,11 +26,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .persistence import register
 from .text import HFTextEncoder
 
 __all__ = ["FrameVAE", "SDUNet", "sd_diffusion_config", "sd_text_encoder", "SD_SCALING_FACTOR"]
 
 SD_SCALING_FACTOR = 0.18215
+FRAME_VAE_CONFIG = "frame_vae.json"  # FrameVAE.save_pretrained: its settings beside the diffusers files
 _HOW = ("give a local Stable Diffusion directory in the diffusers layout (unet/, vae/, text_encoder/, "
         "tokenizer/, scheduler/), e.g. a download of stabilityai/stable-diffusion-2-1-base or "
         "runwayml/stable-diffusion-v1-5, or a hub id already in the Hugging Face cache")
@@ -88,6 +90,34 @@ class FrameVAE(nn.Module):
 
     def train(self, mode: bool = True) -> FrameVAE:
         return super().train(False)  # always frozen
+
+    # the component protocol of videogen.core.persistence: a diffusers directory + frame_vae.json
+    def component_config(self) -> dict:
+        return {"config": dict(self.vae.config), "scaling_factor": self.scaling_factor, "chunk": self.chunk}
+
+    @classmethod
+    def from_component_config(cls, config: dict) -> FrameVAE:
+        from diffusers import AutoencoderKL
+
+        return cls(vae=AutoencoderKL.from_config(config["config"]), scaling_factor=config["scaling_factor"],
+                   chunk=config.get("chunk", 16))
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """The VAE as a diffusers directory, and ``frame_vae.json`` (its latent scaling factor here)."""
+        self.vae.save_pretrained(str(directory))
+        settings = {"scaling_factor": self.scaling_factor, "chunk": self.chunk}
+        (Path(directory) / FRAME_VAE_CONFIG).write_text(json.dumps(settings, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> FrameVAE:
+        from diffusers import AutoencoderKL
+
+        settings_file = Path(directory) / FRAME_VAE_CONFIG
+        if not settings_file.is_file():
+            raise FileNotFoundError(f"{settings_file} not found: not a FrameVAE.save_pretrained directory")
+        settings = json.loads(settings_file.read_text())
+        vae = AutoencoderKL.from_pretrained(str(directory))
+        return cls(vae=vae, scaling_factor=settings["scaling_factor"], chunk=settings.get("chunk", 16)).to(map_location)
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
@@ -170,8 +200,24 @@ class SDUNet(nn.Module):
     def config(self) -> dict:
         return {"config": dict(self.unet.config)}
 
+    # the component protocol of videogen.core.persistence: a diffusers directory
+    def component_config(self) -> dict:
+        return self.config
+
+    @classmethod
+    def from_component_config(cls, config: dict) -> SDUNet:
+        return cls(config=config["config"])
+
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         self.unet.save_pretrained(str(directory))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> SDUNet:
+        from diffusers import UNet2DConditionModel
+
+        if not (Path(directory) / "config.json").is_file():
+            raise FileNotFoundError(f"{Path(directory) / 'config.json'} not found: not a diffusers UNet directory")
+        return cls(unet=UNet2DConditionModel.from_pretrained(str(directory))).to(map_location)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
         if text_states.ndim != 3 or text_states.shape[-1] != self.context_dim:
@@ -199,3 +245,7 @@ def sd_diffusion_config(path: str | os.PathLike) -> dict[str, Any]:
             "beta_schedule": cfg.get("beta_schedule", "scaled_linear"),
             "beta_start": float(cfg.get("beta_start", 0.00085)), "beta_end": float(cfg.get("beta_end", 0.012)),
             "prediction_type": cfg.get("prediction_type", "epsilon")}
+
+
+register(FrameVAE)
+register(SDUNet)

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .persistence import register
+
 __all__ = ["TextEncoder", "HFTextEncoder", "OpenCLIPTextEncoder", "build_text_encoder", "load_text_encoder", "word_level_clip"]
 
 CONFIG_NAME = "text_encoder.json"
@@ -57,6 +59,18 @@ class TextEncoder(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         raise NotImplementedError
+
+    # the component protocol of videogen.core.persistence: the encoder's own directory + text_encoder.json
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> TextEncoder:
+        return load_text_encoder(directory).to(map_location)
+
+    def component_config(self) -> dict:
+        return dict(self.config)
+
+    @classmethod
+    def from_component_config(cls, config: dict) -> TextEncoder:
+        return build_text_encoder(config)
 
     @staticmethod
     def _check_texts(texts: Sequence[str]) -> list[str]:
@@ -216,6 +230,10 @@ class OpenCLIPTextEncoder(TextEncoder):
         save_file(state, str(directory / "open_clip_text.safetensors"))
         config = {"kind": "open_clip", "model_name": self.model_name, "model_config": self.model_config}
         (directory / CONFIG_NAME).write_text(json.dumps(config))
+
+
+for _cls in (TextEncoder, HFTextEncoder, OpenCLIPTextEncoder):
+    register(_cls)
 
 
 def build_text_encoder(config: dict) -> TextEncoder:

@@ -87,6 +87,28 @@ class TrainingModule(pl.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         reseed(derived_seed(self.base_seed, self.global_rank, _BATCH, self._batch_counter()))
 
+    #: registered name of the pipeline this stage trains (part of), e.g. ``"videogen.lamd.LaMD"``; when set,
+    #: every checkpoint carries the pipeline record of ``pipeline_parts()`` (``videogen.core.persistence``)
+    pipeline_name: str | None = None
+
+    def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
+        """Pipeline component -> (this module's network, its ``state_dict`` prefix), e.g.
+        ``{"dmg": (self.dmg, "dmg.")}``; ``None`` networks are left out."""
+        return {}
+
+    def pipeline_settings(self) -> dict[str, Any]:
+        """Pipeline constructor settings this stage knows (e.g. ``{"diffusion": ...}``)."""
+        return {}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Write the pipeline record, so that ``videogen.load_pretrained(ckpt)`` and the earlier-stage
+        loaders rebuild the networks from the checkpoint alone (no pickled classes, no hyper-parameters)."""
+        if self.pipeline_name is not None:
+            from .persistence import CKPT_KEY, checkpoint_record
+
+            checkpoint[CKPT_KEY] = checkpoint_record(self.pipeline_name, self.pipeline_parts(),
+                                                     self.pipeline_settings())
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         """Refuse a checkpoint of another model or stage with a message naming both, before Lightning's
         ``load_state_dict`` fails with a list of missing keys."""

@@ -29,11 +29,12 @@ from torch import nn
 
 from videogen.core.nn import get_2d_sincos_pos_embed
 from videogen.core.nn.unet2d import UNet2D
+from videogen.core.persistence import SavableModule
 
 __all__ = ["MotionGenerator"]
 
 
-class MotionGenerator(nn.Module):
+class MotionGenerator(SavableModule, nn.Module):
     """eps-prediction network on ``z_m`` conditioned on content (+ label or text) by cross-attention.
 
     Args:
@@ -63,14 +64,6 @@ class MotionGenerator(nn.Module):
             raise ValueError("give num_classes (class-guided) or text_dim (text-guided), not both")
         if num_classes is not None and num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        self.config = dict(
-            z_channels=z_channels, latent_size=latent_size, content_dim=content_dim,
-            model_channels=model_channels, channel_mult=list(channel_mult), num_res_blocks=num_res_blocks,
-            attention_resolutions=list(attention_resolutions), num_head_channels=num_head_channels,
-            context_dim=context_dim, cond_transformer_dim=cond_transformer_dim,
-            cond_transformer_depth=cond_transformer_depth, cond_transformer_heads=cond_transformer_heads,
-            num_classes=num_classes, text_dim=text_dim, dropout=dropout, use_checkpoint=use_checkpoint,
-        )
         self.z_channels, self.latent_size, self.content_dim = z_channels, latent_size, content_dim
         self.num_classes, self.text_dim = num_classes, text_dim
         token_dim = cond_transformer_dim or context_dim

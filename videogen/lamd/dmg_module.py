@@ -71,15 +71,16 @@ class DMGModule(TrainingModule):
         if text_encoder is not None:
             text_encoder.requires_grad_(False)
         check_stages(self.mcdvae, dmg, text_encoder)  # ValueError when the two stages do not fit together
-        # Configs of all three networks, written to checkpoint["lamd"] (not hparams: LightningCLI rebuilds
-        # the module from hparams on resume): a checkpoint alone rebuilds the pipeline (LaMD.from_checkpoint).
-        self.network_configs = {"dmg_config": dmg.config, "mcdvae_config": self.mcdvae.config,
-                                "text_encoder_config": None if text_encoder is None else text_encoder.config}
         self.diffusion_config = dict(diffusion or {})
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lamd"] = dict(self.network_configs)
+    pipeline_name = "videogen.lamd.LaMD"  # a checkpoint alone rebuilds the pipeline (videogen.load_pretrained)
+
+    def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
+        return {name: (getattr(self, name), f"{name}.") for name in ("mcdvae", "dmg", "text_encoder")}
+
+    def pipeline_settings(self) -> dict[str, Any]:
+        return {"diffusion_config": self.diffusion_config}
 
     def train(self, mode: bool = True) -> DMGModule:
         """Only the DMG switches to train mode: the MCD-VAE's LatentNorm statistics must stay fixed."""

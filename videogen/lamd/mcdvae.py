@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videogen.core.nn import Downsample, ResBlock, Upsample, normalization
-from videogen.core.pretrained import CONFIG_NAME, WEIGHTS_NAME, SavableModule  # noqa: F401 (re-exported)
+from videogen.core.persistence import CONFIG_NAME, WEIGHTS_NAME, SavableModule  # noqa: F401 (re-exported)
 
 __all__ = ["MCDVAE", "LatentNorm"]
 
@@ -237,13 +237,6 @@ class MCDVAE(SavableModule, nn.Module):
         ratio = num_frames // folded_frames if folded_frames > 0 else 0
         if folded_frames < 1 or num_frames % folded_frames or ratio & (ratio - 1):
             raise ValueError(f"num_frames / folded_frames must be a power of two, got {num_frames} / {folded_frames}")
-        self.config = dict(
-            resolution=resolution, num_frames=num_frames, in_channels=in_channels,
-            spatial_downsample=spatial_downsample, z_channels=z_channels, image_channels=image_channels,
-            motion_channels=motion_channels, decoder_channels=decoder_channels, channel_mult=list(channel_mult),
-            num_res_blocks=num_res_blocks, folded_frames=folded_frames, dropout=dropout, norm_groups=norm_groups,
-            latent_norm_momentum=latent_norm_momentum, use_checkpoint=use_checkpoint,
-        )
         self.resolution, self.num_frames, self.in_channels = resolution, num_frames, in_channels
         self.spatial_downsample, self.z_channels = spatial_downsample, z_channels
         n_t = int(math.log2(ratio))

@@ -33,7 +33,7 @@ from videogen.core.nn import PatchGANDiscriminator
 from videogen.core.pretrained import load_stage_network
 from videogen.core.training import TrainingModule
 
-from .mcdvae import CONFIG_NAME, MCDVAE
+from .mcdvae import MCDVAE
 
 __all__ = ["MCDVAEModule", "load_mcdvae"]
 
@@ -79,6 +79,11 @@ class MCDVAEModule(TrainingModule):
     discriminator takes no part in the generator's backward before ``disc_start``: the recipes use
     ``strategy: ddp_find_unused_parameters_true``.
     """
+
+    pipeline_name = "videogen.lamd.LaMD"  # stage 1: its checkpoint holds the pipeline's MCD-VAE
+
+    def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
+        return {"mcdvae": (self.autoencoder, "autoencoder.")}
 
     def __init__(
         self,
@@ -226,25 +231,12 @@ class MCDVAEModule(TrainingModule):
         return [opt_g, torch.optim.Adam(self.discriminator.parameters(), **kw)]
 
 
-def _mcdvae_config(ckpt: dict, path: Path) -> dict[str, Any]:
-    config = ckpt.get("hyper_parameters", {}).get("autoencoder")
-    if not isinstance(config, dict):
-        kind = "a stage-2 (DMGModule) checkpoint" if "lamd" in ckpt else "not an MCDVAEModule checkpoint"
-        raise ValueError(f"{path} is {kind}: the MCD-VAE comes from the stage-1 checkpoint "
-                         "(outputs/lamd_<setting>_mcdvae/checkpoints/last.ckpt)")
-    kwargs = config.get("init_args", config) if "class_path" in config else config
-    return {k: v for k, v in kwargs.items() if k != "class"}
-
-
 def load_mcdvae(path: str | Path, map_location: str | torch.device = "cpu") -> MCDVAE:
     """Load a trained :class:`MCDVAE` from a ``save_pretrained`` directory or a Lightning ``.ckpt``.
 
-    Checkpoints are read with ``torch.load(weights_only=True)``: the MCD-VAE config comes from the
-    checkpoint's hyper-parameters and the weights from its ``autoencoder.*`` entries.
+    Checkpoints are read with ``torch.load(weights_only=True)``: the MCD-VAE comes from the checkpoint's
+    pipeline record (``videogen.core.persistence``).
     """
-    path = Path(path)
-    if path.is_dir() and not (path / CONFIG_NAME).is_file():
-        raise FileNotFoundError(f"{path} has no {CONFIG_NAME}: not an MCDVAE.save_pretrained directory")
-    return load_stage_network(path, MCDVAE, _mcdvae_config, "autoencoder.", r"(lamd_\w+?_mcdvae)",
+    return load_stage_network(path, MCDVAE, "mcdvae", r"(lamd_\w+?_mcdvae)",
                               "give the .ckpt that a stage-1 recipe writes, or an MCDVAE.save_pretrained directory",
                               map_location)

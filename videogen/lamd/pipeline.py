@@ -3,33 +3,26 @@
 Image-to-video (Fig. 2, sampling): ``f = E_I(x0)``; the DMG samples ``z_m`` from noise conditioned on
 ``f_x0`` (+ label / text) with a K-step subsequence of the 1000 training steps (K = 200 in the paper);
 ``D_V(z_m, f)`` decodes the video. Motion transfer (Fig. 6): the content of one clip with the latent
-motion (posterior mean) of another. Weights round-trip through ``save_pretrained`` / ``from_pretrained``
-(safetensors + JSON).
+motion (posterior mean) of another. ``save_pretrained`` / ``from_pretrained`` / ``from_checkpoints`` (a
+``DMGModule`` checkpoint alone: both stages' weights are in it) are the shared ones of
+``videogen.core.persistence``.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.pipeline import VideoPipeline
-from videogen.core.pretrained import submodule_state
-from videogen.core.text import TextEncoder, build_text_encoder, load_text_encoder
+from videogen.core.text import TextEncoder
 
 from .dmg import MotionGenerator
 from .mcdvae import MCDVAE
 
 __all__ = ["LaMD", "check_stages"]
-
-CONFIG_NAME = "lamd_config.json"
-DMG_WEIGHTS = "dmg.safetensors"
-
 
 def check_stages(mcdvae: MCDVAE, dmg: MotionGenerator, text_encoder: TextEncoder | None) -> None:
     """Raise ``ValueError`` unless the DMG was built for this MCD-VAE's latents (and text encoder)."""
@@ -59,6 +52,9 @@ class LaMD(VideoPipeline):
     module); ``from_pretrained`` and ``from_modules`` return the pipeline in eval mode.
     """
 
+    components = {"mcdvae": "mcdvae", "dmg": "dmg", "text_encoder": "text_encoder"}
+    component_hints = {"mcdvae": "train it with recipes/lamd_*_mcdvae.yaml",
+                       "dmg": "give the checkpoint of recipes/lamd_*_dmg.yaml"}
     required_conditions = ("image",)
     default_num_steps = 200
     chain_overlap = 1  # a clip starts with (the reconstruction of) the frame it was given
@@ -76,32 +72,6 @@ class LaMD(VideoPipeline):
         """Build from an ``MCDVAEModule`` (or ``MCDVAE``) and a trained ``DMGModule``."""
         model = getattr(mcdvae, "autoencoder", mcdvae)
         return cls(model, dmg_module.dmg, dmg_module.diffusion_config, dmg_module.text_encoder).eval()
-
-    @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> LaMD:
-        """Build from a ``DMGModule`` Lightning checkpoint alone (both stages' weights are in it; with the
-        EMA callback these are the EMA weights). A text encoder is rebuilt from its recorded config."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"DMG checkpoint {path} not found")
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-        hp = ckpt.get("hyper_parameters", {})
-        configs = ckpt.get("lamd") or hp  # older checkpoints kept the configs in the hyper-parameters
-        if "dmg_config" not in configs or "mcdvae_config" not in configs:
-            if "autoencoder" in hp:
-                raise ValueError(f"{path} is a stage-1 (MCDVAEModule) checkpoint; LaMD.from_checkpoint needs the "
-                                 "stage-2 DMGModule checkpoint that recipes/lamd_*_dmg.yaml writes")
-            raise ValueError(f"{path} has no LaMD network configs: not a DMGModule checkpoint")
-
-        mcdvae_config = {k: v for k, v in configs["mcdvae_config"].items() if k != "class"}
-        mcdvae, dmg = MCDVAE(**mcdvae_config), MotionGenerator(**configs["dmg_config"])
-        mcdvae.load_state_dict(submodule_state(ckpt, "mcdvae."))
-        dmg.load_state_dict(submodule_state(ckpt, "dmg."))
-        text_encoder = None
-        if configs.get("text_encoder_config") is not None:
-            text_encoder = build_text_encoder(configs["text_encoder_config"])
-            text_encoder.load_state_dict(submodule_state(ckpt, "text_encoder."))
-        return cls(mcdvae, dmg, hp.get("diffusion") or {}, text_encoder).to(map_location).eval()
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -208,39 +178,6 @@ class LaMD(VideoPipeline):
     def reconstruct(self, video: torch.Tensor) -> torch.Tensor:
         """Stage-1 reconstruction of ``video (B, C, T, H, W)`` (posterior mean motion, content of frame 0)."""
         return self.transfer_motion(video, video)
-
-    # ---- persistence --------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write ``lamd_config.json``, ``dmg.safetensors``, ``mcdvae/`` and ``text_encoder/`` (if any)."""
-        from safetensors.torch import save_file
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.mcdvae.save_pretrained(directory / "mcdvae")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.dmg.state_dict().items()},
-                  str(directory / DMG_WEIGHTS))
-        if self.text_encoder is not None:
-            self.text_encoder.save_pretrained(directory / "text_encoder")
-        config = {"dmg": self.dmg.config, "diffusion": self.diffusion_config,
-                  "text_encoder": self.text_encoder is not None}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LaMD:
-        """Load a directory written by :meth:`save_pretrained` (strict weight loading)."""
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        for name in (CONFIG_NAME, DMG_WEIGHTS, "mcdvae"):
-            if not (directory / name).exists():
-                raise FileNotFoundError(f"{directory / name} not found: expected a LaMD.save_pretrained directory")
-        config = json.loads((directory / CONFIG_NAME).read_text())
-        mcdvae = MCDVAE.from_pretrained(directory / "mcdvae", map_location=map_location)
-        dmg = MotionGenerator(**config["dmg"])
-        dmg.load_state_dict(load_file(str(directory / DMG_WEIGHTS), device=str(map_location)))
-        text_encoder = load_text_encoder(directory / "text_encoder") if config["text_encoder"] else None
-        return cls(mcdvae, dmg, config["diffusion"], text_encoder).to(map_location).eval()
 
 
 def _same_mask_kind(cond: dict, uncond: dict) -> tuple[dict, dict]:

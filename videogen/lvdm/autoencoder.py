@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videogen.core.pretrained import SavableModule
+from videogen.core.persistence import SavableModule
 
 __all__ = ["VideoAutoencoder3D", "SamePadConv3d", "SamePadConvTranspose3d"]
 
@@ -107,9 +107,6 @@ class VideoAutoencoder3D(SavableModule, nn.Module):
                  encoder_res_blocks: int = 1, decoder_res_blocks: int = 2, norm_groups: int = 32):
         super().__init__()
         strides = [tuple(int(v) for v in s) for s in strides]
-        self.config = dict(in_channels=in_channels, hidden=hidden, strides=[list(s) for s in strides],
-                           z_channels=z_channels, encoder_res_blocks=encoder_res_blocks,
-                           decoder_res_blocks=decoder_res_blocks, norm_groups=norm_groups)
         self.in_channels, self.z_channels = in_channels, z_channels
         self.temporal_factor = math.prod(s[0] for s in strides)
         self.spatial_factor = math.prod(s[1] for s in strides)

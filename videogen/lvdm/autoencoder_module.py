@@ -51,6 +51,11 @@ class VideoAutoencoder3DModule(TrainingModule):
         pixel_loss: "l1" (official) or "l2" (the CPU demo: it learns a small autoencoder's colours faster).
     """
 
+    pipeline_name = "videogen.lvdm.LVDM"  # stage 1: its checkpoint holds the pipeline's autoencoder
+
+    def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
+        return {"autoencoder": (self.autoencoder, "autoencoder.")}
+
     def __init__(self, autoencoder: VideoAutoencoder3D | dict[str, Any], lpips_weight: float = 1.0,
                  lpips_net: str = "vgg", lpips_pretrained: bool | str = True, lpips_random: bool = False,
                  learn_logvar: bool = True, logvar_init: float = 0.0, kl_weight: float = 0.0,

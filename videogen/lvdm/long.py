@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
-from videogen.core.pretrained import missing_stage_checkpoint, submodule_state
+from videogen.core.persistence import load_component
+from videogen.core.pretrained import missing_stage_checkpoint
 from videogen.core.training import TrainingModule
 
 from .autoencoder import VideoAutoencoder3D
@@ -43,8 +44,6 @@ class ConditionalUNet3D(UNet3D):
         if not 1 <= num_given <= 3:
             raise ValueError(f"num_given must be 1, 2 or 3 of the 4 latents of a prediction clip, got {num_given}")
         super().__init__(in_channels=latent_channels + 1, out_channels=latent_channels, **unet_kwargs)
-        self.config = {"latent_channels": latent_channels, "max_noise_level": max_noise_level, "num_given": num_given,
-                       **{k: v for k, v in self.config.items() if k not in ("in_channels", "out_channels")}}
         self.latent_channels, self.max_noise_level, self.num_given = latent_channels, max_noise_level, num_given
         self.noise_level_embed = nn.Embedding(max_noise_level + 1, 4 * self.model_channels)  # last row: null
         nn.init.zeros_(self.noise_level_embed.weight)
@@ -127,10 +126,17 @@ class LVDMLongModule(TrainingModule):
         self.autoencoder.eval()
         return self
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lvdm"] = {"unet_config": self.unet.config, "autoencoder_config": self.autoencoder.config,
-                              "diffusion": self.diffusion_config, "mode": self.hparams.mode,
-                              "keyframe_stride": self.hparams.keyframe_stride}
+    pipeline_name = "videogen.lvdm.LVDM"
+
+    def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
+        """The autoencoder and this model, as the pipeline's ``prediction`` or ``interpolation``."""
+        return {"autoencoder": (self.autoencoder, "autoencoder."), self.hparams.mode: (self.unet, "unet.")}
+
+    def pipeline_settings(self) -> dict[str, Any]:
+        settings = {"diffusion": self.diffusion_config}
+        if self.hparams.mode == "prediction":  # the pipeline's keyframe stride is the prediction model's
+            settings["keyframe_stride"] = self.hparams.keyframe_stride
+        return settings
 
     def clip_latents(self, video: torch.Tensor | dict[str, Any], sample: bool) -> torch.Tensor:
         """Videos (or a batch, whose latents may be cached) -> the model's latent clip: 4 keyframes
@@ -191,17 +197,12 @@ class LVDMLongModule(TrainingModule):
 
 
 def _from_short_checkpoint(path: str, unet: ConditionalUNet3D | None) -> tuple[ConditionalUNet3D, VideoAutoencoder3D]:
+    """The short model's UNet (as a conditional one) and autoencoder from its checkpoint."""
     if not Path(path).is_file():
         raise missing_stage_checkpoint(path, "LVDMShortModule", r"(lvdm_\w+?_short)",
                                        "give the .ckpt a recipes/lvdm_*_short.yaml run writes")
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    cfg = ckpt.get("lvdm")
-    if not cfg or "unet_config" not in cfg:
-        raise ValueError(f"{path} is not an LVDMShortModule checkpoint (recipes/lvdm_*_short.yaml writes one)")
-    short = UNet3D(**cfg["unet_config"])
-    short.load_state_dict(submodule_state(ckpt, "unet."))
-    ae = VideoAutoencoder3D(**cfg["autoencoder_config"])
-    ae.load_state_dict(submodule_state(ckpt, "autoencoder."))
+    short = load_component(path, "short", UNet3D)
+    ae = load_component(path, "autoencoder", VideoAutoencoder3D)
     if unet is None:
         return ConditionalUNet3D.from_short(short), ae
     return ConditionalUNet3D.from_short(short, unet.max_noise_level, unet.num_given), ae

@@ -13,24 +13,21 @@
 
 Unconditional guidance ``eps_c + w (eps_c - eps_u)`` (w = 0.1) is the core CFG with scale ``1 + w``; the
 given latents enter as ``q(z_s | z_0)`` at level ``cond_noise_level`` (100) and are written back exactly.
-``save_pretrained`` / ``from_pretrained`` keep every network and the settings in ``lvdm_config.json``;
-``from_checkpoints`` builds the pipeline from the Lightning checkpoints the recipes write.
+Persistence is the shared one (``videogen.core.persistence``); ``from_checkpoints`` joins the Lightning
+checkpoints the recipes write.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.pipeline import VideoPipeline
-from videogen.core.pretrained import submodule_state
 
 from .autoencoder import VideoAutoencoder3D
 from .long import ConditionalUNet3D, autoregressive_clips, hierarchical_plan, mix_given
@@ -38,8 +35,6 @@ from .short_module import DEFAULT_DIFFUSION
 from .unet3d import UNet3D
 
 __all__ = ["LVDM"]
-
-CONFIG_NAME = "lvdm_config.json"
 
 
 class LVDM(VideoPipeline):
@@ -62,6 +57,9 @@ class LVDM(VideoPipeline):
     samples hierarchically; ``generate(image=...)`` predicts the frames after the image.
     """
 
+    components = {name: name for name in ("autoencoder", "prediction", "interpolation", "short", "autoregressive")}
+    component_hints = {"prediction": "give the checkpoint of recipes/lvdm_*_prediction.yaml",
+                       "autoencoder": "the prediction checkpoint has it"}
     variable_length = True  # generate makes any num_frames (short clip, or generate_long)
     default_num_steps = 50
 
@@ -317,74 +315,19 @@ class LVDM(VideoPipeline):
                 out.append(frames)
         return None if on_chunk is not None else torch.cat(out, dim=2)
 
-    # ---- save / load --------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.autoencoder.save_pretrained(directory / "autoencoder")
-        self.prediction.save_pretrained(directory / "prediction")
-        for name in ("interpolation", "short", "autoregressive"):
-            if getattr(self, name) is not None:
-                getattr(self, name).save_pretrained(directory / name)
-        config = {"diffusion": self.diffusion_config, "keyframe_stride": self.keyframe_stride,
-                  "video_size": None if self.video_size is None else list(self.video_size),
-                  "clip_frames": self.clip_frames}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))
-
+    # ---- checkpoints ------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> LVDM:
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}: not an LVDM.save_pretrained directory")
-        cfg = json.loads((directory / CONFIG_NAME).read_text())
-        nets = {name: kind.from_pretrained(directory / name, map_location) if (directory / name).is_dir() else None
-                for name, kind in (("interpolation", ConditionalUNet3D), ("short", UNet3D),
-                                   ("autoregressive", ConditionalUNet3D))}
-        return cls(VideoAutoencoder3D.from_pretrained(directory / "autoencoder", map_location),
-                   ConditionalUNet3D.from_pretrained(directory / "prediction", map_location), nets["interpolation"],
-                   cfg["diffusion"], cfg["keyframe_stride"], nets["short"], cfg.get("video_size"),
-                   cfg.get("clip_frames", 16), nets["autoregressive"]).to(map_location).eval()
-
-    @classmethod
-    def from_checkpoints(cls, prediction_ckpt: str | os.PathLike, interpolation_ckpt: str | os.PathLike | None = None,
-                         short_ckpt: str | os.PathLike | None = None, video_size: tuple[int, int] | None = None,
-                         clip_frames: int = 16, map_location: str | torch.device = "cpu",
-                         autoregressive_ckpt: str | os.PathLike | None = None) -> LVDM:
-        """The pipeline from ``LVDMLongModule`` (and optionally ``LVDMShortModule``) checkpoints; EMA weights
-        when the EMA callback ran.  The autoencoder comes from the prediction checkpoint;
-        ``autoregressive_ckpt`` is a prediction checkpoint trained with keyframe stride 1."""
-        pc = _load(prediction_ckpt, "prediction")
-        ae = VideoAutoencoder3D(**pc["lvdm"]["autoencoder_config"])
-        ae.load_state_dict(submodule_state(pc, "autoencoder."))
-        ac = _load(autoregressive_ckpt, "prediction") if autoregressive_ckpt else None
-        if ac is not None and ac["lvdm"]["keyframe_stride"] != 1:
-            raise ValueError(f"{autoregressive_ckpt} was trained with keyframe_stride {ac['lvdm']['keyframe_stride']}; "
-                             "the autoregressive model needs 1 (consecutive latents)")
-        nets = []
-        for ckpt in (pc, _load(interpolation_ckpt, "interpolation") if interpolation_ckpt else None, ac):
-            if ckpt is None:
-                nets.append(None)
-                continue
-            net = ConditionalUNet3D(**ckpt["lvdm"]["unet_config"])
-            net.load_state_dict(submodule_state(ckpt, "unet."))
-            nets.append(net)
-        short = None
-        if short_ckpt:
-            sc = _load(short_ckpt, None)
-            short = UNet3D(**sc["lvdm"]["unet_config"])
-            short.load_state_dict(submodule_state(sc, "unet."))
-        return cls(ae, nets[0], nets[1], pc["lvdm"]["diffusion"], pc["lvdm"]["keyframe_stride"], short, video_size,
-                   clip_frames, nets[2]).to(map_location).eval()
-
-
-def _load(path: str | os.PathLike, mode: str | None) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} not found")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    got = (ckpt.get("lvdm") or {}).get("mode")
-    if "unet_config" not in (ckpt.get("lvdm") or {}) or got != mode:
-        what = f"an LVDM {mode} checkpoint (recipes/lvdm_*_{mode}.yaml)" if mode else \
-            "an LVDM short-model checkpoint (recipes/lvdm_*_short.yaml)"
-        raise ValueError(f"{path} is not {what}" + (f"; it is a {got} checkpoint" if got else ""))
-    return ckpt
+    def from_checkpoints(cls, *paths: str | os.PathLike, autoregressive_ckpt: str | os.PathLike | None = None,
+                         map_location: str | torch.device = "cpu", **settings: Any) -> LVDM:
+        """The pipeline from ``LVDMLongModule`` (prediction, interpolation) and ``LVDMShortModule``
+        checkpoints, in any order (EMA weights when the EMA callback ran); the autoencoder comes from the
+        first that has one.  ``autoregressive_ckpt`` is a prediction checkpoint trained with keyframe
+        stride 1 (the baseline's model); ``settings`` (e.g. ``video_size``, ``clip_frames``) override."""
+        pipe = super().from_checkpoints(*paths, map_location=map_location, **settings)
+        if autoregressive_ckpt is not None:
+            baseline = super().from_checkpoints(autoregressive_ckpt, map_location=map_location)
+            if baseline.keyframe_stride != 1:
+                raise ValueError(f"{autoregressive_ckpt} was trained with keyframe_stride {baseline.keyframe_stride}; "
+                                 "the autoregressive model needs 1 (consecutive latents)")
+            pipe.autoregressive = baseline.prediction
+        return pipe

@@ -29,19 +29,11 @@ DEFAULT_DIFFUSION = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linea
                      "beta_end": 0.0155, "prediction_type": "epsilon", "loss_type": "l1"}
 
 
-def _autoencoder_config(ckpt: dict, path: Path) -> dict[str, Any]:
-    config = ckpt.get("hyper_parameters", {}).get("autoencoder")
-    if not isinstance(config, dict) or "init_args" not in config:
-        raise ValueError(f"{path} is not a VideoAutoencoder3DModule checkpoint")
-    return config["init_args"]
-
-
 def load_video_autoencoder(path: str | Path | VideoAutoencoder3D, map_location: str = "cpu") -> VideoAutoencoder3D:
     """The autoencoder from a ``VideoAutoencoder3DModule`` checkpoint or a ``save_pretrained`` directory."""
     if isinstance(path, VideoAutoencoder3D):
         return path
-    return load_stage_network(path, VideoAutoencoder3D, _autoencoder_config, "autoencoder.",
-                              r"(lvdm_\w+?_autoencoder)", "train the autoencoder recipe first "
+    return load_stage_network(path, VideoAutoencoder3D, "autoencoder", r"(lvdm_\w+?_autoencoder)", "train the autoencoder recipe first "
                               "(recipes/lvdm_*_autoencoder.yaml), or give a save_pretrained directory", map_location)
 
 
@@ -91,9 +83,13 @@ class LVDMShortModule(TrainingModule):
         self.autoencoder.eval()
         return self
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lvdm"] = {"unet_config": self.unet.config, "autoencoder_config": self.autoencoder.config,
-                              "diffusion": self.diffusion_config}
+    pipeline_name = "videogen.lvdm.LVDM"
+
+    def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
+        return {"autoencoder": (self.autoencoder, "autoencoder."), "short": (self.unet, "unet.")}
+
+    def pipeline_settings(self) -> dict[str, Any]:
+        return {"diffusion": self.diffusion_config}
 
     @property
     def calibrated(self) -> bool:

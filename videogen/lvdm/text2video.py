@@ -12,7 +12,7 @@ encoder (token states, 10% empty-caption dropout); by default only the temporal 
 (``train_spatial=True`` fine-tunes the SD weights too).  LVDM's schedule is SD's (0.00085..0.012), L2.
 
 :class:`LVDMTextToVideo` is the inference object (the shared ``generate(text=...)`` protocol of
-``videogen.core.pipeline``; ``save_pretrained`` / ``from_pretrained`` / ``from_checkpoint``).
+``videogen.core.pipeline``; persistence as every pipeline, ``videogen.core.persistence``).
 """
 
 from __future__ import annotations
@@ -27,17 +27,17 @@ import torch
 from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.persistence import CKPT_KEY, register, registered_name
 from videogen.core.pipeline import VideoPipeline
-from videogen.core.pretrained import submodule_state
-from videogen.core.sd import FrameVAE, SDUNet, sd_text_encoder
-from videogen.core.text import TextEncoder, load_text_encoder
+from videogen.core.sd import FrameVAE, SDUNet
+from videogen.core.text import TextEncoder
 from videogen.core.training import TrainingModule
 
 from .unet3d import _AttentionHalf
 
 __all__ = ["LVDMTextToVideo", "LVDMTextToVideoModule", "VideoUNetFromSD"]
 
-CONFIG_NAME = "lvdm_text2video_config.json"
+TEMPORAL_WEIGHTS = "temporal.safetensors"
 SD_DIFFUSION = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
 
 
@@ -72,6 +72,43 @@ class VideoUNetFromSD(nn.Module):
         self.temporal = nn.ModuleDict(layers)
         self.in_channels, self.context_dim = self.sd.in_channels, self.sd.context_dim
         self.config = {"heads": heads, "max_relative_distance": max_relative_distance, "unet": self.sd.config}
+
+    # the component protocol of videogen.core.persistence: the SD UNet as a diffusers directory ``unet/``,
+    # the temporal layers as ``temporal.safetensors`` and their settings in ``config.json``
+    def component_config(self) -> dict[str, Any]:
+        return self.config
+
+    @classmethod
+    def from_component_config(cls, config: dict[str, Any]) -> VideoUNetFromSD:
+        return cls(SDUNet(config=config["unet"]["config"]), heads=config["heads"],
+                   max_relative_distance=config["max_relative_distance"])
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.sd.save_pretrained(directory / "unet")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.temporal.state_dict().items()},
+                  str(directory / TEMPORAL_WEIGHTS))
+        settings = {"class": registered_name(type(self)), "heads": self.config["heads"],
+                    "max_relative_distance": self.config["max_relative_distance"]}
+        (directory / "config.json").write_text(json.dumps(settings, indent=2))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
+                        ) -> VideoUNetFromSD:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        for name in ("config.json", TEMPORAL_WEIGHTS, "unet"):
+            if not (directory / name).exists():
+                raise FileNotFoundError(f"{directory / name} not found: not a VideoUNetFromSD.save_pretrained directory")
+        settings = json.loads((directory / "config.json").read_text())
+        unet = cls(SDUNet.from_pretrained(directory / "unet"), heads=settings["heads"],
+                   max_relative_distance=settings["max_relative_distance"])
+        unet.temporal.load_state_dict(load_file(str(directory / TEMPORAL_WEIGHTS)))
+        return unet.to(map_location)
 
     @classmethod
     def from_sd(cls, path: str, **kwargs: Any) -> VideoUNetFromSD:
@@ -149,12 +186,10 @@ class LVDMTextToVideoModule(TrainingModule):
         return torch.optim.AdamW(params, lr=self.hparams.lr)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """What :meth:`LVDMTextToVideo.from_checkpoint` needs besides the weights (and the SD directory's
-        tokenizer and configs): the temporal layers' settings and the diffusion."""
-        checkpoint["lvdm_text2video"] = {"heads": self.unet.config["heads"],
-                                         "max_relative_distance": self.unet.config["max_relative_distance"],
-                                         "diffusion": self.diffusion_config,
-                                         "text_max_length": getattr(self.text_encoder, "max_length", 77)}
+        """The pipeline record (``videogen.core.persistence``): ``videogen.load_pretrained(ckpt)`` and
+        ``LVDMTextToVideo.from_checkpoints(ckpt)`` rebuild the pipeline from this file alone."""
+        parts = {name: (getattr(self, name), f"{name}.") for name in ("unet", "vae", "text_encoder")}
+        checkpoint[CKPT_KEY] = LVDMTextToVideo.checkpoint_record(parts, {"diffusion": self.diffusion_config})
 
     def pipeline(self, video_size: tuple[int, int] | None = None, clip_frames: int = 16) -> LVDMTextToVideo:
         """The inference object sharing this module's networks (``video_size``: its default frame size)."""
@@ -185,6 +220,7 @@ class LVDMTextToVideo(VideoPipeline):
         clip_frames: frames per clip by default.
     """
 
+    components = {"unet": "unet", "vae": "vae", "text_encoder": "text_encoder"}
     variable_length = True
     required_conditions = ("text",)
     default_num_steps = 50
@@ -229,51 +265,5 @@ class LVDMTextToVideo(VideoPipeline):
                                   num_steps=num_steps, eta=eta, generator=generator, device=dev, progress=progress)
         return self.vae.decode(z)
 
-    # ---- persistence ------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """``unet/`` (diffusers), ``temporal.pt``, ``vae/`` (diffusers), ``text_encoder/``, the config."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.unet.sd.save_pretrained(directory / "unet")
-        torch.save(self.unet.temporal.state_dict(), directory / "temporal.pt")
-        self.vae.vae.save_pretrained(str(directory / "vae"))
-        self.text_encoder.save_pretrained(directory / "text_encoder")
-        config = {"heads": self.unet.config["heads"], "max_relative_distance": self.unet.config["max_relative_distance"],
-                  "diffusion": self.diffusion_config, "vae_scaling_factor": self.vae.scaling_factor,
-                  "video_size": self.video_size, "clip_frames": self.clip_frames}
-        (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2))
 
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu"
-                        ) -> LVDMTextToVideo:
-        from diffusers import AutoencoderKL, UNet2DConditionModel
-
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file():
-            raise FileNotFoundError(f"{directory} has no {CONFIG_NAME}: not an LVDMTextToVideo.save_pretrained "
-                                    "directory")
-        cfg = json.loads((directory / CONFIG_NAME).read_text())
-        unet = VideoUNetFromSD(SDUNet(unet=UNet2DConditionModel.from_pretrained(str(directory / "unet"))),
-                               heads=cfg["heads"], max_relative_distance=cfg["max_relative_distance"])
-        unet.temporal.load_state_dict(torch.load(directory / "temporal.pt", map_location="cpu", weights_only=True))
-        vae = FrameVAE(vae=AutoencoderKL.from_pretrained(str(directory / "vae")),
-                       scaling_factor=cfg["vae_scaling_factor"])
-        return cls(unet, vae, load_text_encoder(directory / "text_encoder"), cfg["diffusion"], cfg["video_size"],
-                   cfg["clip_frames"]).to(map_location).eval()
-
-    @classmethod
-    def from_checkpoint(cls, checkpoint: str | os.PathLike, sd_path: str | os.PathLike,
-                        video_size: tuple[int, int] | None = None, clip_frames: int = 16,
-                        map_location: str | torch.device = "cpu") -> LVDMTextToVideo:
-        """The pipeline from an ``LVDMTextToVideoModule`` checkpoint and the SD directory the training started
-        from (its configs and tokenizer; every weight, SD's included, comes from the checkpoint)."""
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if not isinstance(ckpt, dict) or "lvdm_text2video" not in ckpt:
-            raise ValueError(f"{checkpoint} is not an LVDMTextToVideoModule checkpoint (no 'lvdm_text2video' entry)")
-        meta = ckpt["lvdm_text2video"]
-        unet = VideoUNetFromSD.from_sd(str(sd_path), heads=meta["heads"], max_relative_distance=meta["max_relative_distance"])
-        pipe = cls(unet, FrameVAE(str(sd_path)), sd_text_encoder(sd_path, max_length=meta["text_max_length"]),
-                   meta["diffusion"], video_size, clip_frames)
-        for part in ("unet", "vae", "text_encoder"):
-            getattr(pipe, part).load_state_dict(submodule_state(ckpt, part + "."))
-        return pipe.to(map_location).eval()
+register(VideoUNetFromSD)

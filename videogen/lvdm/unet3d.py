@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from videogen.core.nn import Downsample, ResBlock, Upsample, normalization, timestep_embedding, zero_module
-from videogen.core.pretrained import SavableModule
+from videogen.core.persistence import SavableModule
 
 __all__ = ["UNet3D", "FactorizedAttention", "relative_attention"]
 
@@ -112,11 +112,6 @@ class UNet3D(SavableModule, nn.Module):
         super().__init__()
         if temporal_kernel < 1 or temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel must be odd and >= 1, got {temporal_kernel}")
-        self.config = dict(in_channels=in_channels, out_channels=out_channels, model_channels=model_channels,
-                           channel_mult=list(channel_mult), num_res_blocks=num_res_blocks,
-                           attention_resolutions=list(attention_resolutions), num_heads=num_heads,
-                           max_relative_distance=max_relative_distance, dropout=dropout,
-                           use_checkpoint=use_checkpoint, temporal_kernel=temporal_kernel)
         self.in_channels, self.out_channels, self.model_channels = in_channels, out_channels, model_channels
         self.use_checkpoint = use_checkpoint
         emb = model_channels * 4
