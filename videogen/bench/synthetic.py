@@ -30,8 +30,8 @@ next to it.
 **Scores**: ``direction acc`` (the tracked object's initial direction over the first 4 frames, chance
 0.25; the shapes bounce in a 16-pixel frame, so real videos score about 0.7: the first row gives every
 score of the real videos), ``bounce-rule acc`` (the 8-frame clip follows the bouncing rule of
-``videogen.toy.scoring.long_motion_accuracy``: tracked, at the set's speed, turning only at walls; a static video
-scores 0), ``colour acc`` and ``caption acc`` (colour, and colour and shape, of the object; chance 0.2 and
+``videogen.toy.scoring.long_motion_accuracy``: tracked, at the set's speed, turning only at walls; a static
+video scores 0), ``colour acc`` and ``caption acc`` (colour, and colour and shape, of the object; chance 0.2 and
 1/15; the shape reader is weak on shapes 4 pixels wide, so real videos score about 0.6; for
 image-to-video they say whether the object kept its looks), ``long motion acc`` (16-frame windows that
 follow the bouncing rule), held-out reconstruction PSNR of each autoencoder, sampling FLOPs of one video
