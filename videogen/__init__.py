@@ -12,7 +12,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("core", "data", "lamd", "cmd", "lvdm", "bench", "cli")
+_SUBMODULES = ("core", "data", "lamd", "cmd", "lvdm", "toy", "bench", "cli")
 
 
 def __getattr__(name: str):

@@ -98,16 +98,16 @@ def __getattr__(name: str) -> Any:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     if args.model == "all":
-        from videogen.demos import run_tour
+        from videogen.toy.tour import run_tour
 
         run_tour(out_dir=Path(args.out), seed=args.seed, fast=args.fast)
         return 0
     if args.model == "cmd":
-        from videogen.cmd.demo import run_cmd_demo as run
+        from videogen.toy.cmd import run_demo as run
     elif args.model == "lvdm":
-        from videogen.lvdm.demo import run_lvdm_demo as run
+        from videogen.toy.lvdm import run_demo as run
     else:
-        from videogen.lamd.demo import run_demo as run
+        from videogen.toy.lamd import run_demo as run
     run(out_dir=Path(args.out), seed=args.seed, fast=args.fast)
     return 0
 

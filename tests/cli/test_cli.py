@@ -117,14 +117,14 @@ def test_unknown_command_and_no_command(capsys):
 
 def test_demo_dispatches_to_the_lamd_demo(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr("videogen.lamd.demo.run_demo", lambda **kw: calls.append(kw))
+    monkeypatch.setattr("videogen.toy.lamd.run_demo", lambda **kw: calls.append(kw))
     assert main(["demo", "--model", "lamd", "--out", str(tmp_path), "--fast", "--seed", "3"]) == 0
     assert calls == [{"out_dir": tmp_path, "seed": 3, "fast": True}]
 
 
 def test_demo_defaults_to_the_three_model_tour(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr("videogen.demos.run_tour", lambda **kw: calls.append(kw))
+    monkeypatch.setattr("videogen.toy.tour.run_tour", lambda **kw: calls.append(kw))
     assert main(["demo", "--out", str(tmp_path), "--seed", "3"]) == 0
     assert calls == [{"out_dir": tmp_path, "seed": 3, "fast": False}]
 

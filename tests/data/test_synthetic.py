@@ -104,3 +104,21 @@ def test_fixed_background_keeps_every_other_property():
         SyntheticVideoDataset(2, colors=("white",), background=(0.9, 0.9, 0.9))
     with pytest.raises(ValueError, match="3 values in"):
         SyntheticVideoDataset(2, background=(0, 0))
+
+
+def test_bouncing_shapes_stay_inside_and_keep_their_speed():
+    ds = SyntheticVideoDataset(6, num_frames=200, size=32, motion="bounce", seed=1)
+    for i in range(len(ds)):
+        item = ds[i]
+        p = item["trajectory"]
+        assert (p >= ds.margin - 1e-4).all() and (p <= ds.size - 1 - ds.margin + 1e-4).all()
+        steps = (p[1:] - p[:-1]).norm(dim=1)
+        lo, hi = (v * ds.size / 15 for v in ds.speed)
+        assert steps.max() <= hi + 1e-4 and steps.median() >= lo - 1e-4  # reflections only shorten steps
+        border = torch.cat([item["video"][:, :, 0].flatten(1), item["video"][:, :, -1].flatten(1)], 1)
+        assert (border.std(dim=1) < 1e-6).all()  # the border pixels stay background
+    # The label is the initial direction; short and long versions of a video agree at the start.
+    short = SyntheticVideoDataset(6, num_frames=16, size=32, motion="bounce", seed=1)
+    torch.testing.assert_close(short[0]["trajectory"], ds[0]["trajectory"][:16])
+    with pytest.raises(ValueError, match="motion must be"):
+        SyntheticVideoDataset(2, motion="spin")

@@ -59,14 +59,14 @@ def _demo_setup(demo_dir: Path, config_class: type) -> tuple[Any, int]:
 
 def lamd_task(demo_dir: str | Path) -> SamplerTask:
     """The LaMD demo's held-out first frames and directions (``videogen demo --model lamd``)."""
-    from videogen.core.demo import stack_items
-    from videogen.core.metrics.motion import motion_accuracy
     from videogen.data import direction_vectors
     from videogen.lamd import LaMD
-    from videogen.lamd.demo import DemoConfig, heldout_set
+    from videogen.toy.common import stack_items
+    from videogen.toy.lamd import LaMDDemoConfig, heldout_set
+    from videogen.toy.motion import motion_accuracy
 
     demo_dir = Path(demo_dir)
-    cfg, seed = _demo_setup(demo_dir, DemoConfig)
+    cfg, seed = _demo_setup(demo_dir, LaMDDemoConfig)
     pipe = LaMD.from_pretrained(demo_dir / "lamd")
     held = heldout_set(cfg, seed)
     first, labels = stack_items(held, "video")[:, :, 0], stack_items(held, "label")
@@ -87,10 +87,11 @@ def cmd_task(demo_dir: str | Path) -> SamplerTask:
     """The CMD demo's held-out captions (``videogen demo --model cmd``); content and motion use the same
     sampler and step count."""
     from videogen.cmd import CMD
-    from videogen.cmd.demo import CMDDemoConfig, heldout_set
-    from videogen.core.demo import stack_items
-    from videogen.core.metrics.motion import motion_accuracy
-    from videogen.data import caption_accuracy, direction_vectors
+    from videogen.data import direction_vectors
+    from videogen.toy.cmd import CMDDemoConfig, heldout_set
+    from videogen.toy.common import stack_items
+    from videogen.toy.motion import motion_accuracy
+    from videogen.toy.scoring import caption_accuracy
 
     demo_dir = Path(demo_dir)
     cfg, seed = _demo_setup(demo_dir, CMDDemoConfig)
@@ -117,10 +118,11 @@ def lvdm_task(demo_dir: str | Path, num_frames: int = 64, num_videos: int = 16) 
     ``num_frames`` frames (16 x 64: 64 scored windows, as many as the other tasks' held-out videos), sampled
     hierarchically (keyframes by chained prediction, then interpolation) and scored by
     ``long_motion_accuracy`` (16-frame windows that follow the bouncing rule)."""
-    from videogen.data import SyntheticVideoDataset, long_motion_accuracy
+    from videogen.data import SyntheticVideoDataset
     from videogen.lvdm import LVDM
-    from videogen.lvdm.demo import LVDMDemoConfig
     from videogen.lvdm.long import hierarchical_plan
+    from videogen.toy.lvdm import LVDMDemoConfig
+    from videogen.toy.scoring import long_motion_accuracy
 
     demo_dir = Path(demo_dir)
     cfg, seed = _demo_setup(demo_dir, LVDMDemoConfig)
@@ -143,7 +145,7 @@ def lvdm_task(demo_dir: str | Path, num_frames: int = 64, num_videos: int = 16) 
 
 def sampler_study(task: SamplerTask, settings: tuple[tuple[str, int], ...] = SETTINGS) -> list[dict[str, Any]]:
     """One row per (sampler, steps); the first setting is the reference."""
-    from videogen.core.demo import mean_psnr
+    from videogen.toy.common import mean_psnr
 
     rows, reference, ref_scores = [], None, None
     for sampler, steps in settings:
@@ -167,7 +169,7 @@ def sampler_study(task: SamplerTask, settings: tuple[tuple[str, int], ...] = SET
 
 def _demo_dir(name: str, default: Path, out_dir: Path, quick: bool) -> Path:
     """A finished demo directory: ``default`` when it holds the model, else one trained into ``out_dir``."""
-    from videogen.demos import demo_runners
+    from videogen.toy.tour import demo_runners
 
     if not quick and (default / "metrics.json").is_file() and (default / name).is_dir():
         return default

@@ -9,8 +9,8 @@ length from this one distribution: LaMD and CMD 8 frames (their clip), LVDM 16 f
 **Budget** (:data:`BUDGET_STEPS`): 1 600 optimiser steps per model, split over its stages (LaMD 800 MCD-VAE
 + 800 DMG; CMD 800 autoencoder + 400 content DiT + 400 motion DiT; LVDM 700 autoencoder + 300 short UNet +
 200 keyframe prediction + 200 interpolation + 200 autoregressive prediction; LVDM's text-to-video model 600
-frame VAE + 1 000 UNet), through the demos' trainers (``videogen.<model>.demo``; LVDM text-to-video:
-``videogen.lvdm.t2v_demo``) with their network sizes and batch sizes; the wall time each took is reported
+frame VAE + 1 000 UNet), through the demos' trainers (``videogen.toy.<model>``; LVDM text-to-video:
+``videogen.toy.lvdm_t2v``) with their network sizes and batch sizes; the wall time each took is reported
 next to it.
 
 **Tasks**, every model through the one ``generate`` protocol of the saved pipeline
@@ -22,7 +22,7 @@ next to it.
 - *text-to-video*: a held-out caption -> an 8-frame video.  CMD, and LVDM's text-to-video model
   (``LVDMTextToVideo``: an SD-style ``UNet2DConditionModel`` with temporal layers on per-frame
   ``AutoencoderKL`` latents and a tiny word-level CLIP text encoder, all trained from scratch here since
-  no SD weights exist; ``videogen.lvdm.t2v_demo``).  LaMD needs an image.
+  no SD weights exist; ``videogen.toy.lvdm_t2v``).  LaMD needs an image.
 - *long video*: 256 frames.  LVDM: hierarchical and autoregressive ``generate_long`` (unconditional, as in
   its paper); LaMD and CMD: clips chained from the last frame, starting from a held-out first frame and
   direction / caption.
@@ -30,8 +30,8 @@ next to it.
 **Scores**: ``direction acc`` (the tracked object's initial direction over the first 4 frames, chance
 0.25; the shapes bounce in a 16-pixel frame, so real videos score about 0.7: the first row gives every
 score of the real videos), ``bounce-rule acc`` (the 8-frame clip follows the bouncing rule of
-``videogen.data.long_motion_accuracy``: tracked, at the set's speed, turning only at walls; a static video
-scores 0), ``colour acc`` and ``caption acc`` (colour, and colour and shape, of the object; chance 0.2 and
+``videogen.toy.scoring.long_motion_accuracy``: tracked, at the set's speed, turning only at walls; a static
+video scores 0), ``colour acc`` and ``caption acc`` (colour, and colour and shape, of the object; chance 0.2 and
 1/15; the shape reader is weak on shapes 4 pixels wide, so real videos score about 0.6; for
 image-to-video they say whether the object kept its looks), ``long motion acc`` (16-frame windows that
 follow the bouncing rule), held-out reconstruction PSNR of each autoencoder, sampling FLOPs of one video
@@ -98,11 +98,11 @@ def model_configs(quick: bool) -> dict[str, Any]:
 
 
 def _trainers() -> dict[str, tuple[Callable[..., dict[str, Any]], type]]:
-    """The demos' trainers (``videogen.demos.demo_runners``) and LVDM's toy text-to-video trainer."""
-    from videogen.demos import demo_runners
-    from videogen.lvdm.t2v_demo import LVDMT2VToyConfig, run_lvdm_t2v_toy
+    """The demos' trainers (``videogen.toy.tour.demo_runners``) and LVDM's toy text-to-video trainer."""
+    from videogen.toy import lvdm_t2v
+    from videogen.toy.tour import demo_runners
 
-    return {**demo_runners(), "lvdm_t2v": (run_lvdm_t2v_toy, LVDMT2VToyConfig)}
+    return {**demo_runners(), "lvdm_t2v": (lvdm_t2v.run_demo, lvdm_t2v.LVDMT2VDemoConfig)}
 
 
 def _steps(name: str, cfg: Any) -> tuple[int, int]:
@@ -137,11 +137,12 @@ def _measure(generate: Callable[[int], torch.Tensor], count: int) -> tuple[torch
 
 def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     from videogen import load_pretrained
-    from videogen.core.demo import materialise, stack_items
-    from videogen.core.metrics.motion import motion_accuracy
     from videogen.core.pipeline import UnsupportedConditionError
-    from videogen.data import SyntheticVideoDataset, caption_accuracy, direction_vectors, long_motion_accuracy
-    from videogen.lamd.demo import heldout_set
+    from videogen.data import SyntheticVideoDataset, direction_vectors
+    from videogen.toy.common import materialise, stack_items
+    from videogen.toy.lamd import heldout_set
+    from videogen.toy.motion import motion_accuracy
+    from videogen.toy.scoring import caption_accuracy, long_motion_accuracy
 
     root = Path(out_dir) / ("models_quick" if quick else "models")
     configs = model_configs(quick)

@@ -22,7 +22,7 @@ from torch import nn
 
 from .persistence import register
 
-__all__ = ["TextEncoder", "HFTextEncoder", "OpenCLIPTextEncoder", "build_text_encoder", "load_text_encoder", "word_level_clip"]
+__all__ = ["TextEncoder", "HFTextEncoder", "OpenCLIPTextEncoder", "build_text_encoder", "load_text_encoder"]
 
 CONFIG_NAME = "text_encoder.json"
 
@@ -260,34 +260,3 @@ def load_text_encoder(directory: str | os.PathLike) -> TextEncoder:
         return OpenCLIPTextEncoder(cfg["model_name"], directory / "open_clip_text.safetensors",
                                    model_config=cfg["model_config"])
     raise ValueError(f"unknown text encoder kind {cfg['kind']!r} in {cfg_path}")
-
-
-def word_level_clip(directory: str | os.PathLike, words: Sequence[str], width: int = 64, layers: int = 1,
-                    heads: int = 2, max_length: int = 16, seed: int = 0) -> HFTextEncoder:
-    """A randomly initialised ``CLIPTextModel`` with a word-level tokenizer over a closed vocabulary, saved
-    to ``directory`` in the transformers layout and loaded back as an :class:`HFTextEncoder`.
-
-    For synthetic captions (the CPU demos and tiny recipes): nothing downloads, and every word of
-    ``words`` is one token, so the frozen random encoder still tells captions apart; a model trained on
-    its features learns what the words mean.  Words outside ``words`` map to ``[UNK]``.
-    """
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
-
-    vocab = {"[PAD]": 0, "[UNK]": 1, "[BOS]": 2, "[EOS]": 3}
-    for word in words:
-        vocab.setdefault(word, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.post_processor = processors.TemplateProcessing(single="[BOS] $A [EOS]",
-                                                       special_tokens=[("[BOS]", 2), ("[EOS]", 3)])
-    directory = Path(directory)
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-                            eos_token="[EOS]").save_pretrained(directory)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=width, intermediate_size=2 * width,
-                                num_hidden_layers=layers, num_attention_heads=heads,
-                                max_position_embeddings=max_length, bos_token_id=2, eos_token_id=3, pad_token_id=0)
-        CLIPTextModel(config).save_pretrained(directory)
-    return HFTextEncoder(str(directory), max_length=max_length, local_files_only=True)

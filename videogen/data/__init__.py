@@ -2,8 +2,8 @@
 
 Names load on first access, so ``import videogen.data`` stays cheap.
 
-- ``SyntheticVideoDataset``: deterministic moving shapes with direction labels, captions, trajectories;
-  ``caption_accuracy`` / ``long_motion_accuracy`` score generated videos against its rules.
+- ``SyntheticVideoDataset``: deterministic moving shapes with direction labels, captions, trajectories
+  (the scorers of generated videos against its rules live with the demos, in ``videogen.toy``).
 - ``ClassFolderVideos``, ``CsvCaptionVideos``, ``FrameFolderVideos``, ``JsonCaptionVideos``: real layouts.
 - ``VideoDataModule``: train/val/test/predict loaders for any of them.
 """
@@ -20,10 +20,6 @@ _EXPORTS = {
     "COLORS": "synthetic",
     "CAPTION_WORDS": "synthetic",
     "direction_vectors": "synthetic",
-    "caption_accuracy": "scoring",
-    "describe_objects": "scoring",
-    "long_motion_accuracy": "scoring",
-    "parse_caption": "scoring",
     "ClipDataset": "clips",
     "ClipSource": "clips",
     "ClassFolderVideos": "video",

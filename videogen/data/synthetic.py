@@ -4,7 +4,7 @@ Each video shows one coloured shape (circle, square or triangle) on a plain back
 colour, moving in a straight line at constant speed in one of 4 directions (right, left, down, up) or
 8 (plus the diagonals). The label is the direction index, the caption says what moves where ("the red
 circle moves left"), and ``trajectory`` gives the shape's centre (x, y) in pixels in every frame, so a
-generated video can be scored by tracking the shape (``videogen.core.metrics.motion``).
+generated video can be scored by tracking the shape (``videogen.toy.motion``).
 
 Coordinates: pixel ``(row i, column j)`` has its centre at ``(x, y) = (j, i)``; x grows to the right
 and y downwards. Shapes are drawn anti-aliased from signed distance functions, so the colour-weighted

@@ -11,24 +11,18 @@ from .fvd import (
     preprocess_videos,
 )
 from .i3d import I3D, TorchScriptI3D, load_i3d
-from .motion import MotionAccuracy, motion_accuracy, object_mask, predict_direction, track_object
 
 __all__ = [
     "I3D",
     "FrechetVideoDistance",
     "KernelVideoDistance",
-    "MotionAccuracy",
     "TorchScriptI3D",
     "feature_statistics",
     "frechet_distance",
     "grouped_fvd",
     "load_i3d",
-    "motion_accuracy",
-    "object_mask",
     "polynomial_mmd",
-    "predict_direction",
     "preprocess_videos",
-    "track_object",
 ]
 
 # Frame-level metrics, imported on first use (lpips, open_clip and torch-fidelity are slow to import).

@@ -8,12 +8,12 @@ import json
 import torch
 
 from videogen import load_pretrained
-from videogen.lvdm.t2v_demo import FrameVAEModule, run_lvdm_t2v_toy
 from videogen.lvdm.text2video import LVDMTextToVideo
+from videogen.toy.lvdm_t2v import FrameVAEModule, run_demo
 
 
 def test_fast_run_saves_a_loadable_text_to_video_pipeline(tmp_path):
-    metrics = run_lvdm_t2v_toy(tmp_path, fast=True)
+    metrics = run_demo(tmp_path, fast=True)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["caption_accuracy"] == metrics["caption_accuracy"]
     assert set(saved["stage_seconds"]) == {"stage 1 (frame VAE)", "stage 2 (text-to-video UNet)"}

@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from videogen.lamd.demo import DemoConfig, run_demo
+from videogen.toy.lamd import LaMDDemoConfig, run_demo
 
 FILES = ("samples.mp4", "samples.gif", "contact_sheet.png", "motion_transfer.png", "motion_transfer.gif",
-         "metrics.json", "lamd/lamd_config.json")
+         "metrics.json", "lamd/model_index.json")
 
 
 def test_fast_demo_writes_files_and_is_reproducible(tmp_path):
@@ -38,7 +38,7 @@ def test_fast_demo_writes_files_and_is_reproducible(tmp_path):
 
 @pytest.mark.slow
 def test_full_demo_meets_targets(tmp_path):
-    metrics = run_demo(tmp_path, seed=0, config=DemoConfig())
+    metrics = run_demo(tmp_path, seed=0, config=LaMDDemoConfig())
     assert metrics["recon_psnr"] >= 25.0
     assert metrics["motion_accuracy"] >= 0.8
     # motion transfer: A's shape moves the way B's moved (tracked; 32 pairs whose shapes start close and

@@ -3,7 +3,7 @@
 **Caption accuracy**: is the generated object the colour and shape asked for?
 
 The object's pixels come from the same model-free tracker as motion accuracy
-(:func:`videogen.core.metrics.object_mask`).  Its **colour** is the median RGB of those pixels over the
+(:func:`videogen.toy.motion.object_mask`).  Its **colour** is the median RGB of those pixels over the
 video, named by the nearest of the set's colours.  Its **shape** is decided per frame by drawing each
 candidate shape at the mask's centroid, scaled to the mask's area (so a blob that is too big or too
 small is still judged by its outline), and keeping the one with the highest IoU; the video's shape is
@@ -30,9 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from videogen.core.metrics.motion import object_mask, track_object
-
-from .synthetic import COLORS, DIRECTION_NAMES, SHAPES, SyntheticVideoDataset, _shape_alpha
+from videogen.data.synthetic import COLORS, DIRECTION_NAMES, SHAPES, SyntheticVideoDataset, _shape_alpha
+from videogen.toy.motion import object_mask, track_object
 
 __all__ = ["caption_accuracy", "describe_objects", "long_motion_accuracy", "parse_caption"]
 

@@ -1,12 +1,12 @@
-"""videogen.core.metrics.motion: the tracker and motion accuracy against synthetic ground truth."""
+"""videogen.toy.motion: the tracker and motion accuracy against synthetic ground truth."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from videogen.core.metrics.motion import MotionAccuracy, motion_accuracy, predict_direction, track_object
 from videogen.data.synthetic import SyntheticVideoDataset
+from videogen.toy.motion import MotionAccuracy, motion_accuracy, predict_direction, track_object
 
 
 def _batch(n=48, **kwargs):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from videogen.cli import main
-from videogen.demos import HEADLINES
+from videogen.toy.tour import HEADLINES
 
 
 def test_tour_runs_the_three_demos_and_writes_one_page(tmp_path):

@@ -9,7 +9,7 @@ moving shapes:
    (:class:`FrameVAEModule`); its latent scale is then derived from data (1 / std of the training latents;
    SD's 0.18215 belongs to SD's VAE);
 2. a ``UNet2DConditionModel`` (cross-attention to the token states of a frozen, randomly initialised
-   word-level CLIP text encoder, ``videogen.core.text.word_level_clip``) made a video model by
+   word-level CLIP text encoder, ``videogen.toy.text.word_level_clip``) made a video model by
    :class:`VideoUNetFromSD`, trained with :class:`LVDMTextToVideoModule` with ``train_spatial=True`` (every
    weight learns; from SD weights the default trains the temporal layers only).
 
@@ -18,6 +18,10 @@ It writes ``lvdm_t2v/`` (an :class:`LVDMTextToVideo` directory, ``videogen.load_
 videos generated from held-out captions).  Choices for this toy (not the paper's): v-prediction (as the
 other CPU demos, whose briefly trained networks diverged under eps-prediction DDIM), EMA 0.995, DDIM 50
 steps with eta 0 and CFG 4 against "" (LVDM's script: eta 1, CFG 15).  Toy-setting numbers.
+
+Only the frame VAE's trainer is defined here: :class:`FrameVAEModule` stands in for the pretrained SD VAE
+that the library loads frozen, so it is toy code; the video UNet and its training are the library's
+(``VideoUNetFromSD``, ``LVDMTextToVideoModule`` in :mod:`videogen.lvdm.text2video`).
 """
 
 from __future__ import annotations
@@ -31,14 +35,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from videogen.core.demo import fit_stage, materialise, mean_psnr, stack_items, start_demo
 from videogen.core.training import TrainingModule
+from videogen.toy.common import fit_stage, materialise, mean_psnr, stack_items, start_demo
 
-__all__ = ["FrameVAEModule", "LVDMT2VToyConfig", "run_lvdm_t2v_toy"]
+__all__ = ["FrameVAEModule", "LVDMT2VDemoConfig", "run_demo"]
 
 
 @dataclasses.dataclass
-class LVDMT2VToyConfig:
+class LVDMT2VDemoConfig:
     """Data, sizes and schedules of the toy text-to-video run; ``fast()`` shrinks everything for tests."""
 
     size: int = 16
@@ -72,7 +76,7 @@ class LVDMT2VToyConfig:
     guidance_scale: float = 4.0
 
     @classmethod
-    def fast(cls) -> LVDMT2VToyConfig:
+    def fast(cls) -> LVDMT2VDemoConfig:
         return cls(num_train=8, num_heldout=2, vae_steps=2, unet_steps=2, vae_batch=2, unet_batch=2, text_width=16,
                    vae_channels=(8, 16), unet_channels=(8, 16), unet_head_dim=4, temporal_heads=2, sample_steps=2)
 
@@ -102,31 +106,26 @@ class FrameVAEModule(TrainingModule):
         return torch.optim.Adam(self.vae.parameters(), lr=self.hparams.lr, betas=(0.9, 0.99))
 
 
-def _data_kw(cfg: LVDMT2VToyConfig) -> dict[str, Any]:
+def _data_kw(cfg: LVDMT2VDemoConfig) -> dict[str, Any]:
     return dict(num_frames=cfg.num_frames, size=cfg.size, object_size=cfg.object_size, speed=tuple(cfg.speed),
                 motion=cfg.motion, directions=cfg.directions)
 
 
-def run_lvdm_t2v_toy(out_dir: str | Path = "outputs/lvdm_t2v_toy", seed: int = 0, fast: bool = False,
-                     config: LVDMT2VToyConfig | None = None) -> dict[str, Any]:
+def run_demo(out_dir: str | Path = "outputs/lvdm_t2v_toy", seed: int = 0, fast: bool = False,
+             config: LVDMT2VDemoConfig | None = None) -> dict[str, Any]:
     """Train the toy VAE and text-to-video UNet on captioned synthetic videos, score generated videos from
     held-out captions, save the pipeline; return the metrics (see the module docstring)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from videogen.core.metrics.motion import motion_accuracy
     from videogen.core.sd import FrameVAE, SDUNet
-    from videogen.core.text import word_level_clip
-    from videogen.data import (
-        CAPTION_WORDS,
-        SyntheticVideoDataset,
-        caption_accuracy,
-        direction_vectors,
-    )
-
-    from .text2video import LVDMTextToVideoModule, VideoUNetFromSD
+    from videogen.data import CAPTION_WORDS, SyntheticVideoDataset, direction_vectors
+    from videogen.lvdm.text2video import LVDMTextToVideoModule, VideoUNetFromSD
+    from videogen.toy.motion import motion_accuracy
+    from videogen.toy.scoring import caption_accuracy
+    from videogen.toy.text import word_level_clip
 
     start = time.perf_counter()
-    cfg = config or (LVDMT2VToyConfig.fast() if fast else LVDMT2VToyConfig())
+    cfg = config or (LVDMT2VDemoConfig.fast() if fast else LVDMT2VDemoConfig())
     out = start_demo(out_dir, seed)
     train = materialise(SyntheticVideoDataset(cfg.num_train, seed=seed, **_data_kw(cfg)))
     heldout = materialise(SyntheticVideoDataset(cfg.num_heldout, seed=seed + 10_000, **_data_kw(cfg)))

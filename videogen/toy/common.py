@@ -63,7 +63,7 @@ def fit_stage(module: Any, data: Any, steps: int, batch_size: int, name: str, ge
 
     ``ema_decay``: keep an exponential moving average of the weights (core's ``EMA`` callback, with
     warm-up) and leave it in ``module`` when training ends; ``None`` keeps the last weights."""
-    from .callbacks import EMA
+    from videogen.core.callbacks import EMA
 
     t0 = time.perf_counter()
     loader = DataLoader(data, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator)

@@ -8,7 +8,8 @@ by angle; a video whose object travels less than ``min_displacement`` (a static 
 no direction (-1) and counts as wrong.
 
 Coordinates follow ``videogen.data.synthetic``: pixel ``(row i, column j)`` is at ``(x, y) = (j, i)``,
-y pointing down. Direction vectors are passed in so that ``core`` does not depend on ``data``.
+y pointing down. Direction vectors are passed in (``videogen.data.direction_vectors`` gives the set's),
+so the tracker serves any number of directions.
 """
 
 from __future__ import annotations

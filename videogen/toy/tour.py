@@ -48,12 +48,10 @@ def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
 
 def demo_runners() -> dict[str, tuple[Callable[..., dict[str, Any]], type]]:
     """Each model's demo: ``name -> (run(out_dir, seed=, config=) -> metrics, its config class)``."""
-    from videogen.cmd.demo import CMDDemoConfig, run_cmd_demo
-    from videogen.lamd.demo import DemoConfig, run_demo
-    from videogen.lvdm.demo import LVDMDemoConfig, run_lvdm_demo
+    from videogen.toy import cmd, lamd, lvdm
 
-    return {"lamd": (run_demo, DemoConfig), "cmd": (run_cmd_demo, CMDDemoConfig),
-            "lvdm": (run_lvdm_demo, LVDMDemoConfig)}
+    return {"lamd": (lamd.run_demo, lamd.LaMDDemoConfig), "cmd": (cmd.run_demo, cmd.CMDDemoConfig),
+            "lvdm": (lvdm.run_demo, lvdm.LVDMDemoConfig)}
 
 
 def run_tour(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = False) -> dict[str, Any]:

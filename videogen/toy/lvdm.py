@@ -14,7 +14,7 @@ shapes on black by default, see docs/lvdm.md).  Then it generates unconditional 
 - ``lvdm/``: the trained pipeline (``LVDM.from_pretrained``; ``videogen sample --model DIR``);
 - ``metrics.json``: ``num_frames`` and ``long_motion_accuracy`` of each mode (the fraction of 16-frame
   windows in which the object is tracked and bounces as the synthetic rule says;
-  ``videogen.data.long_motion_accuracy``), the clip and UNet-call counts of each mode, the
+  ``videogen.toy.scoring.long_motion_accuracy``), the clip and UNet-call counts of each mode, the
   autoencoder's held-out ``recon_psnr``, the score of real bouncing videos and of a static video, wall
   time and settings.  Toy-setting numbers, not paper numbers.
 """
@@ -30,9 +30,9 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from videogen.core.demo import fit_stage, materialise, mean_psnr, stack_items, start_demo, tile, upscale
+from videogen.toy.common import fit_stage, materialise, mean_psnr, stack_items, start_demo, tile, upscale
 
-__all__ = ["LVDMDemoConfig", "run_lvdm_demo"]
+__all__ = ["LVDMDemoConfig", "run_demo"]
 
 
 @dataclasses.dataclass
@@ -115,18 +115,18 @@ def _unet_kwargs(cfg: LVDMDemoConfig) -> dict[str, Any]:
                 attention_resolutions=tuple(cfg.unet_attention), num_heads=2, max_relative_distance=8)
 
 
-def run_lvdm_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: bool = False,
+def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: bool = False,
                   config: LVDMDemoConfig | None = None) -> dict[str, Any]:
     """Train LVDM's stages on bouncing shapes, generate long videos both ways, score and write the files."""
     from videogen.core.video import save_contact_sheet, write_video
-    from videogen.data import SyntheticVideoDataset, long_motion_accuracy
-
-    from .autoencoder import VideoAutoencoder3D
-    from .autoencoder_module import VideoAutoencoder3DModule
-    from .long import ConditionalUNet3D, LVDMLongModule, autoregressive_clips, hierarchical_plan
-    from .pipeline import LVDM
-    from .short_module import LVDMShortModule, cache_video_latents
-    from .unet3d import UNet3D
+    from videogen.data import SyntheticVideoDataset
+    from videogen.lvdm.autoencoder import VideoAutoencoder3D
+    from videogen.lvdm.autoencoder_module import VideoAutoencoder3DModule
+    from videogen.lvdm.long import ConditionalUNet3D, LVDMLongModule, autoregressive_clips, hierarchical_plan
+    from videogen.lvdm.pipeline import LVDM
+    from videogen.lvdm.short_module import LVDMShortModule, cache_video_latents
+    from videogen.lvdm.unet3d import UNet3D
+    from videogen.toy.scoring import long_motion_accuracy
 
     start = time.perf_counter()
     cfg = config or (LVDMDemoConfig.fast() if fast else LVDMDemoConfig())

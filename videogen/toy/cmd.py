@@ -4,7 +4,7 @@ Trains the three CMD stages through their LightningModules on :class:`videogen.d
 (one shape of 3 kinds and 5 colours moving right / left / down / up; captions such as "the red circle
 moves left"): the autoencoder (pixel mode, 4 * L2), the content-frame DiT and the motion DiT, both
 conditioned on the pooled features of a frozen, randomly initialised word-level CLIP text encoder
-(``videogen.core.text.word_level_clip``: no Stable Diffusion or OpenCLIP weights exist on the machine).
+(``videogen.toy.text.word_level_clip``: no Stable Diffusion or OpenCLIP weights exist on the machine).
 Then it generates one video per held-out caption (content DDIM + CFG, then motion DDIM) and writes:
 
 - ``samples.mp4`` / ``samples.gif`` and ``contact_sheet.png`` (one row per video: the generated content
@@ -12,7 +12,7 @@ Then it generates one video per held-out caption (content DDIM + CFG, then motio
 - ``cmd/``: the trained pipeline (``CMD.from_pretrained``; ``videogen sample --model DIR --text ...``);
 - ``metrics.json``: ``motion_accuracy`` (the tracked object moves in the caption's direction; chance
   0.25), ``caption_accuracy`` (its colour and shape are the caption's, read back by
-  ``videogen.data.caption_accuracy``; chance 1/15), colour and shape accuracy apart, the autoencoder's
+  ``videogen.toy.scoring.caption_accuracy``; chance 1/15), colour and shape accuracy apart, the autoencoder's
   held-out ``recon_psnr``, ``animate_motion_accuracy`` (image-to-video: a held-out first frame as the
   content frame), wall time and settings.  Toy-setting numbers, not paper numbers.
 
@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
-from videogen.core.demo import fit_stage, materialise, mean_psnr, stack_items, start_demo, tile, upscale
+from videogen.toy.common import fit_stage, materialise, mean_psnr, stack_items, start_demo, tile, upscale
 
-__all__ = ["CMDDemoConfig", "heldout_set", "run_cmd_demo"]
+__all__ = ["CMDDemoConfig", "heldout_set", "run_demo"]
 
 
 @dataclasses.dataclass
@@ -109,32 +109,25 @@ def heldout_set(cfg: CMDDemoConfig, seed: int):
     return materialise(SyntheticVideoDataset(cfg.num_heldout, seed=seed + 10_000, **_data_kw(cfg)))
 
 
-def run_cmd_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool = False,
-                 config: CMDDemoConfig | None = None) -> dict[str, Any]:
+def run_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool = False,
+             config: CMDDemoConfig | None = None) -> dict[str, Any]:
     """Train the three CMD stages on captioned synthetic data, generate from held-out captions, score and
     write the demo files; return the metrics."""
-    from videogen.core.metrics.motion import motion_accuracy
-    from videogen.core.text import word_level_clip
-    from videogen.core.video import save_contact_sheet, write_video
-    from videogen.data import (
-        CAPTION_WORDS,
-        COLORS,
-        SHAPES,
-        SyntheticVideoDataset,
-        caption_accuracy,
-        direction_vectors,
-    )
-
-    from .autoencoder import CMDAutoencoder
-    from .dit import ContentDiT, MotionDiT
-    from .modules import (
+    from videogen.cmd.autoencoder import CMDAutoencoder
+    from videogen.cmd.dit import ContentDiT, MotionDiT
+    from videogen.cmd.modules import (
         CMDAutoencoderModule,
         CMDContentModule,
         CMDMotionModule,
         cache_cmd_latents,
         motion_latent_std,
     )
-    from .pipeline import CMD
+    from videogen.cmd.pipeline import CMD
+    from videogen.core.video import save_contact_sheet, write_video
+    from videogen.data import CAPTION_WORDS, COLORS, SHAPES, SyntheticVideoDataset, direction_vectors
+    from videogen.toy.motion import motion_accuracy
+    from videogen.toy.scoring import caption_accuracy
+    from videogen.toy.text import word_level_clip
 
     start = time.perf_counter()
     cfg = config or (CMDDemoConfig.fast() if fast else CMDDemoConfig())

@@ -9,19 +9,19 @@ import json
 import pytest
 
 from videogen.cli import main
-from videogen.cmd.demo import CMDDemoConfig, run_cmd_demo
+from videogen.toy.cmd import CMDDemoConfig, run_demo
 
-FILES = ("samples.mp4", "samples.gif", "contact_sheet.png", "captions.txt", "metrics.json", "cmd/cmd_config.json")
+FILES = ("samples.mp4", "samples.gif", "contact_sheet.png", "captions.txt", "metrics.json", "cmd/model_index.json")
 
 
 def test_fast_demo_writes_files_is_reproducible_and_its_pipeline_samples_from_text(tmp_path):
-    first = run_cmd_demo(tmp_path / "a", seed=2, fast=True)
+    first = run_demo(tmp_path / "a", seed=2, fast=True)
     for name in FILES:
         assert (tmp_path / "a" / name).is_file(), name
     saved = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert saved["caption_accuracy_of_real_videos"] == 1.0  # the caption reader itself is right
     assert saved["chance_caption_accuracy"] == round(1 / 15, 4)
-    second = run_cmd_demo(tmp_path / "b", seed=2, fast=True)
+    second = run_demo(tmp_path / "b", seed=2, fast=True)
     for key in ("motion_accuracy", "caption_accuracy", "recon_psnr", "animate_motion_accuracy"):
         assert first[key] == second[key] == saved[key], key
     assert main(["sample", "--model", str(tmp_path / "a" / "cmd"), "--out", str(tmp_path / "s"), "--text",
@@ -31,7 +31,7 @@ def test_fast_demo_writes_files_is_reproducible_and_its_pipeline_samples_from_te
 
 @pytest.mark.slow
 def test_full_demo_meets_targets(tmp_path):
-    metrics = run_cmd_demo(tmp_path, seed=0, config=CMDDemoConfig())
+    metrics = run_demo(tmp_path, seed=0, config=CMDDemoConfig())
     assert metrics["motion_accuracy"] >= 0.7  # chance 0.25; measured 0.83
     assert metrics["caption_accuracy"] > 2 * metrics["chance_caption_accuracy"]  # measured 0.19 vs chance 1/15
     assert metrics["wall_seconds"] <= 15 * 60

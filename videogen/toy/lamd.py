@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from videogen.core.demo import (
+from videogen.toy.common import (
     InMemoryDataset,
     fit_stage,
     materialise,
@@ -37,11 +37,11 @@ from videogen.core.demo import (
     upscale,
 )
 
-__all__ = ["DemoConfig", "heldout_set", "run_demo"]
+__all__ = ["LaMDDemoConfig", "heldout_set", "run_demo"]
 
 
 @dataclasses.dataclass
-class DemoConfig:
+class LaMDDemoConfig:
     """Sizes and schedules of the demo. ``fast()`` shrinks everything for tests (seconds, not minutes)."""
 
     size: int = 16
@@ -76,24 +76,24 @@ class DemoConfig:
     guidance_scale: float = 3.0
 
     @classmethod
-    def brief(cls) -> DemoConfig:
+    def brief(cls) -> LaMDDemoConfig:
         """Fewer training steps (350 + 350 of the full 800 + 800) and UniPC at 20 sampling steps, for the
         three-model tour (``make demo``).  At 250 + 250 the videos did not follow the requested direction
         (motion_accuracy 0.22, chance 0.25)."""
         return cls(vae_steps=350, dmg_steps=350, sampler="unipc", sample_steps=20)
 
     @classmethod
-    def fast(cls) -> DemoConfig:
+    def fast(cls) -> LaMDDemoConfig:
         return cls(num_train=32, num_heldout=8, vae_steps=3, dmg_steps=3, vae_batch=4, dmg_batch=8,
                    sample_steps=3, vae_channels=8, vae_motion_channels=8, dmg_channels=16, dmg_context_dim=32)
 
 
-def _data_kw(cfg: DemoConfig) -> dict[str, Any]:
+def _data_kw(cfg: LaMDDemoConfig) -> dict[str, Any]:
     return dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions, object_size=cfg.object_size,
                 speed=tuple(cfg.speed), motion=cfg.motion)
 
 
-def heldout_set(cfg: DemoConfig, seed: int):
+def heldout_set(cfg: LaMDDemoConfig, seed: int):
     """The demo's held-out videos (another seed than the training set's), as an ``InMemoryDataset``."""
     from videogen.data import SyntheticVideoDataset
 
@@ -101,16 +101,16 @@ def heldout_set(cfg: DemoConfig, seed: int):
 
 
 def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = False,
-             config: DemoConfig | None = None) -> dict[str, Any]:
+             config: LaMDDemoConfig | None = None) -> dict[str, Any]:
     """Train both LaMD stages on synthetic data, generate, score and write the demo files; return the metrics."""
-    from videogen.core.metrics.motion import motion_accuracy
     from videogen.core.video import save_contact_sheet, write_video
     from videogen.data import SyntheticVideoDataset, direction_vectors
     from videogen.lamd import MCDVAE, DMGModule, LaMD, MCDVAEModule, MotionGenerator
     from videogen.lamd.dmg_module import cache_latents
+    from videogen.toy.motion import motion_accuracy
 
     start = time.perf_counter()
-    cfg = config or (DemoConfig.fast() if fast else DemoConfig())
+    cfg = config or (LaMDDemoConfig.fast() if fast else LaMDDemoConfig())
     out = start_demo(out_dir, seed)
 
     train = materialise(SyntheticVideoDataset(cfg.num_train, seed=seed, **_data_kw(cfg)))
