@@ -31,7 +31,6 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 TOOL_COMMANDS = ("demo", "bench", "sample", "generate", "evaluate")
 #: `videogen evaluate --metric` choices (videogen.evaluation.METRICS, repeated to keep --help import-free)
 METRIC_CHOICES = ("fvd", "kvd", "cfvd", "fid", "lpips", "clipsim", "psnr", "ssim")
-MODEL_PACKAGES = ("lamd", "cmd", "lvdm")
 SEED_DEFAULT = 0
 
 _USAGE = """\
@@ -120,24 +119,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_class(name: str) -> type:
-    """Resolve the ``class`` entry of a saved config: a dotted path, or a name exported by a model package."""
-    if "." in name:
-        module, _, attr = name.rpartition(".")
-        return getattr(importlib.import_module(module), attr)
-    for pkg in MODEL_PACKAGES:
-        module = importlib.import_module(f"videogen.{pkg}")
-        if hasattr(module, name):
-            return getattr(module, name)
-    raise ValueError(f"unknown model class {name!r}: not exported by videogen.{{{','.join(MODEL_PACKAGES)}}}")
+def _recipe_class(name: Any, base: type = object) -> type:
+    """The class a recipe's ``class_path`` names: like LightningCLI's rule, it must be a class and a
+    subclass of ``base`` (recipes may name the user's own classes; a function such as ``os.system`` is
+    refused before anything is called)."""
+    import inspect
 
-
-def load_pretrained(*sources: str | Path) -> Any:
-    """``videogen.core.persistence.load_pretrained``: a ``save_pretrained`` directory or final-stage
-    ``.ckpt`` file(s) -> the pipeline (kept here for the CLI's callers; the library's is in core)."""
-    from videogen.core.persistence import load_pretrained as load
-
-    return load(*sources)
+    if not isinstance(name, str) or "." not in name:
+        raise ValueError(f"class_path must be a dotted class name (package.module.Class), got {name!r}")
+    module, _, attr = name.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"class_path {name!r} cannot be imported: {exc}") from None
+    if not inspect.isclass(obj) or not issubclass(obj, base):
+        raise ValueError(f"class_path {name!r} is not a {base.__name__} class")
+    return obj
 
 
 def _read_image(path: str, size: int | None) -> Any:
@@ -161,6 +158,7 @@ def _read_image(path: str, size: int | None) -> Any:
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
+    from videogen.core.persistence import load_pretrained
     from videogen.core.pipeline import UnsupportedConditionError
     from videogen.core.video import save_contact_sheet, write_video
 
@@ -197,10 +195,11 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _instantiate(config: Any) -> Any:
-    """Build ``{class_path, init_args}`` configs (nested ones too), as a recipe's ``data`` block holds them."""
+def _instantiate(config: Any, base: type = object) -> Any:
+    """Build ``{class_path, init_args}`` configs (nested ones too), as a recipe's ``data`` block holds them;
+    the outer class must be a ``base`` (see :func:`_recipe_class`)."""
     if isinstance(config, dict) and "class_path" in config:
-        cls = _model_class(config["class_path"])
+        cls = _recipe_class(config["class_path"], base)
         return cls(**{k: _instantiate(v) for k, v in (config.get("init_args") or {}).items()})
     if isinstance(config, dict):
         return {k: _instantiate(v) for k, v in config.items()}
@@ -221,10 +220,13 @@ def _split_dataset(recipe: str, split: str) -> Any:
     block = data.get(key) or (data.get("val_dataset") if split == "test" else None)
     if not block:
         raise ValueError(f"{recipe} has no data.init_args.{key}: give --split with a split it defines")
-    return _instantiate(block)
+    from torch.utils.data import Dataset
+
+    return _instantiate(block, Dataset)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from videogen.core.persistence import load_pretrained
     from videogen.evaluation import generate_split
 
     model = load_pretrained(*args.model).eval().to(args.device)

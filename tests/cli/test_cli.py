@@ -11,7 +11,8 @@ import pytest
 import torch
 import yaml
 
-from videogen.cli import load_pretrained, main
+from videogen import load_pretrained
+from videogen.cli import main
 from videogen.core.video import read_video, write_video
 
 from .tiny_module import TinyGenerator

@@ -145,3 +145,20 @@ def test_debug_shows_the_traceback_and_unexpected_errors_keep_theirs(class_model
     monkeypatch.setattr(videogen.evaluation, "evaluate_folders", broken)
     with pytest.raises(RuntimeError, match="a bug"):
         main(["evaluate", "--real", str(tmp_path), "--fake", str(tmp_path), "--metric", "psnr"])
+
+
+@pytest.mark.parametrize("block", [
+    "{class_path: os.system, init_args: {command: 'touch MARKER'}}",  # a function, not a class
+    "{class_path: videogen.data.SyntheticVideoDataset, init_args: {num_videos: 2,"
+    " seed: {class_path: os.system, init_args: {command: 'touch MARKER'}}}}",  # nested
+    "{class_path: pathlib.Path, init_args: {}}",  # a class, but not a Dataset
+])
+def test_generate_never_calls_what_a_recipe_names_unless_it_is_a_class_of_its_slot(capsys, class_model, tmp_path,
+                                                                                  block):
+    marker = tmp_path / "MARKER"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data:\n  init_args:\n    val_dataset: " + block.replace("MARKER", str(marker)) + "\n")
+    line = _error_line(capsys, ["generate", "--model", str(class_model), "--recipe", str(recipe),
+                                "--out", str(tmp_path / "o")])
+    assert "class_path" in line and "is not a" in line
+    assert not marker.exists()

@@ -169,7 +169,8 @@ def test_text_pooling_follows_the_official_code_by_default(tmp_path, stage1):
 
 
 def test_cli_sample_and_generate_with_a_saved_cmd(class_stages, tmp_path):
-    from videogen.cli import load_pretrained, main
+    from videogen import load_pretrained
+    from videogen.cli import main
     from videogen.evaluation import generate_split
 
     CMD.from_checkpoints(*class_stages).save_pretrained(tmp_path / "cmd")

@@ -23,9 +23,9 @@ def _cfg(name: str) -> dict:
 
 
 def _net(block: dict):
-    from videogen.cli import _model_class
+    from videogen.cli import _recipe_class
 
-    return _model_class(block["class_path"])(**block["init_args"])
+    return _recipe_class(block["class_path"])(**block["init_args"])
 
 
 @pytest.mark.parametrize("setting", sorted(PAPER))

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videogen.cli import load_pretrained, main
+from videogen import load_pretrained
+from videogen.cli import main
 from videogen.lvdm import LVDM, ConditionalUNet3D, UNet3D, VideoAutoencoder3D
 
 UNET = dict(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2), num_heads=2)

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from tests._recipes import RECIPES, assert_same_checkpoints, fit, fit_ddp
-from videogen.cli import _model_class
+from videogen.cli import _recipe_class
 
 STAGES = {"autoencoder": ("lvdm_tiny_autoencoder.yaml", "lvdm_sky_autoencoder.yaml"),
           "short": ("lvdm_tiny_short.yaml", "lvdm_sky_short.yaml"),
@@ -26,9 +26,9 @@ def _cfg(name: str) -> dict:
 def test_sky_recipes_build_the_official_networks():
     ae_r, short_r = _cfg("lvdm_sky_autoencoder.yaml"), _cfg("lvdm_sky_short.yaml")
     with torch.device("meta"):
-        ae = _model_class(ae_r["model"]["init_args"]["autoencoder"]["class_path"])(
+        ae = _recipe_class(ae_r["model"]["init_args"]["autoencoder"]["class_path"])(
             **ae_r["model"]["init_args"]["autoencoder"]["init_args"])
-        unet = _model_class(short_r["model"]["init_args"]["unet"]["class_path"])(**short_r["model"]["init_args"]["unet"]["init_args"])
+        unet = _recipe_class(short_r["model"]["init_args"]["unet"]["class_path"])(**short_r["model"]["init_args"]["unet"]["init_args"])
     assert sum(p.numel() for p in ae.parameters()) == 19_446_759
     assert sum(p.numel() for p in unet.parameters()) == 548_904_580
     args = short_r["model"]["init_args"]

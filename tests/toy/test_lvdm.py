@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from videogen.cli import load_pretrained
+from videogen import load_pretrained
 from videogen.lvdm import LVDM
 from videogen.toy.lvdm import LVDMDemoConfig, run_demo
 
