@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from .attention import SpatialTransformer
 from .embeddings import LabelEmbedder, TimestepEmbedder
 from .resblocks import Downsample, ResBlock, Upsample, normalization, zero_module
+from .unet import UNetSkeleton
 
 __all__ = ["TimestepEmbedSequential", "UNet2D"]
 
@@ -40,7 +41,7 @@ class TimestepEmbedSequential(nn.Sequential):
         return x
 
 
-class UNet2D(nn.Module):
+class UNet2D(UNetSkeleton):
     """Denoiser ``forward(x (B,C,H,W), t (B,), context=None, y=None) -> (B, out_channels, H, W)``.
 
     Args:
@@ -102,32 +103,9 @@ class UNet2D(nn.Module):
             return SpatialTransformer(ch, heads, dim_head, transformer_depth, context_dim, dropout)
 
         conv_in = nn.Conv2d(in_channels, model_channels, 3, padding=1)
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(conv_in)])
-        skip_chans, ch, ds = [model_channels], model_channels, 1
-        for level, mult in enumerate(self.channel_mult):
-            for _ in range(num_res_blocks):
-                layers = [res(ch, mult * model_channels)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(attn(ch))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                skip_chans.append(ch)
-            if level != len(self.channel_mult) - 1:
-                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch, dims=2)))
-                skip_chans.append(ch)
-                ds *= 2
-        self.middle_block = TimestepEmbedSequential(res(ch, ch), attn(ch), res(ch, ch))
-        self.output_blocks = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(self.channel_mult))):
-            for i in range(num_res_blocks + 1):
-                layers = [res(ch + skip_chans.pop(), mult * model_channels)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(attn(ch))
-                if level and i == num_res_blocks:
-                    layers.append(Upsample(ch, dims=2))
-                    ds //= 2
-                self.output_blocks.append(TimestepEmbedSequential(*layers))
+        ch = self.build_skeleton(conv_in, model_channels, self.channel_mult, num_res_blocks,
+                                 attention_resolutions, res, attn, lambda c: Downsample(c, dims=2), lambda c: Upsample(c, dims=2),
+                                 TimestepEmbedSequential)
         self.out = nn.Sequential(
             normalization(ch, groups), nn.SiLU(), zero_module(nn.Conv2d(model_channels, out_channels, 3, padding=1))
         )
@@ -175,12 +153,5 @@ class UNet2D(nn.Module):
         emb = self.time_embed(t)  # (B, 4 * model_channels)
         if self.label_emb is not None:
             emb = emb + self.label_emb(y)
-        hs, h = [], x
-        for block in self.input_blocks:
-            h = self._run(block, h, emb, context, context_mask)
-            hs.append(h)
-        h = self._run(self.middle_block, h, emb, context, context_mask)
-        for block in self.output_blocks:
-            h = torch.cat([h, hs.pop()], dim=1)  # skip connection on channels
-            h = self._run(block, h, emb, context, context_mask)
+        h = self.run_skeleton(x, lambda block, h: self._run(block, h, emb, context, context_mask))
         return self.out(h)
