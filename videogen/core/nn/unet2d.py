@@ -53,7 +53,6 @@ class UNet2D(UNetSkeleton):
         context_dim: cross-attention context width; None makes every transformer self-attention only.
         num_classes: class-conditional model; ``y`` (``(B,)``, ``num_classes`` = null class) is embedded
             and added to the time embedding (width ``4 * model_channels``).
-        class_dropout_prob: label dropout to the null class during training (for CFG).
         use_checkpoint: recompute every block in the backward pass (saves activation memory).
     """
 
@@ -69,7 +68,6 @@ class UNet2D(UNetSkeleton):
         num_head_channels: int = -1,
         context_dim: int | None = None,
         num_classes: int | None = None,
-        class_dropout_prob: float = 0.0,
         dropout: float = 0.0,
         transformer_depth: int = 1,
         use_checkpoint: bool = False,
@@ -86,7 +84,7 @@ class UNet2D(UNetSkeleton):
         time_embed_dim = 4 * model_channels
         self.time_embed = TimestepEmbedder(time_embed_dim, freq_dim=model_channels)
         self.label_emb = (
-            LabelEmbedder(num_classes, time_embed_dim, class_dropout_prob) if num_classes is not None else None
+            LabelEmbedder(num_classes, time_embed_dim, 0.0) if num_classes is not None else None
         )
 
         def res(ch_in: int, ch_out: int) -> ResBlock:
