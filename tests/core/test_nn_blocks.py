@@ -268,15 +268,3 @@ def test_sampling_channel_change_and_errors():
         Upsample(4, 8, use_conv=False)
     with pytest.raises(ValueError, match="tuple of 3"):
         Downsample(4, dims=3, stride=(2, 2))
-
-
-def test_replicate_padding_is_used_at_the_border():
-    """LVDM's autoencoder pads by replication: a constant input stays constant through the conv."""
-    down = Downsample(2, dims=3, stride=(1, 2, 2), kernel_size=(1, 3, 3), padding_mode="replicate")
-    with torch.no_grad():
-        down.op.weight.fill_(1.0)
-        down.op.bias.zero_()
-    out = down(torch.ones(1, 2, 2, 4, 4))
-    torch.testing.assert_close(out, torch.full_like(out, 18.0))  # 2 channels x 3 x 3 taps, borders included
-    block = ResBlock(4, dims=3, kernel_size=(1, 3, 3), padding_mode="replicate", groups=2)
-    assert block.in_layers[2].padding_mode == "replicate" and block(torch.randn(1, 4, 2, 4, 4)).shape == (1, 4, 2, 4, 4)

@@ -71,7 +71,7 @@ def test_unet_input_validation():
 
 def test_unet_gradients_reach_every_parameter():
     gen = torch.Generator().manual_seed(0)
-    unet = tiny_unet(context_dim=8, num_classes=3, class_dropout_prob=0.0)
+    unet = tiny_unet(context_dim=8, num_classes=3)
     perturb_zero_params(unet, gen)
     x = torch.randn(4, 3, 8, 8, generator=gen)
     # every class and the null row (3) are used so that each row of the class table gets a gradient

@@ -24,11 +24,7 @@ from videogen.core.nn import DiTBlock, DiTFinalLayer, LabelEmbedder, PatchEmbed,
 from videogen.core.nn.embeddings import get_2d_sincos_pos_embed
 from videogen.core.persistence import SavableModule
 
-__all__ = ["ContentDiT", "MotionDiT", "DIT_SIZES"]
-
-#: DiT sizes by name (Peebles & Xie 2023): (depth, hidden, heads)
-DIT_SIZES = {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}
-
+__all__ = ["ContentDiT", "MotionDiT"]
 
 def _positions(hidden: int, grid: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(get_2d_sincos_pos_embed(hidden, grid)).float().unsqueeze(0)  # (1, h*w, D)

@@ -171,12 +171,6 @@ class GaussianDiffusion(nn.Module):
         """eps implied by a model output of type `prediction_type` at (x_t, t)."""
         return self._x0_and_eps(x_t, t, model_output)[1]
 
-    def predict_v(self, x_t: torch.Tensor, t: torch.Tensor, model_output: torch.Tensor) -> torch.Tensor:
-        """v implied by a model output of type `prediction_type` at (x_t, t)."""
-        x0, eps = self._x0_and_eps(x_t, t, model_output)
-        alpha, sigma = self._alpha_sigma(t, x_t)
-        return alpha * eps - sigma * x0
-
     # ---------------------------------------------------------------------------------------------- training
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
         """Per-sample loss weight (B,) float64: ones, or Min-SNR-gamma (Hang et al. 2023) when snr_gamma is set.

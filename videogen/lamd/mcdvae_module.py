@@ -20,24 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from videogen.core.losses import (
-    LPIPSLoss,
-    adaptive_weight,
-    generator_adv_loss,
-    hinge_d_loss,
-    kl_diagonal_gaussian,
-    vanilla_d_loss,
-)
-from videogen.core.metrics.psnr_ssim import psnr_per_video
+from videogen.core.losses import DiagonalGaussian, LPIPSLoss, ReconstructionLoss
 from videogen.core.nn import PatchGANDiscriminator
 from videogen.core.pretrained import load_stage_network
-from videogen.core.training import TrainingModule
+from videogen.core.stages import D_LOSSES, AutoencoderGANStage
 
 from .mcdvae import MCDVAE
 
 __all__ = ["MCDVAEModule", "load_mcdvae"]
-
-_D_LOSSES = {"vanilla": vanilla_d_loss, "hinge": hinge_d_loss}
 
 
 def _build_autoencoder(autoencoder: MCDVAE | dict[str, Any]) -> MCDVAE:
@@ -50,8 +40,12 @@ def _build_autoencoder(autoencoder: MCDVAE | dict[str, Any]) -> MCDVAE:
     raise ValueError(f"autoencoder must be an MCDVAE or its config dict, got {type(autoencoder).__name__}")
 
 
-class MCDVAEModule(TrainingModule):
+class MCDVAEModule(AutoencoderGANStage):
     """Trains an :class:`MCDVAE` with L1 + LPIPS + beta*KL + adaptive-weight GAN (LaMD Eq. 2).
+
+    The training loop, clipping, NaN policy and logging are ``core.stages.AutoencoderGANStage``'s; this
+    class builds the networks and runs the MCD-VAE (reconstruction from the first frame's content and
+    the video's motion posterior).
 
     Args:
         autoencoder: the MCD-VAE (or its config dict).
@@ -108,127 +102,42 @@ class MCDVAEModule(TrainingModule):
         scale_lr: bool = False,
         nan_policy: str = "raise",
     ):
-        super().__init__(nan_policy=nan_policy)
         if rec_loss not in ("l1", "l2"):
             raise ValueError(f"rec_loss must be 'l1' or 'l2', got {rec_loss!r}")
-        if disc_loss not in _D_LOSSES:
-            raise ValueError(f"disc_loss must be one of {sorted(_D_LOSSES)}, got {disc_loss!r}")
+        if disc_loss not in D_LOSSES:
+            raise ValueError(f"disc_loss must be one of {sorted(D_LOSSES)}, got {disc_loss!r}")
         if beta < 0 or lpips_weight < 0 or disc_weight < 0:
             raise ValueError("beta, lpips_weight and disc_weight must be >= 0")
+        # built in this order (autoencoder, LPIPS, discriminator): it fixes the seeded initialisation
+        ae = _build_autoencoder(autoencoder)
+        lpips = (LPIPSLoss(lpips_net, pretrained=lpips_pretrained, pnet_rand=lpips_random)
+                 if lpips_weight > 0 else None)
+        reconstruction = ReconstructionLoss(l1_weight=float(rec_loss == "l1"),
+                                            l2_weight=float(rec_loss == "l2"), lpips_weight=lpips_weight,
+                                            lpips=lpips)
+        disc = discriminator
+        if disc_weight > 0 and disc is None:
+            disc = PatchGANDiscriminator(ae.in_channels, disc_channels, disc_layers, dims=3)
+        super().__init__(ae, reconstruction, disc, kl_weight=beta, disc_weight=disc_weight,
+                         disc_start=disc_start, disc_loss=disc_loss, adaptive_max_weight=adaptive_max_weight,
+                         lr=lr, betas=betas, scale_lr=scale_lr, grad_clip=grad_clip, nan_policy=nan_policy)
         self.save_hyperparameters(ignore=["autoencoder", "discriminator"])
-        self.autoencoder = _build_autoencoder(autoencoder)
         # stored as a class_path dict so that both load_from_checkpoint and the CLI rebuild it
-        self.hparams["autoencoder"] = {"class_path": "videogen.lamd.MCDVAE", "init_args": self.autoencoder.config}
-        self.lpips = (LPIPSLoss(lpips_net, pretrained=lpips_pretrained, pnet_rand=lpips_random)
-                      if lpips_weight > 0 else None)
-        if disc_weight > 0 and discriminator is None:
-            discriminator = PatchGANDiscriminator(self.autoencoder.in_channels, disc_channels, disc_layers, dims=3)
-        self.discriminator = discriminator if disc_weight > 0 else None
-        # generator steps taken (persisted, so that disc_start survives resuming)
-        self.register_buffer("gen_steps", torch.zeros((), dtype=torch.long))
-        self.automatic_optimization = False
+        self.hparams["autoencoder"] = {"class_path": "videogen.lamd.MCDVAE", "init_args": ae.config}
 
-    # ---- losses -------------------------------------------------------------------------------
-    def _rec_loss(self, recon: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        diff = recon - video
-        pixel = diff.abs().mean() if self.hparams.rec_loss == "l1" else diff.pow(2).mean()
-        logs = {self.hparams.rec_loss: pixel.detach()}
-        rec = pixel
-        if self.lpips is not None:
-            lp = self.lpips(recon, video)
-            rec = rec + self.hparams.lpips_weight * lp
-            logs["lpips"] = lp.detach()
-        return rec, logs
+    def autoencode(self, video: torch.Tensor, sample: bool) -> tuple[torch.Tensor, DiagonalGaussian]:
+        """``video (B, C, L, H, W)`` -> ``(recon (B, C, L, H, W), motion posterior (B, d, h, w))``;
+        training samples the posterior only when ``sample_posterior``."""
+        recon, mean, logvar = self.autoencoder(video, sample=sample and self.hparams.sample_posterior)
+        return recon, DiagonalGaussian(mean, logvar)
 
-    @staticmethod
-    def _kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """KL per latent element: ``(B,)`` sums / elements per sample, averaged over the batch."""
-        return kl_diagonal_gaussian(mean, logvar).mean() / mean[0].numel()
+    @property
+    def last_layer_weight(self) -> torch.Tensor:
+        return self.autoencoder.last_layer_weight
 
-    def _gan_active(self) -> bool:
-        return self.discriminator is not None and int(self.gen_steps) >= self.hparams.disc_start
-
-    # ---- training -----------------------------------------------------------------------------
-    def generator_loss(self, video: torch.Tensor, gan: bool
-                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        """Eq. 2 for the autoencoder (E_I, E_M, D_V): ``(loss, logs, recon)``; ``gan`` adds the weighted
-        adversarial term."""
-        recon, mean, logvar = self.autoencoder(video, sample=self.hparams.sample_posterior)
-        rec, logs = self._rec_loss(recon, video)
-        kl = self._kl(mean, logvar)
-        loss = rec + self.hparams.beta * kl
-        if gan:
-            g_loss = generator_adv_loss(self.discriminator(recon), self.hparams.disc_loss)
-            weight = self.hparams.disc_weight * adaptive_weight(
-                rec, g_loss, self.autoencoder.last_layer_weight, self.hparams.adaptive_max_weight)
-            loss = loss + weight * g_loss
-            logs.update(g_loss=g_loss.detach(), disc_adaptive_weight=weight)
-        logs.update(rec_loss=rec.detach(), kl=kl.detach())
-        return loss, logs, recon
-
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
-        video = batch["video"]
-        optimizers = self.optimizers()
-        opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers
-        gan = self._gan_active()
-
-        # generator (E_I, E_M, D_V) step
-        if self.discriminator is not None:
-            self.toggle_optimizer(opt_g)
-        loss, logs, recon = self.generator_loss(video, gan)
-        if not self.finite_or_skip(**{k: v for k, v in logs.items() if k in ("rec_loss", "kl", "g_loss")}):
-            if self.discriminator is not None:
-                self.untoggle_optimizer(opt_g)
-            return None
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self._clip(opt_g)
-        opt_g.step()
-        if self.discriminator is not None:
-            self.untoggle_optimizer(opt_g)
-        self.gen_steps += 1
-
-        # discriminator step
-        if gan:
-            opt_d = optimizers[1]
-            self.toggle_optimizer(opt_d)
-            logits_real, logits_fake = self.discriminator(video), self.discriminator(recon.detach())
-            d_loss = _D_LOSSES[self.hparams.disc_loss](logits_real, logits_fake)
-            if self.finite_or_skip(d_loss=d_loss):
-                opt_d.zero_grad(set_to_none=True)
-                self.manual_backward(d_loss)
-                self._clip(opt_d)
-                opt_d.step()
-            self.untoggle_optimizer(opt_d)
-            logs.update(d_loss=d_loss.detach(), logits_real=logits_real.detach().mean(),
-                        logits_fake=logits_fake.detach().mean())
-
-        logs.update(loss=loss.detach(), gen_steps=self.gen_steps.float())
-        # sync_dist: under DDP the logged values are averages over ranks, not rank 0's alone
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, batch_size=video.shape[0],
-                      sync_dist=True)
-        self.log("train/rec_loss_bar", logs["rec_loss"], prog_bar=True, logger=False, batch_size=video.shape[0])
-        return loss.detach()
-
-    def _clip(self, opt) -> None:
-        if self.hparams.grad_clip:
-            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
-
-    # ---- validation ---------------------------------------------------------------------------
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        video = batch["video"]
-        recon, mean, logvar = self.autoencoder(video, sample=False)
-        rec, _ = self._rec_loss(recon, video)
-        psnr = psnr_per_video(recon.clamp(-1, 1), video).mean()
-        self.log_dict({"val/psnr": psnr.float(), "val/rec_loss": rec, "val/kl": self._kl(mean, logvar)},
-                      prog_bar=True, sync_dist=True, batch_size=video.shape[0])
-
-    def configure_optimizers(self):
-        kw = dict(lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr), betas=tuple(self.hparams.betas))
-        opt_g = torch.optim.Adam(self.autoencoder.parameters(), **kw)
-        if self.discriminator is None:
-            return opt_g
-        return [opt_g, torch.optim.Adam(self.discriminator.parameters(), **kw)]
+    def _kl(self, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        """KL per latent element of the posterior ``(mean, logvar)``, each ``(B, d, h, w)``."""
+        return self.kl_per_element(DiagonalGaussian(mean, logvar))
 
 
 def load_mcdvae(path: str | Path, map_location: str | torch.device = "cpu") -> MCDVAE:

@@ -14,16 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from videogen.core.losses import (
-    LPIPSLoss,
-    adaptive_weight,
-    generator_adv_loss,
-    hinge_d_loss,
-    kl_diagonal_gaussian,
-)
-from videogen.core.metrics.psnr_ssim import psnr_per_video
+from videogen.core.losses import DiagonalGaussian, LPIPSLoss, ReconstructionLoss
 from videogen.core.nn import PatchGANDiscriminator
-from videogen.core.training import TrainingModule
+from videogen.core.stages import AutoencoderGANStage
 
 from .autoencoder import VideoAutoencoder3D
 
@@ -36,8 +29,11 @@ def _frames(x: torch.Tensor) -> torch.Tensor:
     return x.transpose(1, 2).reshape(b * t, c, h, w)
 
 
-class VideoAutoencoder3DModule(TrainingModule):
+class VideoAutoencoder3DModule(AutoencoderGANStage):
     """Trains a :class:`VideoAutoencoder3D`.
+
+    The training loop, clipping, NaN policy and logging are ``core.stages.AutoencoderGANStage``'s; this
+    class adds the learned log-variance of the likelihood and the per-frame 2D discriminator.
 
     Args:
         autoencoder: the network or its config dict.
@@ -49,6 +45,7 @@ class VideoAutoencoder3DModule(TrainingModule):
             ``disc_weight=0`` builds no discriminator.
         lr, betas, scale_lr: Adam for both networks (official 3.6e-5, (0.5, 0.9), unscaled).
         pixel_loss: "l1" (official) or "l2" (the CPU demo: it learns a small autoencoder's colours faster).
+        grad_clip: optional max gradient norm for both optimisers (default none, as the official code).
     """
 
     pipeline_name = "videogen.lvdm.LVDM"  # stage 1: its checkpoint holds the pipeline's autoencoder
@@ -61,92 +58,56 @@ class VideoAutoencoder3DModule(TrainingModule):
                  learn_logvar: bool = True, logvar_init: float = 0.0, kl_weight: float = 0.0,
                  disc_weight: float = 0.5, disc_start: int = 50001, disc_channels: int = 64, disc_layers: int = 3,
                  lr: float = 3.6e-5, betas: tuple[float, float] = (0.5, 0.9), scale_lr: bool = False,
-                 pixel_loss: str = "l1", nan_policy: str = "raise"):
-        super().__init__(nan_policy=nan_policy)
+                 pixel_loss: str = "l1", nan_policy: str = "raise", grad_clip: float | None = None):
         if pixel_loss not in ("l1", "l2"):
             raise ValueError(f"pixel_loss must be 'l1' or 'l2', got {pixel_loss!r}")
+        # built in this order (autoencoder, LPIPS, discriminator): it fixes the seeded initialisation
+        ae = autoencoder
+        if not isinstance(ae, VideoAutoencoder3D):
+            kwargs = ae.get("init_args", ae) if "class_path" in ae else ae
+            ae = VideoAutoencoder3D(**kwargs)
+        lpips = (LPIPSLoss(lpips_net, pretrained=lpips_pretrained, pnet_rand=lpips_random)
+                 if lpips_weight > 0 else None)
+        reconstruction = ReconstructionLoss(l1_weight=float(pixel_loss == "l1"),
+                                            l2_weight=float(pixel_loss == "l2"), lpips_weight=lpips_weight,
+                                            lpips=lpips)
+        disc = (PatchGANDiscriminator(ae.in_channels, disc_channels, disc_layers, dims=2)
+                if disc_weight > 0 else None)
+        super().__init__(ae, reconstruction, disc, kl_weight=kl_weight, disc_weight=disc_weight,
+                         disc_start=disc_start, disc_loss="hinge", lr=lr, betas=betas, scale_lr=scale_lr,
+                         grad_clip=grad_clip, nan_policy=nan_policy)
         self.save_hyperparameters(ignore=["autoencoder"])
-        if not isinstance(autoencoder, VideoAutoencoder3D):
-            kwargs = autoencoder.get("init_args", autoencoder) if "class_path" in autoencoder else autoencoder
-            autoencoder = VideoAutoencoder3D(**kwargs)
-        self.autoencoder = autoencoder
-        self.hparams["autoencoder"] = {"class_path": "videogen.lvdm.VideoAutoencoder3D", "init_args": autoencoder.config}
-        self.lpips = LPIPSLoss(lpips_net, pretrained=lpips_pretrained, pnet_rand=lpips_random) if lpips_weight > 0 else None
+        self.hparams["autoencoder"] = {"class_path": "videogen.lvdm.VideoAutoencoder3D",
+                                       "init_args": ae.config}
         self.logvar = nn.Parameter(torch.full((), float(logvar_init)), requires_grad=learn_logvar)
-        self.discriminator = (PatchGANDiscriminator(autoencoder.in_channels, disc_channels, disc_layers, dims=2)
-                              if disc_weight > 0 else None)
-        self.register_buffer("gen_steps", torch.zeros((), dtype=torch.long))
-        self.automatic_optimization = False
 
-    def _rec(self, recon: torch.Tensor, video: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        err = recon - video
-        l1 = err.abs().mean()
-        logs = {"l1": l1.detach()}
-        rec = l1 if self.hparams.pixel_loss == "l1" else err.square().mean()
-        if self.lpips is not None:
-            lp = self.lpips(recon, video)  # mean over frames
-            rec = rec + self.hparams.lpips_weight * lp
-            logs["lpips"] = lp.detach()
+    def autoencode(self, video: torch.Tensor, sample: bool) -> tuple[torch.Tensor, DiagonalGaussian]:
+        """``video (B, 3, T, H, W)`` -> ``(recon (B, 3, T, H, W), posterior (B, 4, T/4, H/8, W/8))``."""
+        recon, mean, logvar = self.autoencoder(video, sample=sample)
+        return recon, DiagonalGaussian(mean, logvar)
+
+    @property
+    def last_layer_weight(self) -> torch.Tensor:
+        return self.autoencoder.decoder[-1].conv.weight
+
+    def disc_input(self, video: torch.Tensor) -> torch.Tensor:
+        """The 2D PatchGAN judges every frame: ``(B, C, T, H, W)`` -> ``(B*T, C, H, W)``."""
+        return _frames(video)
+
+    def nll(self, rec: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``rec / exp(s) + s`` with the learned scalar log-variance ``s``."""
+        nll = rec / self.logvar.exp() + self.logvar
+        return nll, {"nll": nll.detach(), "logvar": self.logvar.detach()}
+
+    def reconstruction_loss(self, recon: torch.Tensor, video: torch.Tensor
+                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """As the base, and the L1 error is logged under ``l1`` with the L2 pixel loss too."""
+        rec, logs = super().reconstruction_loss(recon, video)
+        if "l1" not in logs:
+            logs = {"l1": (recon - video).abs().mean().detach(), **logs}
         return rec, logs
 
-    def generator_loss(self, video: torch.Tensor, gan: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-        recon, mean, logvar = self.autoencoder(video, sample=True)
-        rec, logs = self._rec(recon, video)
-        nll = rec / self.logvar.exp() + self.logvar
-        kl = kl_diagonal_gaussian(mean, logvar).mean() / mean[0].numel()
-        loss = nll + self.hparams.kl_weight * kl
-        if gan:
-            g_loss = generator_adv_loss(self.discriminator(_frames(recon)), "hinge")
-            weight = self.hparams.disc_weight * adaptive_weight(nll, g_loss, self.autoencoder.decoder[-1].conv.weight)
-            loss = loss + weight * g_loss
-            logs.update(g_loss=g_loss.detach(), disc_adaptive_weight=weight)
-        logs.update(rec_loss=rec.detach(), nll=nll.detach(), kl=kl.detach(), logvar=self.logvar.detach())
-        return loss, logs, recon
+    _rec = reconstruction_loss
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        video = batch["video"]
-        opts = self.optimizers()
-        opt_g = opts[0] if isinstance(opts, list) else opts
-        gan = self.discriminator is not None and int(self.gen_steps) >= self.hparams.disc_start
-        if self.discriminator is not None:
-            self.toggle_optimizer(opt_g)
-        loss, logs, recon = self.generator_loss(video, gan)
-        if self.finite_or_skip(rec_loss=logs["rec_loss"], loss=loss):
-            opt_g.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            opt_g.step()
-            self.gen_steps += 1
-        if self.discriminator is not None:
-            self.untoggle_optimizer(opt_g)
-        if gan:
-            opt_d = opts[1]
-            self.toggle_optimizer(opt_d)
-            real, fake = self.discriminator(_frames(video)), self.discriminator(_frames(recon.detach()))
-            d_loss = hinge_d_loss(real, fake)
-            if self.finite_or_skip(d_loss=d_loss):
-                opt_d.zero_grad(set_to_none=True)
-                self.manual_backward(d_loss)
-                opt_d.step()
-            self.untoggle_optimizer(opt_d)
-            logs["d_loss"] = d_loss.detach()
-        self.log_dict({f"train/{k}": v for k, v in {**logs, "loss": loss.detach()}.items()},
-                      batch_size=video.shape[0], sync_dist=True)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        video = batch["video"]
-        recon = self.autoencoder(video, sample=False)[0]
-        rec, _ = self._rec(recon, video)
-        self.log_dict({"val/rec_loss": rec, "val/psnr": psnr_per_video(recon.clamp(-1, 1), video).mean().float()},
-                      prog_bar=True, sync_dist=True, batch_size=video.shape[0])
-
-    def configure_optimizers(self):
-        kw = dict(lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr), betas=tuple(self.hparams.betas))
-        params = list(self.autoencoder.parameters()) + ([self.logvar] if self.logvar.requires_grad else [])
-        opt_g = torch.optim.Adam(params, **kw)
-        if self.discriminator is None:
-            return opt_g
-        return [opt_g, torch.optim.Adam(self.discriminator.parameters(), **kw)]
-
-    @torch.no_grad()
-    def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
-        return self.autoencoder(batch["video"][:num], sample=False)[0].clamp(-1, 1)
+    def generator_parameters(self):
+        return list(self.autoencoder.parameters()) + ([self.logvar] if self.logvar.requires_grad else [])

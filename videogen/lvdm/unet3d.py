@@ -24,7 +24,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from videogen.core.nn import Downsample, ResBlock, Upsample, normalization, timestep_embedding, zero_module
+from videogen.core.nn import (
+    Downsample,
+    ResBlock,
+    UNetSkeleton,
+    Upsample,
+    normalization,
+    timestep_embedding,
+    zero_module,
+)
 from videogen.core.persistence import SavableModule
 
 __all__ = ["UNet3D", "FactorizedAttention", "relative_attention"]
@@ -88,7 +96,7 @@ class FactorizedAttention(nn.Module):
         return xt.view(b, h, w, c, t).permute(0, 3, 4, 1, 2)
 
 
-class UNet3D(SavableModule, nn.Module):
+class UNet3D(SavableModule, UNetSkeleton):
     """3D UNet for video latents.  ``forward(x (B, C, T, H, W), t (B,), **extra) -> (B, out, T, H, W)``.
 
     Args:
@@ -122,32 +130,12 @@ class UNet3D(SavableModule, nn.Module):
         def attention(ch: int) -> FactorizedAttention:
             return FactorizedAttention(ch, num_heads, max_relative_distance)
 
-        self.input_blocks = nn.ModuleList([nn.ModuleList([nn.Conv3d(in_channels, model_channels, kernel, padding=pad)])])
-        chans, ch, ds = [model_channels], model_channels, 1
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_res_blocks):
-                layers: list[nn.Module] = [ResBlock(ch, mult * model_channels, **rb)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(attention(ch))
-                self.input_blocks.append(nn.ModuleList(layers))
-                chans.append(ch)
-            if level != len(channel_mult) - 1:
-                self.input_blocks.append(nn.ModuleList([Downsample(ch, dims=3, stride=(1, 2, 2), kernel_size=_K)]))
-                chans.append(ch)
-                ds *= 2
-        self.middle_block = nn.ModuleList([ResBlock(ch, ch, **rb), attention(ch), ResBlock(ch, ch, **rb)])
-        self.output_blocks = nn.ModuleList()
-        for level, mult in list(enumerate(channel_mult))[::-1]:
-            for i in range(num_res_blocks + 1):
-                layers = [ResBlock(ch + chans.pop(), mult * model_channels, **rb)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(attention(ch))
-                if level and i == num_res_blocks:
-                    layers.append(Upsample(ch, dims=3, scale=(1, 2, 2), kernel_size=_K))
-                    ds //= 2
-                self.output_blocks.append(nn.ModuleList(layers))
+        conv_in = nn.Conv3d(in_channels, model_channels, kernel, padding=pad)
+        ch = self.build_skeleton(conv_in, model_channels, channel_mult, num_res_blocks, attention_resolutions,
+                                 lambda c_in, c_out: ResBlock(c_in, c_out, **rb), attention,
+                                 lambda c: Downsample(c, dims=3, stride=(1, 2, 2), kernel_size=_K),
+                                 lambda c: Upsample(c, dims=3, scale=(1, 2, 2), kernel_size=_K),
+                                 lambda *layers: nn.ModuleList(layers))
         self.out = nn.Sequential(normalization(ch), nn.SiLU(),
                                  zero_module(nn.Conv3d(model_channels, out_channels, kernel, padding=pad)))
         self.downsample = 2 ** (len(channel_mult) - 1)
@@ -177,11 +165,5 @@ class UNet3D(SavableModule, nn.Module):
         e = self.time_embedding(t)
         if emb is not None:
             e = e + emb
-        hs, h = [], x
-        for block in self.input_blocks:
-            h = self._apply_block(block, h, e)
-            hs.append(h)
-        h = self._apply_block(self.middle_block, h, e)
-        for block in self.output_blocks:
-            h = self._apply_block(block, torch.cat([h, hs.pop()], dim=1), e)
+        h = self.run_skeleton(x, lambda block, h: self._apply_block(block, h, e))
         return self.out(h)

@@ -16,6 +16,7 @@ from .embeddings import (
     timestep_embedding,
 )
 from .resblocks import Downsample, GroupNorm32, ResBlock, Upsample, conv_nd, normalization, zero_module
+from .unet import UNetSkeleton
 from .unet2d import TimestepEmbedSequential, UNet2D
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "TimestepEmbedSequential",
     "TimestepEmbedder",
     "UNet2D",
+    "UNetSkeleton",
     "Upsample",
     "conv_nd",
     "get_1d_sincos_pos_embed",

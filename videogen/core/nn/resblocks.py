@@ -86,12 +86,11 @@ class ResBlock(nn.Module):
         use_scale_shift_norm: bool = True,
         kernel_size: int | Sequence[int] = 3,
         groups: int = 32,
-        padding_mode: str = "zeros",
     ):
         super().__init__()
         out_channels = out_channels or in_channels
         kernel = _per_axis(kernel_size, dims, "kernel_size")
-        conv_kw = dict(padding=_same_padding(kernel, "kernel_size"), padding_mode=padding_mode)
+        conv_kw = dict(padding=_same_padding(kernel, "kernel_size"))
         self.in_channels, self.out_channels, self.dims = in_channels, out_channels, dims
         self.emb_dim, self.use_scale_shift_norm = emb_dim, use_scale_shift_norm
         self.in_layers = nn.Sequential(
@@ -147,7 +146,6 @@ class Downsample(nn.Module):
         stride: int | Sequence[int] = 2,
         use_conv: bool = True,
         kernel_size: int | Sequence[int] = 3,
-        padding_mode: str = "zeros",
     ):
         super().__init__()
         out_channels = out_channels or channels
@@ -157,7 +155,7 @@ class Downsample(nn.Module):
             kernel = _per_axis(kernel_size, dims, "kernel_size")
             self.op = conv_nd(
                 dims, channels, out_channels, kernel, stride=self.stride,
-                padding=_same_padding(kernel, "kernel_size"), padding_mode=padding_mode,
+                padding=_same_padding(kernel, "kernel_size"),
             )
         else:
             if out_channels != channels:
@@ -184,7 +182,6 @@ class Upsample(nn.Module):
         scale: int | Sequence[int] = 2,
         use_conv: bool = True,
         kernel_size: int | Sequence[int] = 3,
-        padding_mode: str = "zeros",
     ):
         super().__init__()
         out_channels = out_channels or channels
@@ -194,7 +191,7 @@ class Upsample(nn.Module):
             kernel = _per_axis(kernel_size, dims, "kernel_size")
             self.conv = conv_nd(
                 dims, channels, out_channels, kernel,
-                padding=_same_padding(kernel, "kernel_size"), padding_mode=padding_mode,
+                padding=_same_padding(kernel, "kernel_size"),
             )
         elif out_channels != channels:
             raise ValueError("Upsample without use_conv cannot change the channel count")

@@ -19,6 +19,7 @@ from torch.utils.checkpoint import checkpoint
 from .attention import SpatialTransformer
 from .embeddings import LabelEmbedder, TimestepEmbedder
 from .resblocks import Downsample, ResBlock, Upsample, normalization, zero_module
+from .unet import UNetSkeleton
 
 __all__ = ["TimestepEmbedSequential", "UNet2D"]
 
@@ -40,7 +41,7 @@ class TimestepEmbedSequential(nn.Sequential):
         return x
 
 
-class UNet2D(nn.Module):
+class UNet2D(UNetSkeleton):
     """Denoiser ``forward(x (B,C,H,W), t (B,), context=None, y=None) -> (B, out_channels, H, W)``.
 
     Args:
@@ -52,7 +53,6 @@ class UNet2D(nn.Module):
         context_dim: cross-attention context width; None makes every transformer self-attention only.
         num_classes: class-conditional model; ``y`` (``(B,)``, ``num_classes`` = null class) is embedded
             and added to the time embedding (width ``4 * model_channels``).
-        class_dropout_prob: label dropout to the null class during training (for CFG).
         use_checkpoint: recompute every block in the backward pass (saves activation memory).
     """
 
@@ -68,7 +68,6 @@ class UNet2D(nn.Module):
         num_head_channels: int = -1,
         context_dim: int | None = None,
         num_classes: int | None = None,
-        class_dropout_prob: float = 0.0,
         dropout: float = 0.0,
         transformer_depth: int = 1,
         use_checkpoint: bool = False,
@@ -85,7 +84,7 @@ class UNet2D(nn.Module):
         time_embed_dim = 4 * model_channels
         self.time_embed = TimestepEmbedder(time_embed_dim, freq_dim=model_channels)
         self.label_emb = (
-            LabelEmbedder(num_classes, time_embed_dim, class_dropout_prob) if num_classes is not None else None
+            LabelEmbedder(num_classes, time_embed_dim, 0.0) if num_classes is not None else None
         )
 
         def res(ch_in: int, ch_out: int) -> ResBlock:
@@ -102,32 +101,9 @@ class UNet2D(nn.Module):
             return SpatialTransformer(ch, heads, dim_head, transformer_depth, context_dim, dropout)
 
         conv_in = nn.Conv2d(in_channels, model_channels, 3, padding=1)
-        self.input_blocks = nn.ModuleList([TimestepEmbedSequential(conv_in)])
-        skip_chans, ch, ds = [model_channels], model_channels, 1
-        for level, mult in enumerate(self.channel_mult):
-            for _ in range(num_res_blocks):
-                layers = [res(ch, mult * model_channels)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(attn(ch))
-                self.input_blocks.append(TimestepEmbedSequential(*layers))
-                skip_chans.append(ch)
-            if level != len(self.channel_mult) - 1:
-                self.input_blocks.append(TimestepEmbedSequential(Downsample(ch, dims=2)))
-                skip_chans.append(ch)
-                ds *= 2
-        self.middle_block = TimestepEmbedSequential(res(ch, ch), attn(ch), res(ch, ch))
-        self.output_blocks = nn.ModuleList()
-        for level, mult in reversed(list(enumerate(self.channel_mult))):
-            for i in range(num_res_blocks + 1):
-                layers = [res(ch + skip_chans.pop(), mult * model_channels)]
-                ch = mult * model_channels
-                if ds in attention_resolutions:
-                    layers.append(attn(ch))
-                if level and i == num_res_blocks:
-                    layers.append(Upsample(ch, dims=2))
-                    ds //= 2
-                self.output_blocks.append(TimestepEmbedSequential(*layers))
+        ch = self.build_skeleton(conv_in, model_channels, self.channel_mult, num_res_blocks,
+                                 attention_resolutions, res, attn, lambda c: Downsample(c, dims=2), lambda c: Upsample(c, dims=2),
+                                 TimestepEmbedSequential)
         self.out = nn.Sequential(
             normalization(ch, groups), nn.SiLU(), zero_module(nn.Conv2d(model_channels, out_channels, 3, padding=1))
         )
@@ -175,12 +151,5 @@ class UNet2D(nn.Module):
         emb = self.time_embed(t)  # (B, 4 * model_channels)
         if self.label_emb is not None:
             emb = emb + self.label_emb(y)
-        hs, h = [], x
-        for block in self.input_blocks:
-            h = self._run(block, h, emb, context, context_mask)
-            hs.append(h)
-        h = self._run(self.middle_block, h, emb, context, context_mask)
-        for block in self.output_blocks:
-            h = torch.cat([h, hs.pop()], dim=1)  # skip connection on channels
-            h = self._run(block, h, emb, context, context_mask)
+        h = self.run_skeleton(x, lambda block, h: self._run(block, h, emb, context, context_mask))
         return self.out(h)

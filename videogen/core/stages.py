@@ -1,0 +1,214 @@
+"""One base for the autoencoder stages trained with a GAN: :class:`AutoencoderGANStage`.
+
+LaMD's MCD-VAE (``videogen.lamd.MCDVAEModule``) and LVDM's 3D autoencoder
+(``videogen.lvdm.VideoAutoencoder3DModule``) train the same way, VQGAN/LDM style::
+
+    rec  = ReconstructionLoss(x_hat, x)            pixel L1 or L2 (+ lpips_weight * LPIPS)
+    nll  = rec                                     (LVDM: rec / exp(s) + s with a learned log-variance s)
+    kl   = KL(q(z|x) || N(0, I)) per latent element (DiagonalGaussian, averaged over elements and batch)
+    L_G  = nll + kl_weight * kl [+ disc_weight * lambda_adapt * L_adv  from generator step disc_start on]
+    L_D  = hinge or vanilla loss of the discriminator on real x and detached x_hat
+
+with two Adam optimisers under manual optimisation: a generator (autoencoder) step, then a discriminator
+step.  This class owns that loop, so both models share one gradient clipping (``grad_clip``), one NaN
+policy, the ``disc_start`` counter (the ``gen_steps`` buffer, kept across resumes), VQGAN's adaptive
+weight, the optimisers and the logged names.  A subclass says only what differs: how to run its
+autoencoder (:meth:`autoencode`), its decoder's last weight, what the discriminator sees, an optional
+``nll`` of the reconstruction term and extra parameters of the generator optimiser.
+
+NaN policy (the stricter of what the two modules did): the generator step checks ``rec_loss``, ``kl``,
+``g_loss`` and the total ``loss``; a non-finite one raises (``nan_policy="raise"``) or skips the whole
+batch, discriminator step included (``"skip"``; nothing is logged for it).  The discriminator step checks
+``d_loss`` the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from videogen.core.losses import (
+    DiagonalGaussian,
+    ReconstructionLoss,
+    adaptive_weight,
+    generator_adv_loss,
+    hinge_d_loss,
+    vanilla_d_loss,
+)
+from videogen.core.metrics.psnr_ssim import psnr_per_video
+from videogen.core.training import TrainingModule
+
+__all__ = ["AutoencoderGANStage", "D_LOSSES"]
+
+D_LOSSES = {"vanilla": vanilla_d_loss, "hinge": hinge_d_loss}
+
+
+class AutoencoderGANStage(TrainingModule):
+    """Base LightningModule of a VAE trained with reconstruction + KL + adaptive-weight GAN losses.
+
+    Subclasses build their networks (in the order that fixes their seeded initialisation) and pass them
+    here; they call ``save_hyperparameters`` themselves after ``super().__init__``.
+
+    Args:
+        autoencoder: the network trained by the generator optimiser (registered as ``autoencoder``).
+        reconstruction: the pixel (+ LPIPS) term, a :class:`ReconstructionLoss`.
+        discriminator: the discriminator, or ``None`` for no GAN (one optimiser).
+        kl_weight: weight of the per-element KL.
+        disc_weight: factor on VQGAN's adaptive weight; ``disc_start``: generator steps before the GAN.
+        disc_loss: ``"vanilla"`` (log-loss) or ``"hinge"``, for both the discriminator and the generator.
+        adaptive_max_weight: clamp of the adaptive weight.
+        lr, betas, scale_lr: Adam of both optimisers; ``scale_lr`` applies the LDM scaling rule.
+        grad_clip: max gradient norm of both optimisers (``None``/0: no clipping).
+        nan_policy: ``"raise"`` or ``"skip"`` (see the module docstring).
+    """
+
+    def __init__(self, autoencoder: nn.Module, reconstruction: ReconstructionLoss,
+                 discriminator: nn.Module | None, *, kl_weight: float, disc_weight: float, disc_start: int,
+                 disc_loss: str, adaptive_max_weight: float = 1e4, lr: float, betas: tuple[float, float],
+                 scale_lr: bool = False, grad_clip: float | None = None, nan_policy: str = "raise") -> None:
+        super().__init__(nan_policy=nan_policy)
+        if disc_loss not in D_LOSSES:
+            raise ValueError(f"disc_loss must be one of {sorted(D_LOSSES)}, got {disc_loss!r}")
+        self.autoencoder = autoencoder
+        self.reconstruction = reconstruction
+        self.discriminator = discriminator if disc_weight > 0 else None
+        # generator steps taken (persisted, so that disc_start survives resuming)
+        self.register_buffer("gen_steps", torch.zeros((), dtype=torch.long))
+        self.kl_weight, self.disc_weight, self.disc_start = kl_weight, disc_weight, disc_start
+        self.disc_loss, self.adaptive_max_weight = disc_loss, adaptive_max_weight
+        self.lr, self.betas, self.scale_lr, self.grad_clip = lr, tuple(betas), scale_lr, grad_clip
+        self.automatic_optimization = False
+
+    # ---- what a subclass provides -------------------------------------------------------------
+    def autoencode(self, video: torch.Tensor, sample: bool) -> tuple[torch.Tensor, DiagonalGaussian]:
+        """``video (B, C, T, H, W)`` -> ``(reconstruction (B, C, T, H, W), posterior q(z|x))``; ``sample``:
+        decode a posterior sample (training) or the mean (validation)."""
+        raise NotImplementedError
+
+    @property
+    def last_layer_weight(self) -> torch.Tensor:
+        """The decoder's last weight (VQGAN's adaptive weight compares gradients there)."""
+        raise NotImplementedError
+
+    def disc_input(self, video: torch.Tensor) -> torch.Tensor:
+        """What the discriminator reads of a video ``(B, C, T, H, W)``; default the video itself."""
+        return video
+
+    def nll(self, rec: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The likelihood term built on the reconstruction loss ``rec`` (scalar) and its extra logs;
+        default ``rec`` itself."""
+        return rec, {}
+
+    def generator_parameters(self) -> Iterable[nn.Parameter]:
+        """Parameters of the generator optimiser; default the autoencoder's."""
+        return self.autoencoder.parameters()
+
+    # ---- losses -------------------------------------------------------------------------------
+    def reconstruction_loss(self, recon: torch.Tensor, video: torch.Tensor
+                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``(rec scalar, detached terms)`` of ``recon`` against ``video`` (both ``(B, C, T, H, W)``)."""
+        return self.reconstruction(recon, video)
+
+    @staticmethod
+    def kl_per_element(posterior: DiagonalGaussian) -> torch.Tensor:
+        """KL per latent element: the ``(B,)`` sums / elements per sample, averaged over the batch."""
+        return posterior.kl().mean() / posterior.mean[0].numel()
+
+    def gan_active(self) -> bool:
+        """True once ``gen_steps`` reached ``disc_start`` (and there is a discriminator)."""
+        return self.discriminator is not None and int(self.gen_steps) >= self.disc_start
+
+    def generator_loss(self, video: torch.Tensor, gan: bool, sample: bool = True
+                       ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """``(loss, logs, recon)`` of the autoencoder on ``video``; ``gan`` adds the weighted adversarial
+        term.  ``logs`` holds the scalar terms (``rec_loss``, ``kl``, ``g_loss`` ... ) for the NaN guard."""
+        recon, posterior = self.autoencode(video, sample=sample)
+        rec, logs = self.reconstruction_loss(recon, video)
+        nll, nll_logs = self.nll(rec)
+        kl = self.kl_per_element(posterior)
+        loss = nll + self.kl_weight * kl
+        if gan:
+            g_loss = generator_adv_loss(self.discriminator(self.disc_input(recon)), self.disc_loss)
+            weight = self.disc_weight * adaptive_weight(nll, g_loss, self.last_layer_weight,
+                                                        self.adaptive_max_weight)
+            loss = loss + weight * g_loss
+            logs.update(g_loss=g_loss.detach(), disc_adaptive_weight=weight)
+        logs.update(rec_loss=rec.detach(), kl=kl.detach(), **nll_logs)
+        return loss, logs, recon
+
+    # ---- training -----------------------------------------------------------------------------
+    def _clip(self, opt) -> None:
+        if self.grad_clip:
+            self.clip_gradients(opt, gradient_clip_val=self.grad_clip, gradient_clip_algorithm="norm")
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        video = batch["video"]  # (B, C, T, H, W)
+        optimizers = self.optimizers()
+        opt_g = optimizers[0] if isinstance(optimizers, list) else optimizers
+        gan = self.gan_active()
+
+        # generator (autoencoder) step
+        if self.discriminator is not None:
+            self.toggle_optimizer(opt_g)
+        loss, logs, recon = self.generator_loss(video, gan)
+        checked = {k: logs[k] for k in ("rec_loss", "kl", "g_loss") if k in logs}
+        if not self.finite_or_skip(**checked, loss=loss):
+            if self.discriminator is not None:
+                self.untoggle_optimizer(opt_g)
+            return None
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        self._clip(opt_g)
+        opt_g.step()
+        if self.discriminator is not None:
+            self.untoggle_optimizer(opt_g)
+        self.gen_steps += 1
+
+        # discriminator step
+        if gan:
+            opt_d = optimizers[1]
+            self.toggle_optimizer(opt_d)
+            logits_real = self.discriminator(self.disc_input(video))
+            logits_fake = self.discriminator(self.disc_input(recon.detach()))
+            d_loss = D_LOSSES[self.disc_loss](logits_real, logits_fake)
+            if self.finite_or_skip(d_loss=d_loss):
+                opt_d.zero_grad(set_to_none=True)
+                self.manual_backward(d_loss)
+                self._clip(opt_d)
+                opt_d.step()
+            self.untoggle_optimizer(opt_d)
+            logs.update(d_loss=d_loss.detach(), logits_real=logits_real.detach().mean(),
+                        logits_fake=logits_fake.detach().mean())
+
+        logs.update(loss=loss.detach(), gen_steps=self.gen_steps.float())
+        # sync_dist: under DDP the logged values are averages over ranks, not rank 0's alone
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, batch_size=video.shape[0],
+                      sync_dist=True)
+        self.log("train/rec_loss_bar", logs["rec_loss"], prog_bar=True, logger=False,
+                 batch_size=video.shape[0])
+        return loss.detach()
+
+    # ---- validation ---------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        video = batch["video"]  # (B, C, T, H, W)
+        recon, posterior = self.autoencode(video, sample=False)
+        rec, _ = self.reconstruction_loss(recon, video)
+        psnr = psnr_per_video(recon.clamp(-1, 1), video).mean()
+        kl = self.kl_per_element(posterior)
+        self.log_dict({"val/psnr": psnr.float(), "val/rec_loss": rec, "val/kl": kl},
+                      prog_bar=True, sync_dist=True, batch_size=video.shape[0])
+
+    def configure_optimizers(self):
+        kw = dict(lr=self.scaled_lr(self.lr, self.scale_lr), betas=self.betas)
+        opt_g = torch.optim.Adam(self.generator_parameters(), **kw)
+        if self.discriminator is None:
+            return opt_g
+        return [opt_g, torch.optim.Adam(self.discriminator.parameters(), **kw)]
+
+    @torch.no_grad()
+    def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
+        """Reconstructions (posterior means) of the first ``num`` batch videos, ``(num, C, T, H, W)``."""
+        return self.autoencode(batch["video"][:num], sample=False)[0].clamp(-1, 1)
