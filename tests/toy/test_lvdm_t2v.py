@@ -8,7 +8,7 @@ import json
 import torch
 
 from videogen import load_pretrained
-from videogen.lvdm.text2video import LVDMTextToVideo
+from videogen.lvdm import LVDMTextToVideo
 from videogen.toy.lvdm_t2v import FrameVAEModule, run_demo
 
 

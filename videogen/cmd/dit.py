@@ -34,7 +34,7 @@ class _ConditionedDiT(SavableModule, nn.Module):
     """Shared part: timestep + (class | text) conditioning, the DiT blocks, save/load."""
 
     def __init__(self, hidden_size: int, depth: int, num_heads: int, mlp_ratio: float, num_classes: int | None,
-                 text_dim: int | None, class_dropout: float, use_checkpoint: bool):
+                 text_dim: int | None, use_checkpoint: bool):
         super().__init__()
         if num_classes is not None and text_dim is not None:
             raise ValueError("give num_classes (class-conditional) or text_dim (text-conditional), not both")
@@ -84,9 +84,9 @@ class ContentDiT(_ConditionedDiT):
 
     def __init__(self, in_channels: int = 3, height: int = 64, width: int = 64, patch_size: int = 2,
                  hidden_size: int = 1152, depth: int = 28, num_heads: int = 16, mlp_ratio: float = 4.0,
-                 num_classes: int | None = 101, text_dim: int | None = None, class_dropout: float = 0.1,
+                 num_classes: int | None = 101, text_dim: int | None = None,
                  use_checkpoint: bool = False):
-        super().__init__(hidden_size, depth, num_heads, mlp_ratio, num_classes, text_dim, class_dropout,
+        super().__init__(hidden_size, depth, num_heads, mlp_ratio, num_classes, text_dim,
                          use_checkpoint)
         if height % patch_size or width % patch_size:
             raise ValueError(f"content frame {height}x{width} must be divisible by patch_size {patch_size}")
@@ -126,8 +126,8 @@ class MotionDiT(_ConditionedDiT):
                  content_channels: int = 3, content_height: int = 64, content_width: int = 64,
                  patch_size: int = 2, content_patch_size: int = 4, hidden_size: int = 1024, depth: int = 24,
                  num_heads: int = 16, mlp_ratio: float = 4.0, num_classes: int | None = None,
-                 text_dim: int | None = None, class_dropout: float = 0.1, use_checkpoint: bool = False):
-        super().__init__(hidden_size, depth, num_heads, mlp_ratio, num_classes, text_dim, class_dropout,
+                 text_dim: int | None = None, use_checkpoint: bool = False):
+        super().__init__(hidden_size, depth, num_heads, mlp_ratio, num_classes, text_dim,
                          use_checkpoint)
         if num_frames % patch_size or motion_width % patch_size:
             raise ValueError(f"motion latent {num_frames}x{motion_width} must be divisible by patch_size {patch_size}")

@@ -1,6 +1,8 @@
 """videogen.lvdm: LVDM, latent video diffusion for long videos (He et al. 2022); imports only core and data.
 
-Names load on first access.  Built so far: the 3D autoencoder (``VideoAutoencoder3D``,
+Names load on first access.  Layout (as every model package): networks (``autoencoder``, ``unet3d``,
+``sd_unet``), one LightningModule per stage (``*_module``), the pipelines (``pipeline``,
+``text2video_pipeline``).  Built so far: the 3D autoencoder (``VideoAutoencoder3D``,
 ``VideoAutoencoder3DModule``), the 3D UNet with factorised attention (``UNet3D``) and the unconditional
 short-video model (``LVDMShortModule``), prediction / interpolation (``ConditionalUNet3D``,
 ``LVDMLongModule``), long-video inference (``LVDM.generate_long``) and text-to-video on a Stable
@@ -18,14 +20,14 @@ _EXPORTS = {
     "LVDMShortModule": "short_module",
     "load_video_autoencoder": "short_module",
     "cache_video_latents": "short_module",
-    "ConditionalUNet3D": "long",
-    "LVDMLongModule": "long",
+    "ConditionalUNet3D": "unet3d",
+    "LVDMLongModule": "long_module",
     "LVDM": "pipeline",
-    "hierarchical_plan": "long",
-    "autoregressive_clips": "long",
-    "VideoUNetFromSD": "text2video",
-    "LVDMTextToVideoModule": "text2video",
-    "LVDMTextToVideo": "text2video",
+    "hierarchical_plan": "pipeline",
+    "autoregressive_clips": "pipeline",
+    "VideoUNetFromSD": "sd_unet",
+    "LVDMTextToVideoModule": "text2video_module",
+    "LVDMTextToVideo": "text2video_pipeline",
 }
 
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

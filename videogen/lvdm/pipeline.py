@@ -30,11 +30,9 @@ from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.pipeline import VideoPipeline
 
 from .autoencoder import VideoAutoencoder3D
-from .long import ConditionalUNet3D, autoregressive_clips, hierarchical_plan, mix_given
-from .short_module import DEFAULT_DIFFUSION
-from .unet3d import UNet3D
+from .unet3d import DEFAULT_DIFFUSION, ConditionalUNet3D, UNet3D, mix_given
 
-__all__ = ["LVDM"]
+__all__ = ["LVDM", "autoregressive_clips", "hierarchical_plan"]
 
 
 class LVDM(VideoPipeline):
@@ -331,3 +329,27 @@ class LVDM(VideoPipeline):
                                  "the autoregressive model needs 1 (consecutive latents)")
             pipe.autoregressive = baseline.prediction
         return pipe
+
+
+def hierarchical_plan(num_frames: int, temporal_factor: int = 4, stride: int = 4, pred_length: int = 4,
+                      given: int = 1) -> dict[str, int]:
+    """The clip counts of hierarchical sampling for ``num_frames`` frames (spec §3, "recommended form").
+
+    ``L = ceil(F / f_t)`` latents; ``K = ceil((L - 1) / r) + 1`` keyframes; ``n = ceil((K - P) / (P - k))``
+    prediction steps after the first clip; ``K - 1`` interpolation clips give ``(K - 1) r + 1`` latents.
+    """
+    if min(num_frames, temporal_factor, stride, pred_length) < 1 or not 0 < given < pred_length:
+        raise ValueError("num_frames, temporal_factor, stride, pred_length >= 1 and 0 < given < pred_length")
+    latents = math.ceil(num_frames / temporal_factor)
+    keyframes = max(math.ceil((latents - 1) / stride) + 1, 1)
+    steps = max(math.ceil((keyframes - pred_length) / (pred_length - given)), 0)
+    out = (keyframes - 1) * stride + 1
+    return {"latents_needed": latents, "keyframes": keyframes, "prediction_clips": 1 + steps,
+            "interpolation_clips": keyframes - 1, "latents": out, "frames": out * temporal_factor}
+
+
+def autoregressive_clips(num_frames: int, temporal_factor: int = 4, pred_length: int = 4, given: int = 1) -> int:
+    """Prediction clips of autoregressive sampling: the first gives ``pred_length`` latents, each next one
+    ``pred_length - given`` more, until ``ceil(F / f_t)`` latents (1024 frames: 1 + 84 = 85 clips)."""
+    latents = math.ceil(num_frames / temporal_factor)
+    return 1 + max(0, math.ceil((latents - pred_length) / (pred_length - given)))

@@ -21,12 +21,10 @@ from videogen.core.pretrained import load_stage_network
 from videogen.core.training import TrainingModule, encode_items
 
 from .autoencoder import VideoAutoencoder3D
-from .unet3d import UNet3D
+from .unet3d import DEFAULT_DIFFUSION, UNet3D
 
 __all__ = ["LVDMShortModule", "batch_latents", "cache_video_latents", "load_video_autoencoder"]
 
-DEFAULT_DIFFUSION = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.0015,
-                     "beta_end": 0.0155, "prediction_type": "epsilon", "loss_type": "l1"}
 
 
 def load_video_autoencoder(path: str | Path | VideoAutoencoder3D, map_location: str = "cpu") -> VideoAutoencoder3D:

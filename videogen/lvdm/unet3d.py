@@ -13,11 +13,20 @@ prediction (4 latents) and interpolation (5 latents) models share the short mode
 (the official code transposes the key term and scales it by ``d^-1/4``).  At the official configuration
 (256 channels, mult 1,2,3,4, 3 blocks, attention at 16^2/8^2/4^2, 4 heads) it has 548,904,580 parameters;
 ``channel_mult (1, 2, 3, 3)`` gives 418,366,340, the closest to the paper's Table 2 (418M): an inference.
+
+:class:`ConditionalUNet3D` (Sec. 3.3; spec §3): the prediction / interpolation model, the short ``UNet3D``
+with one extra input channel (the mask ``m``: 1 = a given latent frame) and an embedding of the
+conditioning frames' noise level ``s`` added to the time embedding (**conditional latent perturbation**:
+given latents enter as ``q(z_s | z_0)``, s ~ U{0..249} in training, s = 100 at sampling; the last row is a
+null level for unconditional samples, in training and sampling alike: the official code embeds s for them
+too).  ``from_short`` copies every weight of a trained short model and zero-initialises what is new, so it
+starts as the short model.  :func:`mix_given` writes the given latents into the model input.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +44,11 @@ from videogen.core.nn import (
 )
 from videogen.core.persistence import SavableModule
 
-__all__ = ["UNet3D", "FactorizedAttention", "relative_attention"]
+__all__ = ["DEFAULT_DIFFUSION", "ConditionalUNet3D", "FactorizedAttention", "UNet3D", "mix_given", "relative_attention"]
+
+#: the schedule of LVDM's official configs (what the short and long models train and sample with)
+DEFAULT_DIFFUSION = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.0015,
+                     "beta_end": 0.0155, "prediction_type": "epsilon", "loss_type": "l1"}
 
 _K = (1, 3, 3)
 
@@ -167,3 +180,54 @@ class UNet3D(SavableModule, UNetSkeleton):
             e = e + emb
         h = self.run_skeleton(x, lambda block, h: self._apply_block(block, h, e))
         return self.out(h)
+
+
+class ConditionalUNet3D(UNet3D):
+    """``UNet3D`` + mask channel + conditioning-noise-level embedding.  See the module docstring."""
+
+    def __init__(self, latent_channels: int = 4, max_noise_level: int = 250, num_given: int = 1, **unet_kwargs: Any):
+        """``num_given``: how many leading latents a prediction model is given (official ``n_prevs [1]``);
+        the sampler gives it that many of the last latents of each clip.  Interpolation ignores it."""
+        if not 1 <= num_given <= 3:
+            raise ValueError(f"num_given must be 1, 2 or 3 of the 4 latents of a prediction clip, got {num_given}")
+        super().__init__(in_channels=latent_channels + 1, out_channels=latent_channels, **unet_kwargs)
+        self.latent_channels, self.max_noise_level, self.num_given = latent_channels, max_noise_level, num_given
+        self.noise_level_embed = nn.Embedding(max_noise_level + 1, 4 * self.model_channels)  # last row: null
+        nn.init.zeros_(self.noise_level_embed.weight)
+
+    @property
+    def null_level(self) -> int:
+        return self.max_noise_level
+
+    @classmethod
+    def from_short(cls, short: UNet3D, max_noise_level: int = 250, num_given: int = 1) -> ConditionalUNet3D:
+        """Every weight of ``short``; the mask channel's input weights and the level embedding start at zero."""
+        cfg = {k: v for k, v in short.config.items() if k not in ("in_channels", "out_channels")}
+        model = cls(latent_channels=short.in_channels, max_noise_level=max_noise_level, num_given=num_given, **cfg)
+        state = short.state_dict()
+        conv = "input_blocks.0.0.weight"
+        weight = torch.zeros_like(model.state_dict()[conv])
+        weight[:, : short.in_channels] = state[conv]
+        state[conv] = weight
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or set(missing) != {"noise_level_embed.weight"}:
+            raise ValueError(f"cannot initialise from this short model: missing {missing}, unexpected {unexpected}")
+        return model
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
+                noise_level: torch.Tensor | None = None) -> torch.Tensor:
+        """``x (B, C, T, h, w)`` (given latents already in place), ``mask (B, T)`` bool, ``noise_level (B,)``."""
+        b, _, frames, h, w = x.shape
+        mask = torch.zeros(b, frames, dtype=torch.bool, device=x.device) if mask is None else mask
+        if mask.shape != (b, frames):
+            raise ValueError(f"mask must be (B, T) = {(b, frames)}, got {tuple(mask.shape)}")
+        if noise_level is None:
+            noise_level = torch.full((b,), self.null_level, dtype=torch.long, device=x.device)
+        m = mask[:, None, :, None, None].to(x.dtype).expand(b, 1, frames, h, w)
+        return super().forward(torch.cat([x, m], dim=1), t, emb=self.noise_level_embed(noise_level.long()))
+
+
+def mix_given(z_t: torch.Tensor, z_s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``z_t`` where ``mask (B, t)`` is 0, the given (perturbed) latents ``z_s`` where it is 1: ``(B, C, t, h, w)``."""
+    m = mask[:, None, :, None, None].to(z_t.dtype)
+    return z_t * (1 - m) + z_s * m

@@ -122,7 +122,7 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
     from videogen.data import SyntheticVideoDataset
     from videogen.lvdm.autoencoder import VideoAutoencoder3D
     from videogen.lvdm.autoencoder_module import VideoAutoencoder3DModule
-    from videogen.lvdm.long import ConditionalUNet3D, LVDMLongModule, autoregressive_clips, hierarchical_plan
+    from videogen.lvdm import ConditionalUNet3D, LVDMLongModule, autoregressive_clips, hierarchical_plan
     from videogen.lvdm.pipeline import LVDM
     from videogen.lvdm.short_module import LVDMShortModule, cache_video_latents
     from videogen.lvdm.unet3d import UNet3D

@@ -1,6 +1,6 @@
 """LVDM text-to-video trained from scratch at toy scale: the synthetic benchmark's text-to-video row for LVDM.
 
-LVDM's text-to-video model (:mod:`videogen.lvdm.text2video`) is a Stable Diffusion UNet with temporal
+LVDM's text-to-video model (``videogen.lvdm.VideoUNetFromSD``) is a Stable Diffusion UNet with temporal
 attention layers on per-frame SD-VAE latents.  No SD weights exist on a machine without a network, so
 this trainer builds **the same classes at toy size, untrained**, and trains them on captioned synthetic
 moving shapes:
@@ -21,7 +21,7 @@ steps with eta 0 and CFG 4 against "" (LVDM's script: eta 1, CFG 15).  Toy-setti
 
 Only the frame VAE's trainer is defined here: :class:`FrameVAEModule` stands in for the pretrained SD VAE
 that the library loads frozen, so it is toy code; the video UNet and its training are the library's
-(``VideoUNetFromSD``, ``LVDMTextToVideoModule`` in :mod:`videogen.lvdm.text2video`).
+(``VideoUNetFromSD``, ``LVDMTextToVideoModule`` of :mod:`videogen.lvdm`).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ def run_demo(out_dir: str | Path = "outputs/lvdm_t2v_toy", seed: int = 0, fast: 
 
     from videogen.core.sd import FrameVAE, SDUNet
     from videogen.data import CAPTION_WORDS, SyntheticVideoDataset, direction_vectors
-    from videogen.lvdm.text2video import LVDMTextToVideoModule, VideoUNetFromSD
+    from videogen.lvdm import LVDMTextToVideoModule, VideoUNetFromSD
     from videogen.toy.motion import motion_accuracy
     from videogen.toy.scoring import caption_accuracy
     from videogen.toy.text import word_level_clip

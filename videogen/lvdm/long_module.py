@@ -1,27 +1,18 @@
-"""LVDM long videos (Sec. 3.3; spec §3): prediction / interpolation models and hierarchical sampling.
+"""LVDM's prediction / interpolation training (Sec. 3.3; spec §3): :class:`LVDMLongModule`.
 
-* :class:`ConditionalUNet3D`: the short ``UNet3D`` with one extra input channel (the mask ``m``: 1 = a given
-  latent frame) and an embedding of the conditioning frames' noise level ``s`` added to the time
-  embedding (**conditional latent perturbation**: given latents enter as ``q(z_s | z_0)``, s ~ U{0..249}
-  in training, s = 100 at sampling; the last row is a null level for unconditional samples, in training and
-  sampling alike: the official code embeds s for them too).  ``from_short`` copies every weight of a
-  trained short model and zero-initialises what is new, so it starts as the short model.
-* :class:`LVDMLongModule`: trains it.  Prediction: the first ``num_given`` of 4 keyframe latents
-  (``keyframe_stride`` apart; the official ``n_prevs``, 1) are given with p = 0.5; interpolation: the first
-  and last of ``stride + 1`` consecutive latents with p = 0.9; otherwise the sample is unconditional.  The loss covers the generated frames only (the
-  official code's mask option has no effect).
-* :func:`hierarchical_plan`: the clip counts of hierarchical sampling (the pipeline,
-  :class:`videogen.lvdm.LVDM`, samples with these models).
+Prediction: the first ``num_given`` of 4 keyframe latents (``keyframe_stride`` apart; the official
+``n_prevs``, 1) are given with p = 0.5; interpolation: the first and last of ``stride + 1`` consecutive
+latents with p = 0.9; otherwise the sample is unconditional.  The loss covers the generated frames only
+(the official code's mask option has no effect).  The network is :class:`~videogen.lvdm.ConditionalUNet3D`;
+the pipeline, :class:`videogen.lvdm.LVDM`, samples with these models.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.persistence import load_component
@@ -29,60 +20,10 @@ from videogen.core.pretrained import missing_stage_checkpoint
 from videogen.core.training import TrainingModule
 
 from .autoencoder import VideoAutoencoder3D
-from .short_module import DEFAULT_DIFFUSION, batch_latents, load_video_autoencoder
-from .unet3d import UNet3D
+from .short_module import batch_latents, load_video_autoencoder
+from .unet3d import DEFAULT_DIFFUSION, ConditionalUNet3D, UNet3D, mix_given
 
-__all__ = ["ConditionalUNet3D", "LVDMLongModule", "autoregressive_clips", "hierarchical_plan", "mix_given"]
-
-
-class ConditionalUNet3D(UNet3D):
-    """``UNet3D`` + mask channel + conditioning-noise-level embedding.  See the module docstring."""
-
-    def __init__(self, latent_channels: int = 4, max_noise_level: int = 250, num_given: int = 1, **unet_kwargs: Any):
-        """``num_given``: how many leading latents a prediction model is given (official ``n_prevs [1]``);
-        the sampler gives it that many of the last latents of each clip.  Interpolation ignores it."""
-        if not 1 <= num_given <= 3:
-            raise ValueError(f"num_given must be 1, 2 or 3 of the 4 latents of a prediction clip, got {num_given}")
-        super().__init__(in_channels=latent_channels + 1, out_channels=latent_channels, **unet_kwargs)
-        self.latent_channels, self.max_noise_level, self.num_given = latent_channels, max_noise_level, num_given
-        self.noise_level_embed = nn.Embedding(max_noise_level + 1, 4 * self.model_channels)  # last row: null
-        nn.init.zeros_(self.noise_level_embed.weight)
-
-    @property
-    def null_level(self) -> int:
-        return self.max_noise_level
-
-    @classmethod
-    def from_short(cls, short: UNet3D, max_noise_level: int = 250, num_given: int = 1) -> ConditionalUNet3D:
-        """Every weight of ``short``; the mask channel's input weights and the level embedding start at zero."""
-        cfg = {k: v for k, v in short.config.items() if k not in ("in_channels", "out_channels")}
-        model = cls(latent_channels=short.in_channels, max_noise_level=max_noise_level, num_given=num_given, **cfg)
-        state = short.state_dict()
-        conv = "input_blocks.0.0.weight"
-        weight = torch.zeros_like(model.state_dict()[conv])
-        weight[:, : short.in_channels] = state[conv]
-        state[conv] = weight
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or set(missing) != {"noise_level_embed.weight"}:
-            raise ValueError(f"cannot initialise from this short model: missing {missing}, unexpected {unexpected}")
-        return model
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
-                noise_level: torch.Tensor | None = None) -> torch.Tensor:
-        """``x (B, C, T, h, w)`` (given latents already in place), ``mask (B, T)`` bool, ``noise_level (B,)``."""
-        b, _, frames, h, w = x.shape
-        mask = torch.zeros(b, frames, dtype=torch.bool, device=x.device) if mask is None else mask
-        if mask.shape != (b, frames):
-            raise ValueError(f"mask must be (B, T) = {(b, frames)}, got {tuple(mask.shape)}")
-        if noise_level is None:
-            noise_level = torch.full((b,), self.null_level, dtype=torch.long, device=x.device)
-        m = mask[:, None, :, None, None].to(x.dtype).expand(b, 1, frames, h, w)
-        return super().forward(torch.cat([x, m], dim=1), t, emb=self.noise_level_embed(noise_level.long()))
-
-
-def mix_given(z_t: torch.Tensor, z_s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask[:, None, :, None, None].to(z_t.dtype)
-    return z_t * (1 - m) + z_s * m
+__all__ = ["LVDMLongModule"]
 
 
 class LVDMLongModule(TrainingModule):
@@ -206,27 +147,3 @@ def _from_short_checkpoint(path: str, unet: ConditionalUNet3D | None) -> tuple[C
     if unet is None:
         return ConditionalUNet3D.from_short(short), ae
     return ConditionalUNet3D.from_short(short, unet.max_noise_level, unet.num_given), ae
-
-
-def hierarchical_plan(num_frames: int, temporal_factor: int = 4, stride: int = 4, pred_length: int = 4,
-                      given: int = 1) -> dict[str, int]:
-    """The clip counts of hierarchical sampling for ``num_frames`` frames (spec §3, "recommended form").
-
-    ``L = ceil(F / f_t)`` latents; ``K = ceil((L - 1) / r) + 1`` keyframes; ``n = ceil((K - P) / (P - k))``
-    prediction steps after the first clip; ``K - 1`` interpolation clips give ``(K - 1) r + 1`` latents.
-    """
-    if min(num_frames, temporal_factor, stride, pred_length) < 1 or not 0 < given < pred_length:
-        raise ValueError("num_frames, temporal_factor, stride, pred_length >= 1 and 0 < given < pred_length")
-    latents = math.ceil(num_frames / temporal_factor)
-    keyframes = max(math.ceil((latents - 1) / stride) + 1, 1)
-    steps = max(math.ceil((keyframes - pred_length) / (pred_length - given)), 0)
-    out = (keyframes - 1) * stride + 1
-    return {"latents_needed": latents, "keyframes": keyframes, "prediction_clips": 1 + steps,
-            "interpolation_clips": keyframes - 1, "latents": out, "frames": out * temporal_factor}
-
-
-def autoregressive_clips(num_frames: int, temporal_factor: int = 4, pred_length: int = 4, given: int = 1) -> int:
-    """Prediction clips of autoregressive sampling: the first gives ``pred_length`` latents, each next one
-    ``pred_length - given`` more, until ``ceil(F / f_t)`` latents (1024 frames: 1 + 84 = 85 clips)."""
-    latents = math.ceil(num_frames / temporal_factor)
-    return 1 + max(0, math.ceil((latents - pred_length) / (pred_length - given)))
