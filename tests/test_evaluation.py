@@ -4,6 +4,12 @@ per-class FVD, cached real statistics), through the library and the CLI."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -11,7 +17,7 @@ from torch import nn
 
 from tests.lamd._dmg_tiny import FRAMES, RES, randomize, tiny_dmg, tiny_mcdvae
 from videogen.cli import main
-from videogen.core.video import write_video
+from videogen.core.video import read_video, write_video
 from videogen.data import SyntheticVideoDataset
 from videogen.evaluation import MANIFEST, evaluate_folders, generate_split, index_folder
 from videogen.lamd import LaMD
@@ -138,3 +144,68 @@ def test_generate_and_evaluate_commands(tmp_path):
     assert main(["evaluate", "--real", str(out / "real"), "--fake", str(out / "fake"), "--metric", "psnr",
                  "--metric", "ssim", "--num-frames", "4", "--no-progress", "--out", str(res)]) == 0
     assert json.loads(res.read_text())["num_pairs"] == 6
+
+
+def test_a_resumed_run_regenerates_what_it_cannot_trust(generated, tmp_path):
+    """A file that no run logged as finished, or that no longer decodes with its frames, is generated again."""
+    import shutil
+
+    src, _, model, data = generated
+    out = tmp_path / "gen"
+    shutil.copytree(src, out)
+    (out / "fake" / "000002_s000.mp4").write_bytes(b"\x00" * 261)  # logged, but cut short / corrupt
+    write_video(out / "fake" / "000003_s001.mp4", torch.zeros(3, 2, RES, RES))  # a valid 2-frame stranger
+    log = [line for line in (out / "generate_done.jsonl").read_text().splitlines() if "000003_s001" not in line]
+    (out / "generate_done.jsonl").write_text("\n".join(log) + "\n")
+    again = generate_split(model, data, out, samples_per_item=2, batch_size=5, num_steps=2, progress=False)
+    assert again["written"] == 2
+    for name in ("000002_s000.mp4", "000003_s001.mp4"):
+        assert read_video(out / "fake" / name).shape[0] == FRAMES
+
+
+def test_two_runs_into_one_folder_are_refused(capsys, tmp_path):
+    from videogen.core.files import FolderLock
+
+    model = LaMD(tiny_mcdvae(), randomize(tiny_dmg(num_classes=4))).eval()
+    model.save_pretrained(tmp_path / "model")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("data:\n  init_args:\n    val_dataset: {class_path: videogen.data.SyntheticVideoDataset, "
+                      "init_args: {num_videos: 2, num_frames: 4, size: 16}}\n")
+    out = tmp_path / "samples"
+    with FolderLock(out, "generate"):  # another run is writing there
+        code = main(["generate", "--model", str(tmp_path / "model"), "--recipe", str(recipe), "--out", str(out),
+                     "--num-steps", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "in use by another generate run" in err[0] and f"pid {os.getpid()}" in err[0]
+    assert not (out / "fake").exists()
+    (out / ".videogen.lock").write_text(f"{socket.gethostname()}:999999999")  # a run that died: lock taken over
+    assert main(["generate", "--model", str(tmp_path / "model"), "--recipe", str(recipe), "--out", str(out),
+                 "--num-steps", "2"]) == 0
+    assert not (out / ".videogen.lock").exists() and len(list((out / "fake").glob("*.mp4"))) == 2
+
+
+def test_a_video_killed_mid_write_never_replaces_the_finished_one(tmp_path):
+    """SIGKILL while ``write_video`` encodes a long video over a finished one: the finished one stays."""
+    path = tmp_path / "clip.mp4"
+    write_video(path, torch.zeros(3, 4, 32, 32))
+    script = ("import torch, sys\nfrom videogen.core.video import write_video\nprint('start', flush=True)\n"
+              f"write_video({str(path)!r}, torch.rand(3, 4000, 64, 64) * 2 - 1)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "start"
+    deadline = time.time() + 120
+    while not any(p.name.startswith(".clip.tmp-") and p.stat().st_size > 0 for p in tmp_path.iterdir()):
+        assert time.time() < deadline and proc.poll() is None, "the writer never started writing"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert read_video(path).shape == (4, 32, 32, 3)  # the old, complete video
+    assert [e.file.name for e in index_folder(tmp_path)] == ["clip.mp4"]  # the leftover temp file is not a video
+
+
+@pytest.mark.parametrize("name", ["../real/000000.mp4", "/etc/passwd", "sub/../../x.mp4"])
+def test_a_manifest_cannot_name_files_outside_its_folder(generated, tmp_path, name):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / MANIFEST).write_text(json.dumps({"file": name, "source": "000000"}) + "\n")
+    with pytest.raises(ValueError, match="lies outside"):
+        index_folder(fake)

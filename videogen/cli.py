@@ -25,6 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from videogen.core.files import FolderLockedError  # stdlib only: --help stays instant
+
 __all__ = ["LIGHTNING_COMMANDS", "TOOL_COMMANDS", "CommandError", "main", "user_error"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -360,7 +362,8 @@ class CommandError(ValueError):
 
 #: exception types that a user's input can cause (bad value, missing file or weights, NaN training loss);
 #: reported as one line when videogen's own code raised them, with a traceback otherwise
-USER_ERROR_TYPES = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, FloatingPointError)
+USER_ERROR_TYPES = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError,
+                    FloatingPointError, FolderLockedError)
 _PACKAGE_DIR = str(Path(__file__).resolve().parent)
 
 

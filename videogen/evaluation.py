@@ -5,7 +5,9 @@
 file, source item, sample number, label, caption); with ``write_real`` it also writes the split's own
 clips to ``real/<item>.mp4`` (with their manifest), so that real and generated videos are scored with
 the same frames, size and codec.  It is batched, runs on a device, shows a progress bar and resumes:
-files that exist are skipped.
+a video counts as done only if the run that wrote it logged it (``generate_done.jsonl``) and it still
+decodes with that many frames.  Every file is written to a temporary name and renamed when complete,
+and ``out`` is locked while a run writes into it (a second run stops with one line naming the first).
 
 ``evaluate_folders`` reads two folders in batches and feeds ``videogen.core.metrics`` on a device, so
 memory is bounded by the batch, not the set: FVD/KVD keep 400 float64 features per video, FID keeps
@@ -26,6 +28,7 @@ from typing import Any
 
 import torch
 
+from videogen.core.files import FolderLock, atomic_write_text, is_temporary
 from videogen.core.video import VIDEO_EXTENSIONS, from_uint8, read_video, resize_center_crop, write_video
 
 __all__ = ["MANIFEST", "METRICS", "VideoEntry", "evaluate_folders", "generate_split", "index_folder"]
@@ -33,6 +36,8 @@ __all__ = ["MANIFEST", "METRICS", "VideoEntry", "evaluate_folders", "generate_sp
 MANIFEST = "manifest.jsonl"
 #: ``generate_split``'s record of the items it has read (label / caption), for resuming without re-reading
 ITEMS = "generate_items.jsonl"
+#: ``generate_split``'s record of the videos it has finished (file, frames): what a resumed run trusts
+DONE = "generate_done.jsonl"
 METRICS = ("fvd", "kvd", "cfvd", "fid", "lpips", "clipsim", "psnr", "ssim")
 PAIRED = ("psnr", "ssim", "lpips")
 
@@ -62,15 +67,19 @@ def index_folder(folder: str | os.PathLike) -> list[VideoEntry]:
                 continue
             try:
                 row = json.loads(line)
-                file = folder / row["file"]
-            except (json.JSONDecodeError, KeyError) as err:
+                file = _inside(folder, row["file"])
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ValueError(f"{manifest}:{n}: not a manifest line ({err})") from None
+            if file is None:
+                raise ValueError(f"{manifest}:{n}: file {row['file']!r} lies outside {folder}: a manifest names "
+                                 "videos inside its own folder only")
             key = str(Path(row["file"]).with_suffix(""))
             label = row.get("label")
             entries.append(VideoEntry(file, key, str(row.get("source", key)),
                                       None if label is None else str(label), row.get("caption")))
     else:
-        for file in sorted(p for p in folder.rglob("*") if p.suffix.lower() in VIDEO_EXTENSIONS):
+        for file in sorted(p for p in folder.rglob("*")
+                           if p.suffix.lower() in VIDEO_EXTENSIONS and not is_temporary(p)):
             rel = file.relative_to(folder)
             key = str(rel.with_suffix(""))
             group = str(rel.parent) if rel.parent != Path(".") else None
@@ -78,6 +87,15 @@ def index_folder(folder: str | os.PathLike) -> list[VideoEntry]:
     if not entries:
         raise FileNotFoundError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) in {folder}")
     return entries
+
+
+def _inside(folder: Path, name: str) -> Path | None:
+    """``folder / name`` if it resolves inside ``folder`` (no ``..``, absolute path or link out), else None."""
+    if not isinstance(name, str):
+        raise TypeError(f"'file' must be a string, got {name!r}")
+    root = folder.resolve()
+    path = (folder / name).resolve()
+    return folder / name if path == root or root in path.parents else None
 
 
 class _Reader:
@@ -265,10 +283,6 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
     it still has to generate or write (the others' labels and captions are in ``out/generate_items.jsonl``):
     resume into ``out`` only with the same dataset.
     """
-    from tqdm.auto import tqdm
-
-    from videogen.core.training import derived_seed
-
     if samples_per_item < 1 or batch_size < 1:
         raise ValueError(f"samples_per_item and batch_size must be >= 1, got {samples_per_item}, {batch_size}")
     takes = tuple(getattr(model, "conditions", ("image",)))
@@ -279,11 +293,55 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
     if bad:
         raise ValueError(f"{type(model).__name__} does not take {bad}; it takes {takes or 'no condition'}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "generate"):  # two runs into one folder would mix their samples
+        return _generate_locked(model, dataset, out, samples_per_item, batch_size, device, seed, write_real, fps,
+                                progress, conditions, generate_kwargs)
+
+
+def _finished(out: Path) -> dict[str, int]:
+    """The videos an earlier run finished (``out/generate_done.jsonl``: file -> frames) that still decode
+    with that many frames; anything else under ``out`` is generated again."""
+    import decord
+
+    done: dict[str, int] = {}
+    log = out / DONE
+    if not log.is_file():
+        return done
+    for line in log.read_text().splitlines():
+        try:
+            row = json.loads(line)
+            name, frames = str(row["file"]), int(row["frames"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # a line cut short by a killed run
+        try:
+            if len(decord.VideoReader(str(out / name), num_threads=1)) == frames:
+                done[name] = frames
+        except Exception:  # noqa: BLE001 - missing or undecodable: not done
+            pass
+    return done
+
+
+def _generate_locked(model: Any, dataset: Any, out: Path, samples_per_item: int, batch_size: int,
+                     device: str | torch.device, seed: int, write_real: bool, fps: float, progress: bool,
+                     conditions: Sequence[str], generate_kwargs: dict[str, Any]) -> dict[str, int]:
+    from tqdm.auto import tqdm
+
+    from videogen.core.training import derived_seed
+
     fake_dir, real_dir = out / "fake", out / "real"
     fake_dir.mkdir(parents=True, exist_ok=True)
+    done = _finished(out)
+
+    def record(name: str, video: torch.Tensor) -> None:  # after the video is in place under its name
+        with (out / DONE).open("a") as log:
+            log.write(json.dumps({"file": name, "frames": int(video.shape[1])}) + "\n")  # (C, T, H, W)
+
     n = len(dataset)
     jobs = [(i, k) for i in range(n) for k in range(samples_per_item)]
-    todo = [(j, i, k) for j, (i, k) in enumerate(jobs) if not (fake_dir / f"{i:06d}_s{k:03d}.mp4").is_file()]
+    todo = [(j, i, k) for j, (i, k) in enumerate(jobs) if f"fake/{i:06d}_s{k:03d}.mp4" not in done]
     written = 0
     # item -> label / caption for the manifests; kept in OUT/ITEMS as items are read, so that a resumed
     # run does not read (decode) the finished items again only to name them in the manifests
@@ -330,6 +388,7 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
             videos = model.generate(generator=gen, progress=False, **kwargs).float().cpu()  # (B, C, T, H, W)
         for (_, i, k), video in zip(batch, videos):
             write_video(fake_dir / f"{i:06d}_s{k:03d}.mp4", video, fps=fps)
+            record(f"fake/{i:06d}_s{k:03d}.mp4", video)
             written += 1
         bar.update(len(batch))
         last = batch[-1][1]  # jobs run item by item: earlier items are done
@@ -338,15 +397,16 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
     bar.close()
     rows_fake, rows_real = [], []
     for i in range(n):
-        if write_real and not (real_dir / f"{i:06d}.mp4").is_file():
+        if write_real and f"real/{i:06d}.mp4" not in done:
             write_video(real_dir / f"{i:06d}.mp4", load(i)["video"], fps=fps)
+            record(f"real/{i:06d}.mp4", load(i)["video"])
         if i not in meta:
             load(i)
         cache.pop(i, None)
         rows_real.append({"file": f"{i:06d}.mp4", "source": f"{i:06d}", **meta[i]})
         rows_fake += [{"file": f"{i:06d}_s{k:03d}.mp4", "source": f"{i:06d}", "sample": k, **meta[i]}
                       for k in range(samples_per_item)]
-    (fake_dir / MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows_fake))
+    atomic_write_text(fake_dir / MANIFEST, "".join(json.dumps(r) + "\n" for r in rows_fake))
     if write_real:
-        (real_dir / MANIFEST).write_text("".join(json.dumps(r) + "\n" for r in rows_real))
+        atomic_write_text(real_dir / MANIFEST, "".join(json.dumps(r) + "\n" for r in rows_real))
     return {"items": n, "videos": len(jobs), "written": written, "skipped_existing": len(jobs) - len(todo)}

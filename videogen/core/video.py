@@ -189,28 +189,31 @@ def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray, fps: 
 
     ``video`` is uint8 ``(T, H, W, C)`` or float ``(C, T, H, W)`` in [-1, 1] (``(1, C, T, H, W)`` too).
     yuv420p needs even sizes: odd heights/widths are padded by one replicated row/column (bottom/right).
+    The file appears under its name only once complete (``videogen.core.files.atomic_path``).
     """
     path = Path(path)
     frames = _as_uint8_frames(video)  # (T, H, W, 3)
     if fps <= 0:
         raise ValueError(f"fps must be > 0, got {fps}")
     suffix = path.suffix.lower()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix not in (".gif", ".mp4", ".avi", ".mov", ".mkv"):
+        raise ValueError(f"unsupported video extension {suffix!r}: use .mp4, .avi, .mov, .mkv or .gif")
     import imageio.v2 as imageio
 
-    if suffix == ".gif":
-        imageio.mimsave(path, list(frames), duration=1000.0 / fps, loop=0)
-    elif suffix in (".mp4", ".avi", ".mov", ".mkv"):
-        _, h, w, _ = frames.shape
-        frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        with imageio.get_writer(
-            path, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1,
-            output_params=["-crf", "18"], ffmpeg_log_level="error",
-        ) as writer:
-            for frame in frames:
-                writer.append_data(frame)
-    else:
-        raise ValueError(f"unsupported video extension {suffix!r}: use .mp4, .avi, .mov, .mkv or .gif")
+    from .files import atomic_path
+
+    with atomic_path(path) as tmp:  # a killed writer never leaves a half-written video under the final name
+        if suffix == ".gif":
+            imageio.mimsave(tmp, list(frames), duration=1000.0 / fps, loop=0)
+        else:
+            _, h, w, _ = frames.shape
+            frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+            with imageio.get_writer(
+                tmp, fps=fps, codec="libx264", pixelformat="yuv420p", macro_block_size=1,
+                output_params=["-crf", "18"], ffmpeg_log_level="error",
+            ) as writer:
+                for frame in frames:
+                    writer.append_data(frame)
     return path
 
 
