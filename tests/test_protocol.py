@@ -145,3 +145,39 @@ def test_load_pretrained_returns_the_protocol(name, tmp_path):
     assert loaded.conditions == model.conditions
     kw = {"image": _image()}
     torch.testing.assert_close(_call(loaded.eval(), **kw), _call(model, **kw))
+
+
+@pytest.mark.parametrize("case, message", [
+    ("nan image", "NaN or infinite"),
+    ("image out of range", r"must lie in \[-1, 1\]"),
+    ("image of another size", f"must be {RES}x{RES}"),
+    ("label 1.7", "label must be integers"),
+    ("guidance nan", "guidance_scale must be a finite number >= 0"),
+    ("guidance inf", "guidance_scale must be a finite number >= 0"),
+    ("guidance negative", "guidance_scale must be a finite number >= 0"),
+    ("eta nan", "eta must be a finite number >= 0"),
+    ("100000 frames", "num_frames 100000 is above max_frames 1024"),
+])
+def test_bad_values_stop_before_any_compute(model, monkeypatch, case, message):
+    """Each bad value is refused with a message naming it, and no network runs (forward hooks count)."""
+    calls = []
+    for module in model.modules():
+        monkeypatch.setattr(module, "forward", lambda *a, _f=module.forward, **k: calls.append(1) or _f(*a, **k))
+    image = _image()
+    kw: dict = {"image": image}
+    if "label" in model.conditions:
+        kw["label"] = [0, 2]
+    bad = {"nan image": {"image": image.clone().fill_(float("nan"))},
+           "image out of range": {"image": image * 3},
+           "image of another size": {"image": torch.zeros(2, 3, 2 * RES, 2 * RES)},
+           "label 1.7": {"label": torch.tensor([1.7, 0.0])},
+           "guidance nan": {"guidance_scale": float("nan")}, "guidance inf": {"guidance_scale": float("inf")},
+           "guidance negative": {"guidance_scale": -1.0}, "eta nan": {"eta": float("nan")},
+           "100000 frames": {"num_frames": 100000}}[case]
+    if case == "label 1.7" and "label" not in model.conditions:
+        pytest.skip("unconditional model")
+    if case == "eta nan" and "eta" not in model._options():
+        pytest.skip("no eta option")
+    with pytest.raises(ValueError, match=message):
+        _call(model, **{**kw, **bad})
+    assert not calls

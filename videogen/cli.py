@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -117,6 +118,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from videogen.bench.harness import run_bench
 
     only = [name.strip() for name in args.only.split(",") if name.strip()] if args.only else None
+    if args.docs and not Path(args.docs).resolve().parent.is_dir():  # before hours of computing, not after
+        raise CommandError(f"--docs {args.docs}: its folder {Path(args.docs).parent} does not exist")
+    _check_out(args.out)
     run_bench(args.out, only=only, quick=args.quick, docs_path=None if args.no_docs else (args.docs or "auto"))
     return 0
 
@@ -157,12 +161,30 @@ def _read_image(path: str, size: int | None) -> Any:
     return video[:, 0]
 
 
+def _check_out(out: str | None) -> None:
+    if out and Path(out).exists() and not Path(out).is_dir():
+        raise CommandError(f"--out {out} is a file, not a folder")
+
+
+def _check_device(device: str) -> None:
+    """Refuse a device this machine does not have, before a model is loaded."""
+    import torch
+
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise CommandError(f"--device {device}: no CUDA device is available here (use --device cpu)")
+    if str(device).startswith("mps") and not torch.backends.mps.is_available():
+        raise CommandError(f"--device {device}: no MPS device is available here (use --device cpu)")
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from videogen.core.persistence import load_pretrained
     from videogen.core.pipeline import UnsupportedConditionError
     from videogen.core.video import save_contact_sheet, write_video
+
+    _check_out(args.out)
+    _check_device(args.device)
 
     model = load_pretrained(*args.model).eval().to(args.device)
     kwargs: dict[str, Any] = {"generator": torch.Generator(device=args.device).manual_seed(args.seed)}
@@ -178,7 +200,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         kwargs["label"] = torch.full((batch,), args.label, dtype=torch.long, device=args.device)
     if args.text is not None:
         kwargs["text"] = [args.text] * batch
-    for key in ("num_steps", "num_frames", "sampler", "guidance_scale"):
+    for key in ("num_steps", "num_frames", "sampler", "guidance_scale", "max_frames"):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     try:
@@ -231,13 +253,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from videogen.core.persistence import load_pretrained
     from videogen.evaluation import generate_split
 
+    _check_out(args.out)
+    _check_device(args.device)
     model = load_pretrained(*args.model).eval().to(args.device)
     dataset = _split_dataset(args.recipe, args.split)
     if args.limit is not None:
         from torch.utils.data import Subset
 
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-    kwargs = {k: getattr(args, k) for k in ("num_steps", "num_frames", "sampler", "guidance_scale")
+    kwargs = {k: getattr(args, k) for k in ("num_steps", "num_frames", "sampler", "guidance_scale", "max_frames")
               if getattr(args, k) is not None}
     if args.conditions is not None:
         kwargs["conditions"] = tuple(c.strip() for c in args.conditions.split(",") if c.strip())
@@ -251,6 +275,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from videogen.evaluation import evaluate_folders
 
+    _check_device(args.device)
+    if args.out and Path(args.out).is_dir():
+        raise CommandError(f"--out {args.out} is a folder: give the JSON file to write")
     results = evaluate_folders(
         args.real, args.fake, args.metric, num_frames=args.num_frames, size=args.size, batch_size=args.batch_size,
         device=args.device, i3d=args.i3d, resize=args.resize, real_stats=args.real_stats,
@@ -259,12 +286,40 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        from videogen.core.files import atomic_write_text
+
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 
+def _count(low: int):
+    """An argparse type: an integer >= ``low`` (counts >= 1, seeds and labels >= 0)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+    return parse
+
+
+def _finite(low: float, above: bool = False):
+    """An argparse type: a finite number >= ``low`` (> ``low`` with ``above``); NaN and inf are refused."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (above and value == low):
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if above else '>='} {low}, got {text}")
+        return value
+    return parse
+
+
 def _tool_parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"videogen {command}")
+    p = argparse.ArgumentParser(prog=f"videogen {command}", exit_on_error=False)
     if command == "demo":
         p.description = ("Train models on synthetic moving shapes (CPU), sample, render and score the videos: all three "
                          "briefly with one summary page (default), or one model's full demo.")
@@ -272,7 +327,7 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
                        help="all (brief runs of the three, OUT/index.html), or one full demo: lamd (image-to-video), "
                             "cmd (text-to-video), lvdm (long video)")
         p.add_argument("--out", required=True, help="output directory (videos, contact sheet, metrics.json)")
-        p.add_argument("--seed", type=int, default=SEED_DEFAULT, help="seed for data, training and sampling")
+        p.add_argument("--seed", type=_count(0), default=SEED_DEFAULT, help="seed for data, training and sampling")
         p.add_argument("--fast", action="store_true", help="a seconds-long smoke version (used by the tests)")
     elif command == "bench":
         p.description = "Build the registered benchmark tables; write results.json and docs/bench.md."
@@ -287,23 +342,25 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
                        help="directory written by <Model>.save_pretrained, or final-stage .ckpt file(s) (CMD: the "
                             "content and the motion stage's)")
         p.add_argument("--out", required=True, help="output directory for mp4s and a contact sheet")
-        p.add_argument("--num-samples", type=int, default=4, help="samples per image (or in all without --image)")
+        p.add_argument("--num-samples", type=_count(1), default=4, help="samples per image (or in all without --image)")
         p.add_argument("--image", action="append", default=None,
                        help="first frame (PNG/JPG) for image-to-video models; repeat for several images")
         p.add_argument("--no-resize", dest="resize", action="store_false",
                        help="do not resize + centre-crop images to the model's size")
-        p.add_argument("--label", type=int, default=None, help="class label for class-conditional models")
+        p.add_argument("--label", type=_count(0), default=None, help="class label for class-conditional models")
         p.add_argument("--text", default=None, help="caption for text-conditional models")
-        p.add_argument("--num-steps", type=int, default=None, help="sampling steps (model default if unset)")
-        p.add_argument("--num-frames", type=int, default=None,
+        p.add_argument("--num-steps", type=_count(1), default=None, help="sampling steps (model default if unset)")
+        p.add_argument("--num-frames", type=_count(1), default=None,
                        help="frames per video (default one clip; LVDM samples longer videos hierarchically, "
                             "LaMD and CMD chain clips)")
+        p.add_argument("--max-frames", type=_count(1), default=None,
+                       help="allow --num-frames above 1024 (long videos take hours)")
         p.add_argument("--sampler", default=None,
                        help="ddim | ddpm | dpm++ | unipc (model default if unset; docs/diffusion.md: unipc at 20 steps)")
-        p.add_argument("--guidance-scale", type=float, default=None, help="classifier-free guidance scale")
+        p.add_argument("--guidance-scale", type=_finite(0.0), default=None, help="classifier-free guidance scale")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-        p.add_argument("--seed", type=int, default=SEED_DEFAULT)
-        p.add_argument("--fps", type=float, default=8.0)
+        p.add_argument("--seed", type=_count(0), default=SEED_DEFAULT)
+        p.add_argument("--fps", type=_finite(0.0, above=True), default=8.0)
     elif command == "generate":
         p.description = ("Generate N samples per item of a recipe's dataset split (test-set generation), resumable; "
                          "writes OUT/fake and OUT/real with manifests, the layout `videogen evaluate` reads.")
@@ -312,20 +369,21 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--split", default="test", choices=("train", "val", "test"),
                        help="test falls back to the recipe's val_dataset")
         p.add_argument("--out", required=True)
-        p.add_argument("--samples-per-item", type=int, default=1, help="e.g. 100 for the BAIR protocol")
-        p.add_argument("--limit", type=int, default=None, help="first N items only")
-        p.add_argument("--batch-size", type=int, default=16)
+        p.add_argument("--samples-per-item", type=_count(1), default=1, help="e.g. 100 for the BAIR protocol")
+        p.add_argument("--limit", type=_count(1), default=None, help="first N items only")
+        p.add_argument("--batch-size", type=_count(1), default=16)
         p.add_argument("--device", default="cpu")
-        p.add_argument("--num-steps", type=int, default=None)
+        p.add_argument("--num-steps", type=_count(1), default=None)
         p.add_argument("--sampler", default=None)
-        p.add_argument("--guidance-scale", type=float, default=None)
-        p.add_argument("--num-frames", type=int, default=None, help="frames per generated video (default one clip)")
+        p.add_argument("--guidance-scale", type=_finite(0.0), default=None)
+        p.add_argument("--num-frames", type=_count(1), default=None, help="frames per generated video (default one clip)")
+        p.add_argument("--max-frames", type=_count(1), default=None, help="allow --num-frames above 1024")
         p.add_argument("--conditions", default=None,
                        help="comma-separated conditions taken from each item: image (its first frame), label, "
                             "text (its caption); default the label / caption the model takes, and the image "
                             "where the model needs it")
-        p.add_argument("--seed", type=int, default=SEED_DEFAULT)
-        p.add_argument("--fps", type=float, default=8.0)
+        p.add_argument("--seed", type=_count(0), default=SEED_DEFAULT)
+        p.add_argument("--fps", type=_finite(0.0, above=True), default=8.0)
         p.add_argument("--no-real", action="store_true", help="do not write the split's real clips to OUT/real")
     elif command == "evaluate":
         p.description = ("Score a folder of generated videos against real ones, streaming in batches on a device "
@@ -334,9 +392,9 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--fake", required=True, help="folder of generated videos (manifest.jsonl optional)")
         p.add_argument("--metric", action="append", choices=METRIC_CHOICES, required=True,
                        help="repeat for several; psnr/ssim/lpips pair videos by the manifest's source or by name")
-        p.add_argument("--num-frames", type=int, default=16, help="frames read from the start of each video")
-        p.add_argument("--size", type=int, default=None, help="resize short side + centre-crop to this size")
-        p.add_argument("--batch-size", type=int, default=16, help="videos per batch (bounds memory)")
+        p.add_argument("--num-frames", type=_count(1), default=16, help="frames read from the start of each video")
+        p.add_argument("--size", type=_count(1), default=None, help="resize short side + centre-crop to this size")
+        p.add_argument("--batch-size", type=_count(1), default=16, help="videos per batch (bounds memory)")
         p.add_argument("--device", default="cpu")
         p.add_argument("--i3d", default=None, help="i3d_pretrained_400.pt or i3d_torchscript.pt (file or dir)")
         p.add_argument("--resize", default="direct", choices=("direct", "center_crop"),

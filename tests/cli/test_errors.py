@@ -100,7 +100,7 @@ def test_validate_with_a_checkpoint_of_another_stage(capsys, monkeypatch, tmp_pa
 
 
 @pytest.mark.parametrize("case, message", [
-    ("size", "x0 must be"), ("label", "label must lie in"), ("text", "takes image, label (condition flags it takes: --image --label)"),
+    ("size", "image must be 16x16"), ("label", "label must lie in"), ("text", "takes image, label (condition flags it takes: --image --label)"),
 ])
 def test_sample_bad_inputs(capsys, class_model, tmp_path, case, message):
     image = tmp_path / "first.png"
@@ -162,3 +162,45 @@ def test_generate_never_calls_what_a_recipe_names_unless_it_is_a_class_of_its_sl
                                 "--out", str(tmp_path / "o")])
     assert "class_path" in line and "is not a" in line
     assert not marker.exists()
+
+
+def _bad_cli_cases(model: Path, tmp: Path) -> list[tuple[list[str], str]]:
+    """(argv, a word the one error line must hold): user mistakes found by trying the CLI adversarially."""
+    (tmp / "file").write_text("x")
+    (tmp / "notes.ckpt").write_text("not a checkpoint")
+    torch.save({"state_dict": {}}, tmp / "plain.ckpt")
+    bad_json = tmp / "bad_json"
+    bad_json.mkdir(exist_ok=True)
+    (bad_json / "model_index.json").write_text("{not json")
+    sample = ["sample", "--model", str(model), "--out", str(tmp / "o")]
+    return [
+        ([*sample, "--guidance-scale", "nan"], "--guidance-scale"),
+        ([*sample, "--guidance-scale", "-1"], "--guidance-scale"),
+        ([*sample, "--num-samples", "0"], "--num-samples"),
+        ([*sample, "--num-steps", "0"], "--num-steps"),
+        ([*sample, "--num-frames", "0"], "--num-frames"),
+        ([*sample, "--label", "1.7"], "--label"),
+        ([*sample, "--fps", "0"], "--fps"),
+        (["sample", "--model", str(model), "--out", str(tmp / "file")], "is a file"),
+        ([*sample, "--device", "cuda"], "no CUDA device"),
+        (["sample", "--model", str(tmp / "notes.ckpt"), "--out", str(tmp / "o")], "not a readable videogen checkpoint"),
+        (["sample", "--model", str(tmp / "plain.ckpt"), "--out", str(tmp / "o")], "not a videogen stage checkpoint"),
+        (["sample", "--model", str(bad_json), "--out", str(tmp / "o")], "not a readable JSON"),
+        (["sample", "--model", str(tmp / "missing"), "--out", str(tmp / "o")], "not found"),
+        (["generate", "--model", str(model), "--recipe", "r.yaml", "--out", str(tmp / "o"), "--limit", "0"], "--limit"),
+        (["generate", "--model", str(model), "--recipe", "r.yaml", "--out", str(tmp / "file")], "is a file"),
+        (["evaluate", "--real", str(tmp), "--fake", str(tmp), "--metric", "psnr", "--size", "0"], "--size"),
+        (["evaluate", "--real", str(tmp), "--fake", str(tmp), "--metric", "psnr", "--out", str(tmp)], "is a folder"),
+        (["demo", "--out", str(tmp / "d"), "--seed", "-1"], "--seed"),
+        (["bench", "--out", str(tmp / "b"), "--docs", str(tmp / "nowhere" / "bench.md")], "does not exist"),
+    ]
+
+
+def test_every_bad_argument_ends_in_one_error_line(capsys, class_model, tmp_path):
+    """A sweep of bad arguments: each ends in exit 2 and exactly one ``videogen: error:`` line naming it."""
+    for argv, word in _bad_cli_cases(class_model, tmp_path):
+        code = main(argv)
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert code == 2, (argv, err)
+        assert len(err) == 1 and err[0].startswith("videogen: error:") and word in err[0], (argv, err)
+    assert not (tmp_path / "o").exists()  # nothing was written for any of them

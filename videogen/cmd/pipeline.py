@@ -83,6 +83,12 @@ class CMD(VideoPipeline):
         """Frames of one generated clip (``L``)."""
         return self.autoencoder.num_frames
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the pixel frames it makes (and of an image ``generate`` animates)."""
+        f = self.vae.downsample if self.vae is not None else 1
+        return self.autoencoder.height * f, self.autoencoder.width * f
+
     def _device(self) -> torch.device:
         return next(self.motion_model.parameters()).device
 

@@ -21,6 +21,9 @@ Every inference object (``videogen.lamd.LaMD``, ``videogen.cmd.CMD``, ``videogen
 - ``generator``: draws every noise tensor, so a seed gives the same video.
 - ``device``: the model moves there (and stays); ``dtype``: ``torch.bfloat16`` / ``torch.float16`` run
   the networks under autocast (the sampler's arithmetic stays float32); the output is float32.
+- ``max_frames``: consent to sample more than ``frame_budget`` (1,024) frames.  Values are checked
+  before any compute (``check_values``): finite images in [-1, 1] of the model's size, integer labels,
+  finite non-negative guidance and eta.
 - ``model_options``: model-specific keywords (e.g. CMD's ``content_steps``, LVDM's ``mode``); an
   unknown one raises ``ValueError`` listing those the model has.
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,6 +45,7 @@ __all__ = ["CONDITIONS", "UnsupportedConditionError", "VideoPipeline"]
 
 CONDITIONS = ("image", "label", "text")
 # The keywords every ``_generate`` receives; its other keyword-only parameters are the model's options.
+_RANGE_TOL = 1e-3  # float images in [-1, 1] may overshoot by rounding
 _PROTOCOL = {"image", "label", "text", "batch", "num_frames", "num_steps", "sampler", "guidance_scale", "generator",
              "progress"}
 
@@ -84,6 +89,8 @@ class VideoPipeline(nn.Module, PipelineMixin):
     chain_overlap: int = 0
     default_num_steps: int = 50  # what ``num_steps=None`` / ``sampler=None`` mean for this model
     default_sampler: str = "ddim"
+    #: ``num_frames`` above this needs an explicit ``max_frames`` (LVDM's long videos: 1,024 frames)
+    frame_budget: int = 1024
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -108,6 +115,42 @@ class VideoPipeline(nn.Module, PipelineMixin):
         if missing:
             raise UnsupportedConditionError(f"this {name} model needs {', '.join(missing)} (it takes {takes})")
 
+    def check_values(self, image: Any = None, label: Any = None, num_frames: int | None = None,
+                     num_steps: int | None = None, guidance_scale: float | None = None,
+                     max_frames: int | None = None, **options: Any) -> None:
+        """Raise ``ValueError`` before any compute for values that would give NaN, saturated or silently
+        wrong videos, or start hours of work unasked: a non-finite image or one outside [-1, 1] (or of
+        another size than ``image_size``), a label that is not an integer, a non-finite or negative
+        guidance scale / ``eta``, ``num_steps < 1``, and ``num_frames`` above ``max_frames`` (default
+        :attr:`frame_budget`: pass ``max_frames`` to ask for more)."""
+        if torch.is_tensor(image):
+            if not torch.isfinite(image).all():
+                raise ValueError("image has NaN or infinite values")
+            lo, hi = float(image.min()), float(image.max())
+            if lo < -1 - _RANGE_TOL or hi > 1 + _RANGE_TOL:
+                raise ValueError(f"image values must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}] (uint8 frames: "
+                                 "videogen.core.video.from_uint8 converts them)")
+            size = getattr(self, "image_size", None)
+            if size is not None:
+                want = (size, size) if isinstance(size, int) else tuple(size)
+                if tuple(image.shape[-2:]) != want:
+                    raise ValueError(f"image must be {want[0]}x{want[1]} for this {type(self).__name__} model, got "
+                                     f"{image.shape[-2]}x{image.shape[-1]}")
+        if label is not None and not isinstance(label, str):
+            values = torch.as_tensor(label)
+            if values.is_floating_point() and not torch.equal(values, values.round()):
+                raise ValueError(f"label must be integers (class indices), got {values.flatten()[:4].tolist()}")
+        for name, value in (("guidance_scale", guidance_scale), ("eta", options.get("eta")),
+                            ("motion_guidance_scale", options.get("motion_guidance_scale"))):
+            if value is not None and not (math.isfinite(float(value)) and float(value) >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
+        if num_steps is not None and int(num_steps) < 1:
+            raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+        budget = self.frame_budget if max_frames is None else max_frames
+        if num_frames is not None and num_frames > budget:
+            raise ValueError(f"num_frames {num_frames} is above max_frames {budget} (that many frames can take "
+                             "hours); pass max_frames to go ahead")
+
     def _options(self) -> set[str]:
         params = inspect.signature(self._generate).parameters
         return {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY} - _PROTOCOL
@@ -117,7 +160,7 @@ class VideoPipeline(nn.Module, PipelineMixin):
                  num_samples: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
                  sampler: Any = None, guidance_scale: float | None = None, generator: torch.Generator | None = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None, progress: bool = True,
-                 **options: Any) -> torch.Tensor:
+                 max_frames: int | None = None, **options: Any) -> torch.Tensor:
         """Videos ``(B, C, T, H, W)`` float32 in [-1, 1]; see the module docstring for every argument."""
         self.check_conditions(image, label, text)
         unknown = sorted(set(options) - self._options())
@@ -135,6 +178,8 @@ class VideoPipeline(nn.Module, PipelineMixin):
             raise ValueError(f"num_samples must be >= 1, got {batch}")
         if num_frames is not None and num_frames < 1:
             raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+        self.check_values(image=image, label=label, num_frames=num_frames, num_steps=num_steps,
+                          guidance_scale=guidance_scale, max_frames=max_frames, **options)
         if device is not None:
             self.to(device)
         num_steps = self.default_num_steps if num_steps is None else num_steps

@@ -78,6 +78,11 @@ class LVDM(VideoPipeline):
         self.keyframe_stride, self.clip_frames = keyframe_stride, clip_frames
         self.video_size = None if video_size is None else tuple(video_size)
 
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` of its training videos (``video_size``), which a given image must have; None: any."""
+        return self.video_size
+
     def _device(self) -> torch.device:
         return next(self.prediction.parameters()).device
 
