@@ -86,6 +86,39 @@ def _videogen_cli_class() -> type:
             }
             super().__init__(args=args, **kwargs)
 
+        def _parse_ckpt_path(self) -> None:
+            """Check ``--ckpt_path`` before Lightning reads it: a missing path, a folder or a FIFO, a file
+            that is not a readable checkpoint (read with ``weights_only=True``), or one whose recorded
+            class is not the recipe's model class ends in one error line; no class a checkpoint names
+            is imported (Lightning's own parsing would import ``hyper_parameters._class_path``)."""
+            import stat
+
+            import torch
+
+            sub = self.config.get("subcommand")
+            ckpt_path = self.config[sub].get("ckpt_path") if sub else None
+            if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+                return
+            path = Path(ckpt_path)
+            if not path.exists():
+                raise FileNotFoundError(f"--ckpt_path {path} not found")
+            if path.is_dir():
+                raise IsADirectoryError(f"--ckpt_path {path} is a folder: give the .ckpt file")
+            if not stat.S_ISREG(path.stat().st_mode):
+                raise ValueError(f"--ckpt_path {path} is not a regular file")
+            try:
+                ckpt = torch.load(path, weights_only=True, map_location="cpu")
+            except Exception as exc:  # noqa: BLE001 - unreadable or refused pickle: one clear line
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise ValueError(f"--ckpt_path {path} is not a readable checkpoint ({first})") from None
+            hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+            named = hparams.get("_class_path")
+            model = self.config[sub].get("model")
+            wanted = model.get("class_path") if hasattr(model, "get") else None
+            if named is not None and wanted is not None and named != wanted:
+                raise ValueError(f"--ckpt_path {path} is a checkpoint of {named}, not of the recipe's model {wanted}")
+            super()._parse_ckpt_path()
+
     return VideogenCLI
 
 

@@ -227,3 +227,26 @@ def test_evaluate_fvd_without_i3d_weights_names_the_file(tmp_path, monkeypatch, 
     monkeypatch.setenv("VIDEOGEN_CACHE", str(tmp_path / "empty_cache"))
     assert main(["evaluate", "--real", str(tmp_path), "--fake", str(tmp_path), "--metric", "fvd"]) == 2
     assert "i3d_pretrained_400.pt" in capsys.readouterr().err
+
+
+def test_ckpt_path_is_checked_before_lightning_reads_it(tmp_path, capsys, monkeypatch):
+    """A checkpoint naming another class (here a module beside it that would write a file) is refused
+    without importing it; a missing path, a folder, a FIFO and a text file end in one error line."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    marker = tmp_path / "pwned"
+    (tmp_path / "dl").mkdir()
+    (tmp_path / "dl" / "__init__.py").write_text("")
+    (tmp_path / "dl" / "payload.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass M: pass\n")
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "dl.payload.M"}}, tmp_path / "evil.ckpt")
+    (tmp_path / "notes.ckpt").write_text("hello")
+    os.mkfifo(tmp_path / "fifo.ckpt")
+    recipe = _recipe(tmp_path)
+    for ckpt, word in (("evil.ckpt", "checkpoint of dl.payload.M"), ("missing.ckpt", "not found"),
+                       ("dl", "is a folder"), ("fifo.ckpt", "not a regular file"),
+                       ("notes.ckpt", "not a readable checkpoint")):
+        assert main(["validate", "--config", str(recipe), f"--ckpt_path={tmp_path / ckpt}"]) == 2, ckpt
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("videogen: error:")]
+        assert len(err) == 1 and word in err[0], (ckpt, err)
+    assert not marker.exists()
