@@ -103,7 +103,10 @@ def test_inception_loads_from_local_file_and_gets_uint8_frames(tmp_path, monkeyp
         random_inception = tf_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
     torch.save(random_inception.state_dict(), tmp_path / INCEPTION_FILENAME)
 
+    real_load, calls = torch.load, []
+    monkeypatch.setattr(torch, "load", lambda f, *a, **k: calls.append(k.get("weights_only")) or real_load(f, *a, **k))
     metric = FrechetInceptionDistance(tmp_path / INCEPTION_FILENAME)
+    assert calls == [True]  # read once, safely: torch-fidelity never unpickles the user's file
     loaded = metric.inception.state_dict()
     assert all(torch.equal(v, loaded[k]) for k, v in random_inception.state_dict().items())
     videos = _videos(4, shape=(1, 3, 1, 16, 16))

@@ -15,6 +15,7 @@ Feature extractors:
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -31,18 +32,40 @@ INCEPTION_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
 _INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILENAME}"
 
 
-def _inception_weights(path: str | os.PathLike | None) -> str:
-    """Resolve the Inception file and check that it is a plain state dict before torch-fidelity loads it.
+def _inception_weights(path: str | os.PathLike | None) -> tuple[str, dict]:
+    """Resolve the Inception file and read it as a plain state dict (``weights_only=True``).
 
-    torch-fidelity calls ``torch.load(..., weights_only=False)``; loading it here first with
-    ``weights_only=True`` refuses a file that would run pickled code.
+    torch-fidelity reads the file itself with ``torch.load(..., weights_only=False)``; videogen hands it
+    this already-read state dict instead (:func:`_handed_over`), so the user's file is unpickled once,
+    safely, and never by torch-fidelity.
     """
     file = resolve_weight_file(path, INCEPTION_FILENAME, f"It is torch-fidelity's FID Inception-v3, {_INCEPTION_URL}.")
     try:
-        torch.load(file, map_location="cpu", weights_only=True)
+        state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling failure means: not a plain tensor state dict
-        raise ValueError(f"{file} is not a plain state dict of tensors (refused to unpickle it): {err}") from err
-    return str(file)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"{file} is not a plain state dict of tensors (refused to unpickle it: {first})") from None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{file} is not a state dict of tensors")
+    return str(file), state
+
+
+@contextlib.contextmanager
+def _handed_over(file: str, state: dict):
+    """While torch-fidelity builds its Inception, its ``torch.load(file, ...)`` returns ``state`` (read
+    safely above) instead of unpickling ``file`` again; any other load is refused."""
+    real_load = torch.load
+
+    def load(f, *args, **kwargs):
+        if str(f) != file:
+            raise RuntimeError(f"unexpected torch.load({f!r}) while building the FID Inception")
+        return state
+
+    torch.load = load
+    try:
+        yield
+    finally:
+        torch.load = real_load
 
 
 class FrechetInceptionDistance(_TorchmetricsFID):
@@ -75,13 +98,14 @@ class FrechetInceptionDistance(_TorchmetricsFID):
                 raise ValueError("a custom feature_extractor needs an int attribute `num_features`")
             super().__init__(feature=feature_extractor, reset_real_features=reset_real_features, **kwargs)
         else:
-            weights = _inception_weights(feature_extractor)
-            super().__init__(
-                feature=feature_dim,
-                reset_real_features=reset_real_features,
-                feature_extractor_weights_path=weights,
-                **kwargs,
-            )
+            weights, state = _inception_weights(feature_extractor)
+            with _handed_over(weights, state):
+                super().__init__(
+                    feature=feature_dim,
+                    reset_real_features=reset_real_features,
+                    feature_extractor_weights_path=weights,
+                    **kwargs,
+                )
         if frame_chunk < 1:
             raise ValueError(f"frame_chunk must be >= 1, got {frame_chunk}")
         self.frame_chunk = frame_chunk
