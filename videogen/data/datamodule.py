@@ -70,7 +70,9 @@ class ResumableDataLoader(DataLoader):
         if self._resume:
             self._resume = False
             n = int(self._consumed()) if self._consumed is not None else 0
-            if n and isinstance(self.sampler, EpochSampler):
+            # n == len(self): the checkpoint was saved on the epoch's last batch, and Lightning goes on with
+            # the next epoch, which must not lose its first n batches (it would skip that whole epoch)
+            if 0 < n < len(self) and isinstance(self.sampler, EpochSampler):
                 self.sampler.skip_next(n * self.batch_size)
         return super().__iter__()
 
