@@ -93,7 +93,7 @@ def _videogen_cli_class() -> type:
             is imported (Lightning's own parsing would import ``hyper_parameters._class_path``)."""
             import stat
 
-            import torch
+            from videogen.core.persistence import safe_load
 
             sub = self.config.get("subcommand")
             ckpt_path = self.config[sub].get("ckpt_path") if sub else None
@@ -106,11 +106,7 @@ def _videogen_cli_class() -> type:
                 raise IsADirectoryError(f"--ckpt_path {path} is a folder: give the .ckpt file")
             if not stat.S_ISREG(path.stat().st_mode):
                 raise ValueError(f"--ckpt_path {path} is not a regular file")
-            try:
-                ckpt = torch.load(path, weights_only=True, map_location="cpu")
-            except Exception as exc:  # noqa: BLE001 - unreadable or refused pickle: one clear line
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                raise ValueError(f"--ckpt_path {path} is not a readable checkpoint ({first})") from None
+            ckpt = safe_load(path, "checkpoint (--ckpt_path)")
             hparams = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
             named = hparams.get("_class_path")
             model = self.config[sub].get("model")
@@ -118,6 +114,14 @@ def _videogen_cli_class() -> type:
             if named is not None and wanted is not None and named != wanted:
                 raise ValueError(f"--ckpt_path {path} is a checkpoint of {named}, not of the recipe's model {wanted}")
             super()._parse_ckpt_path()
+
+        def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+            """Lightning restores ``--ckpt_path`` with ``weights_only=True`` unless the recipe says otherwise
+            (its own default unpickles anything the file holds)."""
+            kwargs = super()._prepare_subcommand_kwargs(subcommand)
+            if kwargs.get("ckpt_path") and kwargs.get("weights_only") is None:
+                kwargs["weights_only"] = True
+            return kwargs
 
     return VideogenCLI
 

@@ -204,3 +204,38 @@ def test_every_bad_argument_ends_in_one_error_line(capsys, class_model, tmp_path
         assert code == 2, (argv, err)
         assert len(err) == 1 and err[0].startswith("videogen: error:") and word in err[0], (argv, err)
     assert not (tmp_path / "o").exists()  # nothing was written for any of them
+
+
+class _Payload:
+    """Unpickling this runs ``os.system``: what a malicious checkpoint or weight file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_no_reader_unpickles_code(capsys, class_model, tmp_path):
+    """A pickle whose payload would write a file, given as a model checkpoint, as I3D weights and as
+    LPIPS backbone weights: one error line naming the object, and the file never appears."""
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "x": _Payload(marker)}, evil)
+    video = tmp_path / "v"
+    video.mkdir()
+    from videogen.core.video import write_video
+
+    write_video(video / "a.mp4", torch.zeros(3, 4, 16, 16))
+    for argv in (["sample", "--model", str(evil), "--out", str(tmp_path / "o")],
+                 ["evaluate", "--real", str(video), "--fake", str(video), "--metric", "fvd", "--i3d", str(evil),
+                  "--no-progress"],
+                 ["evaluate", "--real", str(video), "--fake", str(video), "--metric", "lpips",
+                  "--lpips-backbone", str(evil), "--no-progress"]):
+        assert main(argv) == 2, argv
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(err) == 1 and "holds the Python object posix.system" in err[0], (argv, err)
+        assert "weights_only=False" not in err[0]
+    assert not marker.exists()

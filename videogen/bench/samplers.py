@@ -119,8 +119,7 @@ def lvdm_task(demo_dir: str | Path, num_frames: int = 64, num_videos: int = 16) 
     hierarchically (keyframes by chained prediction, then interpolation) and scored by
     ``long_motion_accuracy`` (16-frame windows that follow the bouncing rule)."""
     from videogen.data import SyntheticVideoDataset
-    from videogen.lvdm import LVDM
-    from videogen.lvdm import hierarchical_plan
+    from videogen.lvdm import LVDM, hierarchical_plan
     from videogen.toy.lvdm import LVDMDemoConfig
     from videogen.toy.scoring import long_motion_accuracy
 

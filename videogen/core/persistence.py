@@ -37,7 +37,7 @@ from huggingface_hub import ModelHubMixin
 
 __all__ = ["CKPT_KEY", "CONFIG_NAME", "INDEX_NAME", "WEIGHTS_NAME", "PipelineMixin", "SavableModule",
            "UnknownClassError", "checkpoint_record", "component_record", "load_component", "load_pretrained", "register", "registered_name",
-           "resolve_class", "write_directory"]
+           "resolve_class", "safe_load", "write_directory"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -150,6 +150,27 @@ def _local_dir(name_or_path: str | os.PathLike, must_have: str, what: str) -> Pa
             pass
     raise FileNotFoundError(f"{what} {text} not found: give a directory written by save_pretrained (or a hub id "
                             "already in the Hugging Face cache: videogen never downloads)")
+
+
+def safe_load(path: str | os.PathLike, what: str = "checkpoint", map_location: str | Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers only, never code.
+
+    Any failure is one ``ValueError`` naming the file and, for a refused pickle, the Python object it
+    holds (torch's own message would suggest ``weights_only=False``, which videogen never does)."""
+    import re
+
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unreadable, truncated or refused: one clear message
+        text = str(exc)
+        found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
+        if found:
+            reason = f"it holds the Python object {found.group(1)}, which videogen does not unpickle (it could run code)"
+        else:
+            reason = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path} is not a readable {what}: {reason}") from None
 
 
 # ----------------------------------------------------------------------------- networks
@@ -387,17 +408,12 @@ def _merge_records(paths: list[Path], records: list[dict[str, Any]]) -> dict[str
 
 
 def _load_checkpoint_files(paths: list[Path]) -> tuple[list[dict], list[dict]]:
-    import torch
 
     ckpts, records = [], []
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} not found" + (" (it is a directory)" if path.is_dir() else ""))
-        try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - an unreadable or refused file: one clear message
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{path} is not a readable videogen checkpoint ({first[:200]})") from None
+        ckpt = safe_load(path, "videogen checkpoint")
         record = ckpt.get(CKPT_KEY) if isinstance(ckpt, dict) else None
         if not isinstance(record, dict):
             raise ValueError(f"{path} is not a videogen stage checkpoint: it has no {CKPT_KEY!r} entry")

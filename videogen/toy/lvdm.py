@@ -120,9 +120,9 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
     """Train LVDM's stages on bouncing shapes, generate long videos both ways, score and write the files."""
     from videogen.core.video import save_contact_sheet, write_video
     from videogen.data import SyntheticVideoDataset
+    from videogen.lvdm import ConditionalUNet3D, LVDMLongModule, autoregressive_clips, hierarchical_plan
     from videogen.lvdm.autoencoder import VideoAutoencoder3D
     from videogen.lvdm.autoencoder_module import VideoAutoencoder3DModule
-    from videogen.lvdm import ConditionalUNet3D, LVDMLongModule, autoregressive_clips, hierarchical_plan
     from videogen.lvdm.pipeline import LVDM
     from videogen.lvdm.short_module import LVDMShortModule, cache_video_latents
     from videogen.lvdm.unet3d import UNet3D

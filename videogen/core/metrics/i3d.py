@@ -22,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from videogen.core.persistence import safe_load
+
 from ..pretrained import MissingWeightsError, resolve_weight_file
 
 __all__ = ["I3D", "TorchScriptI3D", "load_i3d", "I3D_STATE_DICT_FILE", "I3D_TORCHSCRIPT_FILE", "I3D_BN_EPS"]
@@ -219,7 +221,7 @@ def load_i3d(path: str | os.PathLike | None = None, device: torch.device | str =
             warnings.simplefilter("ignore", FutureWarning)
             model: nn.Module = TorchScriptI3D(torch.jit.load(str(file), map_location=device))
     else:
-        state_dict = torch.load(file, map_location=device, weights_only=True)
+        state_dict = safe_load(file, "I3D state dict", map_location=device)
         if not isinstance(state_dict, dict):
             raise ValueError(f"{file} is neither a TorchScript archive nor a state dict")
         model = I3D()

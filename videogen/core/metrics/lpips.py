@@ -20,6 +20,7 @@ from torch.utils.checkpoint import checkpoint
 from torchmetrics import Metric
 
 from videogen.core.metrics._frames import check_video_pair, to_frames
+from videogen.core.persistence import safe_load
 from videogen.core.pretrained import resolve_weight_file
 
 __all__ = ["BACKBONE_FILES", "MIN_FRAME_SIZE", "FrozenLPIPS", "VideoLPIPS", "build_lpips", "lpips_per_video"]
@@ -48,7 +49,7 @@ def _load_backbone(model: lpips.LPIPS, file: Path) -> None:
     lpips registers torchvision's ``features[i]`` as ``slice{k}.{i}``, so ``net.slice{k}.{i}.{p}`` is
     ``features.{i}.{p}`` of the torchvision file.
     """
-    state = torch.load(file, map_location="cpu", weights_only=True)
+    state = safe_load(file, "LPIPS weight file", map_location="cpu")
     if not isinstance(state, dict):
         raise ValueError(f"{file} is not a torchvision state dict (got {type(state).__name__})")
     mapped = {}
@@ -92,7 +93,7 @@ def build_lpips(
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
         model = FrozenLPIPS(pretrained=False, net=net, pnet_rand=True, verbose=False)
     lin_file = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{net}.pth"
-    lin_state = torch.load(lin_file, map_location="cpu", weights_only=True)
+    lin_state = safe_load(lin_file, "LPIPS weight file", map_location="cpu")
     unexpected = model.load_state_dict(lin_state, strict=False).unexpected_keys
     if unexpected or not lin_state:
         raise RuntimeError(f"lpips linear weights {lin_file} do not match the model (unexpected: {unexpected})")
