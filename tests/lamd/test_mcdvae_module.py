@@ -109,7 +109,13 @@ def test_load_mcdvae_errors_name_the_recipe_and_the_stage(tmp_path):
 
     with pytest.raises(FileNotFoundError, match=r"recipes/lamd_bair_mcdvae.yaml"):
         load_mcdvae(tmp_path / "outputs/lamd_bair_mcdvae/checkpoints/last.ckpt")
-    stage2 = tmp_path / "dmg.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {}, "lamd": {"dmg_config": {}}}, stage2)
-    with pytest.raises(ValueError, match="stage-2"):
-        load_mcdvae(stage2)
+    from videogen.core.persistence import CKPT_KEY
+
+    other = tmp_path / "cmd.ckpt"  # a stage checkpoint of another model: it is named, with what it holds
+    torch.save({"state_dict": {}, CKPT_KEY: {"class": "videogen.cmd.CMD", "config": {},
+                                             "components": {"autoencoder": {}}}}, other)
+    with pytest.raises(ValueError, match=r"has no mcdvae \(it is a checkpoint of videogen.cmd.CMD holding autoencoder"):
+        load_mcdvae(other)
+    torch.save({"state_dict": {}, "hyper_parameters": {}}, other)  # not written by a videogen stage
+    with pytest.raises(ValueError, match="not a videogen stage checkpoint"):
+        load_mcdvae(other)

@@ -148,8 +148,9 @@ def _local_dir(name_or_path: str | os.PathLike, must_have: str, what: str) -> Pa
             return Path(snapshot_download(text, local_files_only=True))
         except Exception:  # noqa: BLE001 - any hub failure means "not in the cache"
             pass
-    raise FileNotFoundError(f"{what} {text} not found: give a directory written by save_pretrained (or a hub id "
-                            "already in the Hugging Face cache: videogen never downloads)")
+    raise FileNotFoundError(f"{what} {text} not found: give a directory written by save_pretrained (with "
+                            f"{must_have}), or a hub id already in the Hugging Face cache (videogen never "
+                            "downloads)")
 
 
 def safe_load(path: str | os.PathLike, what: str = "checkpoint", map_location: str | Any = "cpu") -> Any:
