@@ -146,8 +146,8 @@ class LVDMLongModule(DiffusionStage):
         self.clip_latents(video, sample=False)  # ValueError when the clips are too short for the stride
         f_t, r = self.autoencoder.temporal_factor, self.hparams.keyframe_stride
         first, last = video[:, :, :f_t], video[:, :, r * f_t:(r + 1) * f_t]
-        between = self.pipeline(prediction=None).interpolate(first, last, num_steps=self.sample_steps,
-                                                             generator=gen)
+        pipe = self.pipeline(prediction=None, keyframe_stride=r)  # the record holds the prediction model's
+        between = pipe.interpolate(first, last, num_steps=self.sample_steps, generator=gen)  # (r-1) f_t frames
         return torch.cat([first, between, last], dim=2)
 
 
