@@ -164,7 +164,7 @@ def test_text_pooling_follows_the_official_code_by_default(tmp_path, stage1):
     ae = load_cmd_autoencoder(stage1)
     module = CMDMotionModule(tiny_motion_dit(ae, text_dim=16), str(stage1), text_encoder=text)
     batch = {"video": torch.rand(2, 3, FRAMES, SIZE, SIZE) * 2 - 1, "caption": ["ab", "abcdef"]}
-    _, cond = module.target_and_condition(batch, drop=False)
+    _, cond = module.encode_batch(batch, drop=False)
     torch.testing.assert_close(cond["text"], text.pooled(batch["caption"], masked=False))  # mean of all tokens
 
 
@@ -188,17 +188,17 @@ def test_cli_sample_and_generate_with_a_saved_cmd(class_stages, tmp_path):
 def test_motion_scale_is_trained_on_stored_and_undone_before_decoding(stage1, tmp_path):
     """``motion_scale`` (spec O14): the motion DiT's data is ``scale * z``, the batch std of ``z`` is logged,
     the scale travels in the checkpoint and the saved pipeline, and sampling divides it out again."""
-    from videogen.cmd.modules import cache_cmd_latents, motion_latent_std
+    from videogen.cmd.modules import cache_latents, motion_latent_std
 
     ae = load_cmd_autoencoder(stage1)
-    items = cache_cmd_latents(ae, [SyntheticVideoDataset(8, num_frames=FRAMES, size=SIZE)[i] for i in range(8)])
+    items = cache_latents(ae, [SyntheticVideoDataset(8, num_frames=FRAMES, size=SIZE)[i] for i in range(8)])
     std = motion_latent_std(items)
     z = torch.stack([it["motion_latent"] for it in items])
     assert std == pytest.approx(float(z.double().std()))
     module = CMDMotionModule(tiny_motion_dit(ae, num_classes=4), str(stage1), motion_scale=1 / std)
     batch = {"content_frame": torch.stack([it["content_frame"] for it in items]), "motion_latent": z,
              "label": torch.zeros(8, dtype=torch.long)}
-    x0, _ = module.target_and_condition(batch, drop=False)
+    x0, _ = module.encode_batch(batch, drop=False)
     torch.testing.assert_close(x0, z / std)
     trainer = _fit(module, tmp_path / "motion")
     assert "train/motion_latent_std" in trainer.callback_metrics

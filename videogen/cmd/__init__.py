@@ -20,7 +20,7 @@ _EXPORTS = {
     "CMDContentModule": "modules",
     "CMDMotionModule": "modules",
     "load_cmd_autoencoder": "modules",
-    "cache_cmd_latents": "modules",
+    "cache_latents": "modules",
     "CMD": "pipeline",
 }
 

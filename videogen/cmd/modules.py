@@ -24,19 +24,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.losses import LPIPSLoss
 from videogen.core.metrics.psnr_ssim import psnr_per_video
 from videogen.core.pretrained import load_stage_network
 from videogen.core.sd import FrameVAE, SDUNet
+from videogen.core.stages import DiffusionStage, drop_captions, drop_labels, zero_dropped
 from videogen.core.text import TextEncoder
 from videogen.core.training import TrainingModule, encode_items
 
 from .autoencoder import CMDAutoencoder
 from .dit import ContentDiT, MotionDiT
 
-__all__ = ["CMDAutoencoderModule", "CMDContentModule", "CMDMotionModule", "cache_cmd_latents", "load_cmd_autoencoder",
-           "motion_latent_std"]
+__all__ = ["CMDAutoencoderModule", "CMDContentModule", "CMDMotionModule", "cache_latents",
+           "load_cmd_autoencoder", "motion_latent_std"]
 
 
 def _build_autoencoder(autoencoder: CMDAutoencoder | dict[str, Any]) -> CMDAutoencoder:
@@ -57,8 +57,9 @@ def load_cmd_autoencoder(path: str | Path | CMDAutoencoder, map_location: str = 
                               map_location)
 
 
-def _frozen(module: nn.Module | None) -> nn.Module | None:
-    return None if module is None else module.requires_grad_(False).eval()
+def _head(batch: dict[str, Any], num: int) -> dict[str, Any]:
+    """The first ``num`` samples of a batch (tensors and lists; other values as they are)."""
+    return {k: v[:num] if isinstance(v, (torch.Tensor, list, tuple)) else v for k, v in batch.items()}
 
 
 class _CMDStage(TrainingModule):
@@ -66,6 +67,7 @@ class _CMDStage(TrainingModule):
 
     autoencoder: CMDAutoencoder
     vae: FrameVAE | None
+    frozen = ("vae",)  # the SD VAE of latent mode; the diffusion stages add the autoencoder, text encoder
 
     def _ae_input(self, video: torch.Tensor, sample: bool) -> torch.Tensor:
         """Batch videos (pixels in [-1, 1]) -> what the autoencoder reads (pixels, or scaled SD latents)."""
@@ -112,16 +114,11 @@ class CMDAutoencoderModule(_CMDStage):
             raise ValueError(f"pixel_loss must be 'l1' or 'l2', got {pixel_loss!r}")
         self.save_hyperparameters(ignore=["autoencoder", "vae"])
         self.autoencoder = _build_autoencoder(autoencoder)
-        self.vae = _frozen(vae)
+        self.vae = vae
+        self.freeze_stages()
         pixel = self.autoencoder.mode == "pixel"
         self.lpips = (LPIPSLoss(lpips_net, pretrained=lpips_pretrained, pnet_rand=lpips_random)
                       if pixel and lpips_weight > 0 else None)
-
-    def train(self, mode: bool = True) -> CMDAutoencoderModule:
-        super().train(mode)
-        if self.vae is not None:
-            self.vae.eval()
-        return self
 
     def reconstruction_loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         recon, _, _ = self.autoencoder(x)
@@ -173,10 +170,15 @@ class CMDAutoencoderModule(_CMDStage):
         return self.vae.decode(recon) if self.vae is not None else recon.clamp(-1, 1)
 
 
-class _ConditionalStage(_CMDStage):
-    """Label / caption handling shared by the content and motion stages."""
+class _ConditionalStage(_CMDStage, DiffusionStage):
+    """The content and motion stages: a diffusion model (``denoiser``) on encodings of the frozen autoencoder,
+    with labels / captions dropped with ``cond_drop_prob`` for classifier-free guidance."""
 
+    network_name = "denoiser"
+    frozen = ("autoencoder", "vae", "text_encoder")
     text_encoder: TextEncoder | None
+    #: sampling steps of ``sample_videos`` (logging only; B.4 samples with 100 motion / 50 content steps)
+    sample_steps = 25
 
     def _labels(self, batch: dict[str, Any], num_classes: int | None) -> torch.Tensor | None:
         if num_classes is None:
@@ -193,39 +195,10 @@ class _ConditionalStage(_CMDStage):
         return list(batch["caption"])
 
     def _encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(content_frame, motion_latent)`` of the batch: cached by :func:`cache_cmd_latents`, or encoded."""
+        """``(content_frame, motion_latent)`` of the batch: cached by :func:`cache_latents`, or encoded."""
         if "content_frame" in batch:
             return batch["content_frame"].to(self.device), batch["motion_latent"].to(self.device)
         return self.autoencoder.encode(self._ae_input(batch["video"], sample=sample))
-
-    def _drop_mask(self, b: int) -> torch.Tensor:
-        return torch.rand(b, device=self.device) < self.hparams.cond_drop_prob  # (B,)
-
-    # Subclasses give the diffusion target (content frames or motion latents) and the denoiser's kwargs.
-    def target_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        raise NotImplementedError
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        for frozen in (self.autoencoder, self.vae, self.text_encoder):
-            if frozen is not None:
-                frozen.eval()
-        return self
-
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        x0, cond = self.target_and_condition(batch, drop=True)
-        loss = self.diffusion.training_loss(self.denoiser, x0, **cond)  # eq. 7 / eq. 8
-        if not self.finite_or_skip(loss=loss):
-            return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0], sync_dist=True)
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        x0, cond = self.target_and_condition(batch, drop=False)
-        gen = torch.Generator(device=x0.device).manual_seed(batch_idx)  # the same noise every epoch
-        loss = self.diffusion.training_loss(self.denoiser, x0, generator=gen, **cond)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
-        return loss
 
     def configure_optimizers(self):
         lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
@@ -263,43 +236,58 @@ class CMDContentModule(_ConditionalStage):
                  text_encoder: TextEncoder | None = None, pool_masked: bool = False, cond_drop_prob: float = 0.1,
                  diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise"):
-        super().__init__(nan_policy=nan_policy)
-        if not 0.0 <= cond_drop_prob < 1.0:
-            raise ValueError(f"cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
         if not isinstance(denoiser, (ContentDiT, SDUNet)):
             raise ValueError(f"denoiser must be a ContentDiT or an SDUNet, got {type(denoiser).__name__}")
         if isinstance(denoiser, SDUNet) and text_encoder is None:
             raise ValueError("an SDUNet content model needs the text_encoder of its Stable Diffusion checkpoint")
         self.save_hyperparameters(ignore=["denoiser", "autoencoder", "vae", "text_encoder"])
         self.denoiser = denoiser
-        self.autoencoder = _frozen(load_cmd_autoencoder(autoencoder))
-        self.vae, self.text_encoder = _frozen(vae), _frozen(text_encoder)
-        if tuple(self.autoencoder.content_shape[:1]) != (self._denoiser_channels(),):
+        self.autoencoder = load_cmd_autoencoder(autoencoder)
+        self.vae, self.text_encoder = vae, text_encoder
+        self.freeze_stages()
+        if tuple(self.autoencoder.content_shape[:1]) != (self.denoiser.in_channels,):
             raise ValueError(f"the autoencoder's content frames have {self.autoencoder.content_shape[0]} channels, "
-                             f"the denoiser takes {self._denoiser_channels()}")
-        self.diffusion_config = dict(diffusion or {})
-        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+                             f"the denoiser takes {self.denoiser.in_channels}")
 
-    def _denoiser_channels(self) -> int:
-        return self.denoiser.in_channels
+    def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Content frames ``(B, C, H, W)`` of the batch videos and the labels / captions (eq. 7)."""
+        content, _ = self._encode(batch, sample=sample)
+        if isinstance(self.denoiser, SDUNet):
+            return content, {"captions": self._captions(batch)}
+        return content, {"label": self._labels(batch, self.denoiser.num_classes),
+                         "captions": self._captions(batch) if self.denoiser.text_dim is not None else None}
+
+    def conditions(self, raw: dict[str, Any], drop: torch.Tensor | None) -> dict[str, Any]:
+        """SD UNet: text token states of the captions (dropped ones -> ""); DiT: label (dropped -> null
+        class) and pooled text feature (dropped -> zeros)."""
+        if isinstance(self.denoiser, SDUNet):
+            captions = raw["captions"] if drop is None else drop_captions(raw["captions"], drop)
+            return {"text_states": self.text_encoder(captions)[0]}
+        label, text = raw["label"], None
+        if label is not None and drop is not None:
+            label = drop_labels(label, drop, self.denoiser.null_label)
+        if raw["captions"] is not None:
+            text = self.text_encoder.pooled(raw["captions"], masked=self.hparams.pool_masked)
+            text = text if drop is None else zero_dropped(text, drop)
+        return {"label": label, "text": text}
 
     @torch.no_grad()
-    def target_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Content frames ``(B, C, H, W)`` of the batch videos and the denoiser's condition kwargs (eq. 7)."""
-        content, _ = self._encode(batch, sample=drop)
-        b = content.shape[0]
-        drop_mask = self._drop_mask(b) if drop else torch.zeros(b, dtype=torch.bool, device=self.device)
-        if isinstance(self.denoiser, SDUNet):
-            captions = [("" if d else c) for c, d in zip(self._captions(batch), drop_mask.tolist())]
-            return content, {"text_states": self.text_encoder(captions)[0]}
-        label = self._labels(batch, self.denoiser.num_classes)
-        if label is not None:
-            label = torch.where(drop_mask, torch.full_like(label, self.denoiser.null_label), label)
-        text = None
-        if self.denoiser.text_dim is not None:
-            text = self.text_encoder.pooled(self._captions(batch), masked=self.hparams.pool_masked)
-            text = text * (~drop_mask)[:, None].float()
-        return content, {"label": label, "text": text}
+    def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
+        """Content frames sampled for the first ``num`` labels / captions, as one-frame videos
+        ``(num, C, 1, H, W)`` (pixels; SD-VAE decoded in latent mode).
+
+        The content stage has no motion model, so the CMD pipeline's ``generate`` does not apply: its
+        ``sample_content`` (content CFG 4.0, as ``generate``'s default) is what this stage trains."""
+        head = _head(batch, num)
+        pipe = self.pipeline(autoencoder=self.autoencoder, motion_model=None)
+        label = self._labels(head, getattr(self.denoiser, "num_classes", None))
+        text = self._captions(head)
+        b = len(label) if label is not None else len(text) if text is not None else len(head["video"])
+        scale = 4.0 if (label is not None or text is not None) else 1.0
+        content = pipe.sample_content(b, label, text, num_steps=self.sample_steps, guidance_scale=scale,
+                                      generator=torch.Generator(device="cpu").manual_seed(0), progress=False)
+        return pipe.to_pixels(content[:, :, None])  # (num, C, 1, H, W)
 
 
 class CMDMotionModule(_ConditionalStage):
@@ -330,15 +318,14 @@ class CMDMotionModule(_ConditionalStage):
                  diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise",
                  motion_scale: float = 1.0):
-        super().__init__(nan_policy=nan_policy)
-        if not 0.0 <= cond_drop_prob < 1.0:
-            raise ValueError(f"cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
         if not motion_scale > 0:
             raise ValueError(f"motion_scale must be > 0, got {motion_scale}")
         self.save_hyperparameters(ignore=["denoiser", "autoencoder", "vae", "text_encoder"])
         self.denoiser = denoiser
-        self.autoencoder = _frozen(load_cmd_autoencoder(autoencoder))
-        self.vae, self.text_encoder = _frozen(vae), _frozen(text_encoder)
+        self.autoencoder = load_cmd_autoencoder(autoencoder)
+        self.vae, self.text_encoder = vae, text_encoder
+        self.freeze_stages()
         ae = self.autoencoder
         if denoiser.motion_shape != ae.motion_shape or denoiser.content_shape != ae.content_shape:
             raise ValueError(f"MotionDiT shapes (motion {denoiser.motion_shape}, content {denoiser.content_shape}) "
@@ -347,31 +334,48 @@ class CMDMotionModule(_ConditionalStage):
             raise ValueError("a text-conditional MotionDiT (text_dim) needs a text_encoder, and only then")
         if text_encoder is not None and text_encoder.dim != denoiser.text_dim:
             raise ValueError(f"text encoder width {text_encoder.dim} != MotionDiT text_dim {denoiser.text_dim}")
-        self.diffusion_config = dict(diffusion or {})
-        self.diffusion = GaussianDiffusion(**self.diffusion_config)
 
-    @torch.no_grad()
-    def target_and_condition(self, batch: dict[str, Any], drop: bool) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Scaled motion latents ``motion_scale * z`` ``(B, D, L, W'+H')`` and the condition kwargs (content
-        frame, label / text; eq. 8)."""
-        content, motion = self._encode(batch, sample=drop)
-        if drop:  # training batches: the std that motion_scale should normalise
+    def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Scaled motion latents ``motion_scale * z`` ``(B, D, L, W'+H')`` and the content frame, label and
+        pooled text feature (eq. 8)."""
+        content, motion = self._encode(batch, sample=sample)
+        if sample:  # training batches: the std that motion_scale should normalise
             self.log("train/motion_latent_std", motion.float().std(), batch_size=motion.shape[0], sync_dist=True)
-        motion = motion * self.hparams.motion_scale
-        b = motion.shape[0]
-        drop_mask = self._drop_mask(b) if drop else torch.zeros(b, dtype=torch.bool, device=self.device)
-        label = self._labels(batch, self.denoiser.num_classes)
-        if label is not None:
-            label = torch.where(drop_mask, torch.full_like(label, self.denoiser.null_label), label)
         text = None
         if self.text_encoder is not None:
             text = self.text_encoder.pooled(self._captions(batch), masked=self.hparams.pool_masked)
-            text = text * (~drop_mask)[:, None].to(text.dtype)
-        return motion, {"content": content, "label": label, "text": text}
+        cond = {"content": content, "label": self._labels(batch, self.denoiser.num_classes), "text": text}
+        return motion * self.hparams.motion_scale, cond
+
+    def conditions(self, raw: dict[str, Any], drop: torch.Tensor | None) -> dict[str, Any]:
+        """Label -> null class and pooled text -> zeros for the dropped samples; the content frame stays."""
+        if drop is None:
+            return raw
+        cond = dict(raw)
+        if cond["label"] is not None:
+            cond["label"] = drop_labels(cond["label"], drop, self.denoiser.null_label)
+        if cond["text"] is not None:
+            cond["text"] = zero_dropped(cond["text"], drop)
+        return cond
+
+    @torch.no_grad()
+    def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
+        """The first ``num`` batch videos re-animated: motion sampled for their own content frames (and
+        labels / captions), decoded with the frozen autoencoder, ``(num, C, L, H, W)`` pixels.
+
+        The motion stage has no content model, so the CMD pipeline's ``generate`` (content frame first)
+        does not apply; animating the batch's own content frames shows the motion model alone."""
+        head = _head(batch, num)
+        content, _ = self._encode(head, sample=False)
+        pipe = self.pipeline(content_model=None)
+        z = pipe.sample_motion(content, self._labels(head, self.denoiser.num_classes), self._captions(head),
+                               num_steps=self.sample_steps,
+                               generator=torch.Generator(device="cpu").manual_seed(0), progress=False)
+        return pipe.to_pixels(self.autoencoder.decode(content, z))
 
 
 @torch.no_grad()
-def cache_cmd_latents(autoencoder: CMDAutoencoder, items: list[dict[str, Any]], vae: FrameVAE | None = None,
+def cache_latents(autoencoder: CMDAutoencoder, items: list[dict[str, Any]], vae: FrameVAE | None = None,
                       batch_size: int = 64) -> list[dict[str, Any]]:
     """Add ``content_frame`` ``(C, H, W)`` and ``motion_latent`` ``(D, L, W'+H')`` to each item and drop
     ``video``: the content and motion stages then skip the frozen autoencoder at every step.
@@ -389,8 +393,8 @@ def cache_cmd_latents(autoencoder: CMDAutoencoder, items: list[dict[str, Any]], 
 
 
 def motion_latent_std(items: list[dict[str, Any]]) -> float:
-    """Std of the ``motion_latent`` entries of :func:`cache_cmd_latents` items (all elements pooled);
+    """Std of the ``motion_latent`` entries of :func:`cache_latents` items (all elements pooled);
     ``1 / std`` is the ``motion_scale`` that gives the motion DiT unit-variance data."""
     if not items or "motion_latent" not in items[0]:
-        raise ValueError("give items with 'motion_latent' (from cache_cmd_latents)")
+        raise ValueError("give items with 'motion_latent' (from cache_latents)")
     return float(torch.stack([item["motion_latent"] for item in items]).double().std())

@@ -90,7 +90,9 @@ class CMD(VideoPipeline):
         return self.autoencoder.height * f, self.autoencoder.width * f
 
     def _device(self) -> torch.device:
-        return next(self.motion_model.parameters()).device
+        # a content-stage pipeline (sample_content only) has no motion model
+        model = self.motion_model if self.motion_model is not None else self.content_model
+        return next(model.parameters()).device
 
     def _label(self, label: Any, b: int, model: nn.Module) -> torch.Tensor | None:
         if label is None:
@@ -167,7 +169,8 @@ class CMD(VideoPipeline):
                                          num_steps=num_steps, generator=generator, device=device, progress=progress)
         return (z / self.motion_scale).clamp(-1, 1)  # the motion latent is a tanh output
 
-    def _to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Autoencoder-space videos ``(B, C, T, H, W)`` -> pixels in [-1, 1] (latent mode: the SD VAE)."""
         return self.vae.decode(x) if self.vae is not None else x.clamp(-1, 1)
 
     # ---- public API ---------------------------------------------------------------------------
@@ -188,7 +191,7 @@ class CMD(VideoPipeline):
         guidance_scale = 4.0 if guidance_scale is None else guidance_scale
         content = self.sample_content(batch, label, text, content_steps, sampler, guidance_scale, generator, progress)
         z = self.sample_motion(content, label, text, num_steps, sampler, motion_guidance_scale, generator, progress)
-        return self._to_pixels(self.autoencoder.decode(content, z))
+        return self.to_pixels(self.autoencoder.decode(content, z))
 
     @torch.no_grad()
     def animate(self, content_frame: torch.Tensor, label: Any = None, text: str | Sequence[str] | None = None,
@@ -206,10 +209,10 @@ class CMD(VideoPipeline):
             raise ValueError(f"content frame must be (B, {', '.join(map(str, self.autoencoder.content_shape))})"
                              f"{' after the SD VAE' if self.vae is not None else ''}, got {tuple(x_bar.shape)}")
         z = self.sample_motion(x_bar, label, text, num_steps, sampler, guidance_scale, generator, progress)
-        return self._to_pixels(self.autoencoder.decode(x_bar, z))
+        return self.to_pixels(self.autoencoder.decode(x_bar, z))
 
     @torch.no_grad()
     def reconstruct(self, video: torch.Tensor) -> torch.Tensor:
         """Autoencoder round trip of pixel videos ``(B, 3, L, H, W)`` in [-1, 1]."""
         x = self.vae.encode(video.to(self._device()), sample=False) if self.vae is not None else video
-        return self._to_pixels(self.autoencoder(x.to(self._device()))[0])
+        return self.to_pixels(self.autoencoder(x.to(self._device()))[0])

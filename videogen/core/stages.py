@@ -1,4 +1,5 @@
-"""One base for the autoencoder stages trained with a GAN: :class:`AutoencoderGANStage`.
+"""The stage bases: :class:`AutoencoderGANStage` (autoencoders trained with a GAN) and
+:class:`DiffusionStage` (diffusion models on the latents of frozen earlier stages).
 
 LaMD's MCD-VAE (``videogen.lamd.MCDVAEModule``) and LVDM's 3D autoencoder
 (``videogen.lvdm.VideoAutoencoder3DModule``) train the same way, VQGAN/LDM style::
@@ -20,16 +21,28 @@ NaN policy (the stricter of what the two modules did): the generator step checks
 ``g_loss`` and the total ``loss``; a non-finite one raises (``nan_policy="raise"``) or skips the whole
 batch, discriminator step included (``"skip"``; nothing is logged for it).  The discriminator step checks
 ``d_loss`` the same way.
+
+The diffusion stages (LaMD's ``DMGModule``, CMD's ``CMDContentModule`` / ``CMDMotionModule``, LVDM's
+``LVDMShortModule``, ``LVDMLongModule``, ``LVDMTextToVideoModule``) share one step::
+
+    x0, cond = encode_batch(batch)          frozen stages under no_grad; CFG condition dropout in training
+    loss     = diffusion.training_loss(network, x0, **cond)      (L_simple: eps / v / x0 target, L1 or L2)
+
+with the NaN guard, ``train/loss`` / ``val/loss`` and, in validation, a generator seeded from the batch
+index (the same timesteps and noise on every evaluation of the same weights, so ``val/loss`` compares
+across epochs).  :class:`DiffusionStage` owns that loop, the frozen stages, ``GaussianDiffusion`` from
+its config and the inference pipeline built from the stage's networks (``sample_videos``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.losses import (
     DiagonalGaussian,
     ReconstructionLoss,
@@ -41,7 +54,8 @@ from videogen.core.losses import (
 from videogen.core.metrics.psnr_ssim import psnr_per_video
 from videogen.core.training import TrainingModule
 
-__all__ = ["AutoencoderGANStage", "D_LOSSES"]
+__all__ = ["AutoencoderGANStage", "D_LOSSES", "DiffusionStage", "drop_captions", "drop_labels", "drop_mask",
+           "zero_dropped"]
 
 D_LOSSES = {"vanilla": vanilla_d_loss, "hinge": hinge_d_loss}
 
@@ -212,3 +226,154 @@ class AutoencoderGANStage(TrainingModule):
     def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
         """Reconstructions (posterior means) of the first ``num`` batch videos, ``(num, C, T, H, W)``."""
         return self.autoencode(batch["video"][:num], sample=False)[0].clamp(-1, 1)
+
+
+# ---- condition dropout (classifier-free guidance training) -------------------------------------------------
+def drop_mask(batch_size: int, p: float, generator: torch.Generator | None = None,
+              device: torch.device | str | None = None) -> torch.Tensor:
+    """``(B,)`` bool, True with probability ``p`` per sample: ``rand(B) < p``, one uniform draw per sample
+    on ``device`` (CPU when None) from ``generator`` (the global stream when None).
+
+    The one Bernoulli draw of every stage: the samples whose condition is dropped for classifier-free
+    guidance (labels -> null class, captions -> "", features / masks zeroed), or, for LVDM's prediction
+    and interpolation models, the samples that get their given frames (``cond_prob``).  Where and on which
+    device it draws is part of a seeded run's numerics, so callers keep their place in the stream.
+    """
+    return torch.rand(batch_size, generator=generator, device=device) < p
+
+
+def drop_labels(label: torch.Tensor, drop: torch.Tensor, null_label: int) -> torch.Tensor:
+    """``label (B,)`` with the dropped samples set to the null class (the CFG unconditional class)."""
+    return torch.where(drop, torch.full_like(label, null_label), label)
+
+
+def zero_dropped(x: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+    """``x (B, ...)`` with the dropped samples zeroed (a pooled text feature, a content frame, a mask)."""
+    keep = (~drop.to(x.device)).view(-1, *([1] * (x.ndim - 1)))
+    return x & keep if x.dtype == torch.bool else x * keep.to(x.dtype)
+
+
+def drop_captions(captions: Sequence[str], drop: torch.Tensor) -> list[str]:
+    """The captions with the dropped ones replaced by ``""`` (the empty prompt of SD-style CFG)."""
+    return ["" if d else c for c, d in zip(captions, drop.tolist())]
+
+
+class DiffusionStage(TrainingModule):
+    """Base LightningModule of a diffusion model trained on the encodings of frozen earlier stages.
+
+    A subclass builds its networks, assigns them, lists the frozen ones in ``frozen`` and calls
+    :meth:`freeze_stages` (``TrainingModule``), and says:
+
+    * ``network_name``: the attribute of the trained network (``"dmg"``, ``"denoiser"``, ``"unet"``: the
+      ``state_dict`` prefixes of the checkpoints stay); :attr:`network` returns it.
+    * :meth:`encode`: ``batch -> (x0, raw conditions)``; run under ``torch.no_grad()``.
+    * :meth:`conditions`: raw conditions -> the network's kwargs, with the dropped samples' conditions
+      removed (default: the raw conditions, for an unconditional model).
+    * optionally :meth:`diffusion_loss` (default ``diffusion.training_loss(network, x0, **cond)``) and
+      :meth:`sample_inputs` (what ``sample_videos`` passes to the pipeline's ``generate``).
+
+    Args:
+        diffusion: ``GaussianDiffusion`` kwargs over the class's ``default_diffusion``.
+        cond_drop_prob: probability that a training sample's condition is dropped (classifier-free
+            guidance); ``None`` for a stage without condition dropout (no random draw is made).
+        nan_policy: ``"raise"`` or ``"skip"`` (``TrainingModule.finite_or_skip``).
+    """
+
+    #: the trained network's attribute
+    network_name: str = "network"
+    #: ``GaussianDiffusion`` kwargs the ``diffusion`` argument updates ({} = its defaults: linear, eps, L2)
+    default_diffusion: dict[str, Any] = {}
+    #: draw the condition-dropout mask on the module's device (False: on the CPU, as LVDM's text-to-video)
+    drop_on_device: bool = True
+    #: ``encode`` samples the posterior of the frozen stage in training (validation takes the mean)
+    sample_posterior: bool = True
+
+    def __init__(self, diffusion: dict[str, Any] | None = None, cond_drop_prob: float | None = None,
+                 nan_policy: str = "raise") -> None:
+        super().__init__(nan_policy=nan_policy)
+        if cond_drop_prob is not None and not 0.0 <= cond_drop_prob < 1.0:
+            raise ValueError(f"cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
+        self.cond_drop_prob = cond_drop_prob
+        self.diffusion_config = {**self.default_diffusion, **(diffusion or {})}
+        self.diffusion = GaussianDiffusion(**self.diffusion_config)
+
+    @property
+    def network(self) -> nn.Module:
+        """The trained network (``self.<network_name>``)."""
+        return getattr(self, self.network_name)
+
+    # ---- what a subclass provides -------------------------------------------------------------
+    def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``batch`` -> ``(x0 (B, ...), raw conditions)``: the diffusion target encoded by the frozen stages
+        (``sample``: a posterior sample, else its mean) and the conditions before dropout."""
+        raise NotImplementedError
+
+    def conditions(self, raw: dict[str, Any], drop: torch.Tensor | None) -> dict[str, Any]:
+        """The network's condition kwargs from ``raw``; ``drop (B,)`` bool marks the samples whose condition
+        is dropped (``None``: keep all)."""
+        return raw
+
+    def diffusion_loss(self, x0: torch.Tensor, cond: dict[str, Any],
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """The scalar loss of ``x0`` (timesteps and noise from ``generator``, else the global stream)."""
+        return self.diffusion.training_loss(self.network, x0, generator=generator, **cond)
+
+    # ---- data -> x0 + conditions --------------------------------------------------------------
+    def condition_drop(self, batch_size: int) -> torch.Tensor:
+        """The ``(B,)`` condition-dropout mask of a training batch (:func:`drop_mask`)."""
+        return drop_mask(batch_size, self.cond_drop_prob, device=self.device if self.drop_on_device else None)
+
+    @torch.no_grad()
+    def encode_batch(self, batch: dict[str, Any], drop: bool, sample: bool | None = None
+                     ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``(x0, condition kwargs)`` of a batch; ``drop``: apply the condition dropout (training).
+
+        ``sample`` (default: ``sample_posterior`` in training batches, the mean otherwise) picks a
+        posterior sample of the frozen stage or its mean.  The frozen stages run without gradients.
+        """
+        sample = (drop and self.sample_posterior) if sample is None else sample
+        x0, raw = self.encode(batch, sample)
+        mask = self.condition_drop(x0.shape[0]) if drop and self.cond_drop_prob is not None else None
+        return x0, self.conditions(raw, mask)
+
+    # ---- Lightning hooks ----------------------------------------------------------------------
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        x0, cond = self.encode_batch(batch, drop=True)
+        loss = self.diffusion_loss(x0, cond)
+        if not self.finite_or_skip(loss=loss):
+            return None
+        self.log("train/loss", loss, prog_bar=True, batch_size=x0.shape[0], sync_dist=True)  # mean over ranks
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        x0, cond = self.encode_batch(batch, drop=False, sample=False)
+        # timesteps and noise from a generator seeded with the batch index: the same every evaluation
+        gen = torch.Generator(device=x0.device).manual_seed(batch_idx)
+        loss = self.diffusion_loss(x0, cond, generator=gen)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=x0.shape[0])
+        return loss
+
+    # ---- inference ----------------------------------------------------------------------------
+    def pipeline(self, **overrides: Any):
+        """The inference object of ``pipeline_name`` sharing this stage's networks: its constructor gets
+        ``pipeline_parts()`` by component name, ``pipeline_settings()`` and ``overrides``.  The class comes
+        from the persistence registry, so the training module does not import the pipeline's module."""
+        from videogen.core.persistence import resolve_class
+        from videogen.core.pipeline import VideoPipeline
+
+        if self.pipeline_name is None:
+            raise NotImplementedError(f"{type(self).__name__} names no pipeline (pipeline_name)")
+        cls = resolve_class(self.pipeline_name, VideoPipeline, "pipeline class")
+        parts = {name: net for name, (net, _) in self.pipeline_parts().items() if net is not None}
+        return cls(**parts, **{**self.pipeline_settings(), **overrides})
+
+    def sample_inputs(self, batch: dict[str, Any], num: int) -> dict[str, Any]:
+        """The ``generate`` keywords of ``sample_videos`` for the first ``num`` samples of ``batch``."""
+        raise NotImplementedError(f"{type(self).__name__} does not say how to sample from a batch")
+
+    @torch.no_grad()
+    def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
+        """Videos ``(num, C, T, H, W)`` in [-1, 1] for ``VideoSampleLogger``: the stage's pipeline
+        generates from :meth:`sample_inputs` with a fixed CPU generator (seed 0)."""
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        return self.pipeline().generate(**self.sample_inputs(batch, num), generator=gen, progress=False)

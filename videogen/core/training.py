@@ -87,6 +87,27 @@ class TrainingModule(pl.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         reseed(derived_seed(self.base_seed, self.global_rank, _BATCH, self._batch_counter()))
 
+    #: attributes holding frozen earlier stages (e.g. ``("mcdvae", "text_encoder")``): :meth:`freeze_stages`
+    #: stops their gradients, and they stay in eval mode whatever ``train()`` is called with (LatentNorm
+    #: statistics, dropout and BatchNorm of a trained first stage must not change); ``None`` ones are skipped
+    frozen: tuple[str, ...] = ()
+
+    def frozen_stages(self) -> list[torch.nn.Module]:
+        """The modules named in ``frozen`` that are set."""
+        return [m for m in (getattr(self, name, None) for name in self.frozen) if m is not None]
+
+    def freeze_stages(self) -> None:
+        """``requires_grad_(False)`` and eval mode for every frozen stage (call once they are assigned)."""
+        for module in self.frozen_stages():
+            module.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True):
+        """Only the trained networks switch mode; the frozen stages stay in eval mode."""
+        super().train(mode)
+        for module in self.frozen_stages():
+            module.eval()
+        return self
+
     #: registered name of the pipeline this stage trains (part of), e.g. ``"videogen.lamd.LaMD"``; when set,
     #: every checkpoint carries the pipeline record of ``pipeline_parts()`` (``videogen.core.persistence``)
     pipeline_name: str | None = None

@@ -20,6 +20,7 @@ _EXPORTS = {
     # stage 2
     "MotionGenerator": "dmg",
     "DMGModule": "dmg_module",
+    "cache_latents": "dmg_module",
     "LaMD": "pipeline",
     # text encoders live in videogen.core.text (CMD and LVDM use them too); re-exported for LaMD users
     "TextEncoder": "videogen.core.text",

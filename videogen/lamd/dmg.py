@@ -23,6 +23,7 @@ the UNet's cross-attention, i.e. the same as passing no text at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -31,7 +32,12 @@ from videogen.core.nn import get_2d_sincos_pos_embed
 from videogen.core.nn.unet2d import UNet2D
 from videogen.core.persistence import SavableModule
 
-__all__ = ["MotionGenerator"]
+if TYPE_CHECKING:
+    from videogen.core.text import TextEncoder
+
+    from .mcdvae import MCDVAE
+
+__all__ = ["MotionGenerator", "check_stages"]
 
 
 class MotionGenerator(SavableModule, nn.Module):
@@ -171,3 +177,15 @@ class MotionGenerator(SavableModule, nn.Module):
         elif context.shape[0] != z_t.shape[0] or context.ndim != 3:
             raise ValueError(f"context must be (B, M, D) with B = {z_t.shape[0]}, got {tuple(context.shape)}")
         return self.unet(z_t, t, context=context, context_mask=context_mask)
+
+
+def check_stages(mcdvae: MCDVAE, dmg: MotionGenerator, text_encoder: TextEncoder | None) -> None:
+    """Raise ``ValueError`` unless the DMG was built for this MCD-VAE's latents (and text encoder)."""
+    if tuple(mcdvae.latent_shape) != (dmg.z_channels, dmg.latent_size, dmg.latent_size):
+        raise ValueError(f"MCDVAE latent shape {tuple(mcdvae.latent_shape)} != DMG's "
+                         f"{(dmg.z_channels, dmg.latent_size, dmg.latent_size)}")
+    if mcdvae.content_dim != dmg.content_dim:
+        raise ValueError(f"MCDVAE content_dim {mcdvae.content_dim} != DMG content_dim {dmg.content_dim}")
+    width = None if text_encoder is None else text_encoder.dim
+    if width != dmg.text_dim:
+        raise ValueError(f"DMG text_dim={dmg.text_dim} needs a text encoder of that width, got {width}")

@@ -15,15 +15,14 @@ from typing import Any
 
 import torch
 
-from videogen.core.diffusion import GaussianDiffusion
+from videogen.core.stages import DiffusionStage, drop_labels, drop_mask, zero_dropped
 from videogen.core.text import TextEncoder
-from videogen.core.training import TrainingModule, encode_items
+from videogen.core.training import encode_items
 
-from .dmg import MotionGenerator
+from .dmg import MotionGenerator, check_stages
 from .mcdvae import MCDVAE
-from .pipeline import LaMD, check_stages
 
-__all__ = ["DMGModule"]
+__all__ = ["DMGModule", "cache_latents"]
 
 
 def _load_mcdvae(mcdvae: MCDVAE | str) -> MCDVAE:
@@ -34,7 +33,7 @@ def _load_mcdvae(mcdvae: MCDVAE | str) -> MCDVAE:
     return load_mcdvae(mcdvae)
 
 
-class DMGModule(TrainingModule):
+class DMGModule(DiffusionStage):
     """Train a ``MotionGenerator`` on the motion latents of a frozen ``MCDVAE``.
 
     Args:
@@ -51,30 +50,32 @@ class DMGModule(TrainingModule):
         sample_steps, sample_sampler, sample_guidance_scale: ``sample_videos`` settings (logging only).
         nan_policy: ``"raise"`` stops at a non-finite loss naming the step; ``"skip"`` skips the step.
 
-    Validation uses the posterior mean and a fixed generator per batch index: the same noise, timesteps
-    and latents every epoch, so validation losses are comparable across epochs.
+    Validation uses the posterior mean and a fixed generator per batch index (``DiffusionStage``): the
+    same noise, timesteps and latents every epoch, so validation losses are comparable across epochs.
     """
+
+    network_name = "dmg"
+    frozen = ("mcdvae", "text_encoder")  # the MCD-VAE's LatentNorm statistics must stay fixed
+    pipeline_name = "videogen.lamd.LaMD"  # a checkpoint alone rebuilds the pipeline (load_pretrained)
 
     def __init__(self, dmg: MotionGenerator, mcdvae: MCDVAE | str, text_encoder: TextEncoder | None = None,
                  lr: float = 2e-5, betas: Sequence[float] = (0.9, 0.999), weight_decay: float = 0.0,
                  cond_drop_prob: float = 0.1, content_drop_prob: float = 0.0, sample_posterior: bool = True,
                  diffusion: dict[str, Any] | None = None, sample_steps: int = 50, sample_sampler: str = "ddim",
                  sample_guidance_scale: float = 1.0, scale_lr: bool = False, nan_policy: str = "raise") -> None:
-        super().__init__(nan_policy=nan_policy)
-        for name, p in (("cond_drop_prob", cond_drop_prob), ("content_drop_prob", content_drop_prob)):
-            if not 0.0 <= p < 1.0:
-                raise ValueError(f"{name} must lie in [0, 1), got {p}")
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
+        if not 0.0 <= content_drop_prob < 1.0:
+            raise ValueError(f"content_drop_prob must lie in [0, 1), got {content_drop_prob}")
         self.save_hyperparameters(ignore=["dmg", "mcdvae", "text_encoder"])
         self.dmg = dmg
-        self.mcdvae = _load_mcdvae(mcdvae).requires_grad_(False).eval()
+        self.mcdvae = _load_mcdvae(mcdvae)
         self.text_encoder = text_encoder
-        if text_encoder is not None:
-            text_encoder.requires_grad_(False)
+        self.freeze_stages()
         check_stages(self.mcdvae, dmg, text_encoder)  # ValueError when the two stages do not fit together
-        self.diffusion_config = dict(diffusion or {})
-        self.diffusion = GaussianDiffusion(**self.diffusion_config)
 
-    pipeline_name = "videogen.lamd.LaMD"  # a checkpoint alone rebuilds the pipeline (videogen.load_pretrained)
+    @property
+    def sample_posterior(self) -> bool:
+        return self.hparams.sample_posterior
 
     def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
         return {name: (getattr(self, name), f"{name}.") for name in ("mcdvae", "dmg", "text_encoder")}
@@ -82,30 +83,16 @@ class DMGModule(TrainingModule):
     def pipeline_settings(self) -> dict[str, Any]:
         return {"diffusion_config": self.diffusion_config}
 
-    def train(self, mode: bool = True) -> DMGModule:
-        """Only the DMG switches to train mode: the MCD-VAE's LatentNorm statistics must stay fixed."""
-        super().train(mode)
-        self.mcdvae.eval()
-        if self.text_encoder is not None:
-            self.text_encoder.eval()
-        return self
-
     # ---- data -> latents + conditions ---------------------------------------------------------
-    @torch.no_grad()
-    def encode_batch(self, batch: dict[str, Any], drop: bool, sample: bool | None = None
-                     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """``batch["video"] (B, C, T, H, W)`` -> ``z_m (B, d, h, w)`` and the DMG's condition kwargs.
-
-        ``sample`` (default ``sample_posterior``) draws ``z_m`` from the posterior, else takes its mean.
-        """
-        sample = self.hparams.sample_posterior if sample is None else sample
+    def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """``batch["video"] (B, C, T, H, W)`` -> ``z_m (B, d, h, w)`` and the DMG's condition kwargs
+        (``content`` ``f_x0 (B, d', h, w)``, ``label``, ``text`` / ``text_mask``)."""
         if "z_m" in batch:  # latents cached once per video by `cache_latents`
             z_m, content = batch["z_m"], batch["content"]
         else:
             video = batch["video"]
             z_m, _, _ = self.mcdvae.encode_motion(video, sample=sample)
             content = self.mcdvae.encode_content(video[:, :, 0])[0]  # f_x0 (B, d', h, w)
-        b = z_m.shape[0]
         cond: dict[str, Any] = {"content": content, "label": None, "text": None, "text_mask": None}
         if self.dmg.num_classes is not None:
             if "label" not in batch:
@@ -115,56 +102,37 @@ class DMGModule(TrainingModule):
             if "caption" not in batch:
                 raise ValueError("a text-conditional DMG needs batch['caption']")
             cond["text"], cond["text_mask"] = (x.to(self.device) for x in self.text_encoder(batch["caption"]))
-        if drop:
-            self._drop_conditions(cond, b)
         return z_m, cond
 
-    def _drop_conditions(self, cond: dict[str, Any], b: int) -> None:
+    def conditions(self, raw: dict[str, Any], drop: torch.Tensor | None) -> dict[str, Any]:
         """Classifier-free guidance training: null label / masked text / (optionally) zero content."""
-        drop = torch.rand(b, device=self.device) < self.hparams.cond_drop_prob  # (B,)
+        if drop is None:
+            return raw
+        cond = dict(raw)
         if cond["label"] is not None:
-            cond["label"] = torch.where(drop, torch.full_like(cond["label"], self.dmg.null_label), cond["label"])
+            cond["label"] = drop_labels(cond["label"], drop, self.dmg.null_label)
         if cond["text_mask"] is not None:
-            cond["text_mask"] = cond["text_mask"] & ~drop[:, None]
-        if self.hparams.content_drop_prob > 0:
-            keep = torch.rand(b, device=self.device) >= self.hparams.content_drop_prob
-            cond["content"] = cond["content"] * keep[:, None, None, None].to(cond["content"].dtype)
+            cond["text_mask"] = zero_dropped(cond["text_mask"], drop)
+        if self.hparams.content_drop_prob > 0:  # a second draw, after the label / text one
+            p = self.hparams.content_drop_prob
+            drop_content = drop_mask(drop.shape[0], p, device=self.device)  # (B,)
+            cond["content"] = zero_dropped(cond["content"], drop_content)
+        return cond
 
     # ---- Lightning hooks ----------------------------------------------------------------------
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        z_m, cond = self.encode_batch(batch, drop=True)
-        loss = self.diffusion.training_loss(self.dmg, z_m, **cond)  # Eq. 6
-        if not self.finite_or_skip(loss=loss):
-            return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=z_m.shape[0], sync_dist=True)  # mean over ranks
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        z_m, cond = self.encode_batch(batch, drop=False, sample=False)
-        # Fixed noise and timesteps per batch index: comparable validation losses across epochs.
-        gen = torch.Generator(device=z_m.device).manual_seed(batch_idx)
-        loss = self.diffusion.training_loss(self.dmg, z_m, generator=gen, **cond)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=z_m.shape[0])
-        return loss
-
     def configure_optimizers(self) -> torch.optim.Optimizer:
         lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
         return torch.optim.Adam(self.dmg.parameters(), lr=lr, betas=tuple(self.hparams.betas),
                                 weight_decay=self.hparams.weight_decay)
 
-    @torch.no_grad()
-    def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
+    def sample_inputs(self, batch: dict[str, Any], num: int) -> dict[str, Any]:
         """Animate the first frames of up to ``num`` batch videos (with their labels / captions)."""
-        pipe = LaMD(self.mcdvae, self.dmg, self.diffusion_config, self.text_encoder)
         first = batch["first_frame"] if "first_frame" in batch else batch["video"][:, :, 0]  # (B, C, H, W)
-        first = first[:num]
         label = batch["label"][:num] if self.dmg.num_classes is not None else None
         text = list(batch["caption"][:num]) if self.text_encoder is not None else None
         scale = self.hparams.sample_guidance_scale if (label is not None or text is not None) else 1.0
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        return pipe.generate(first, label=label, text=text, num_steps=self.hparams.sample_steps,
-                             sampler=self.hparams.sample_sampler, guidance_scale=scale, generator=gen,
-                             progress=False)
+        return dict(image=first[:num], label=label, text=text, num_steps=self.hparams.sample_steps,
+                    sampler=self.hparams.sample_sampler, guidance_scale=scale)
 
 
 @torch.no_grad()

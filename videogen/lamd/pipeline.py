@@ -19,22 +19,10 @@ from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.pipeline import VideoPipeline
 from videogen.core.text import TextEncoder
 
-from .dmg import MotionGenerator
+from .dmg import MotionGenerator, check_stages
 from .mcdvae import MCDVAE
 
 __all__ = ["LaMD", "check_stages"]
-
-def check_stages(mcdvae: MCDVAE, dmg: MotionGenerator, text_encoder: TextEncoder | None) -> None:
-    """Raise ``ValueError`` unless the DMG was built for this MCD-VAE's latents (and text encoder)."""
-    if tuple(mcdvae.latent_shape) != (dmg.z_channels, dmg.latent_size, dmg.latent_size):
-        raise ValueError(f"MCDVAE latent shape {tuple(mcdvae.latent_shape)} != DMG's "
-                         f"{(dmg.z_channels, dmg.latent_size, dmg.latent_size)}")
-    if mcdvae.content_dim != dmg.content_dim:
-        raise ValueError(f"MCDVAE content_dim {mcdvae.content_dim} != DMG content_dim {dmg.content_dim}")
-    width = None if text_encoder is None else text_encoder.dim
-    if width != dmg.text_dim:
-        raise ValueError(f"DMG text_dim={dmg.text_dim} needs a text encoder of that width, got {width}")
-
 
 class LaMD(VideoPipeline):
     """Latent motion diffusion for image(-text)-to-video generation.

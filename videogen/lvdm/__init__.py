@@ -19,7 +19,7 @@ _EXPORTS = {
     "UNet3D": "unet3d",
     "LVDMShortModule": "short_module",
     "load_video_autoencoder": "short_module",
-    "cache_video_latents": "short_module",
+    "cache_latents": "short_module",
     "ConditionalUNet3D": "unet3d",
     "LVDMLongModule": "long_module",
     "LVDM": "pipeline",

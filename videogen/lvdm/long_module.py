@@ -14,10 +14,9 @@ from typing import Any
 
 import torch
 
-from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.persistence import load_component
 from videogen.core.pretrained import missing_stage_checkpoint
-from videogen.core.training import TrainingModule
+from videogen.core.stages import DiffusionStage, drop_mask
 
 from .autoencoder import VideoAutoencoder3D
 from .short_module import batch_latents, load_video_autoencoder
@@ -26,7 +25,7 @@ from .unet3d import DEFAULT_DIFFUSION, ConditionalUNet3D, UNet3D, mix_given
 __all__ = ["LVDMLongModule"]
 
 
-class LVDMLongModule(TrainingModule):
+class LVDMLongModule(DiffusionStage):
     """Prediction or interpolation training on frozen-autoencoder latents (see the module docstring).
 
     Args:
@@ -41,11 +40,17 @@ class LVDMLongModule(TrainingModule):
         lr, weight_decay: AdamW (official 8e-5, 0.01).
     """
 
+    network_name = "unet"
+    frozen = ("autoencoder",)
+    default_diffusion = DEFAULT_DIFFUSION
+    pipeline_name = "videogen.lvdm.LVDM"
+    sample_steps = 25  # sample_videos (logging only)
+
     def __init__(self, unet: ConditionalUNet3D | None, autoencoder: VideoAutoencoder3D | str,
                  mode: str = "prediction", keyframe_stride: int = 4, cond_prob: float | None = None,
                  short_checkpoint: str | None = None, diffusion: dict[str, Any] | None = None,
                  lr: float = 8e-5, weight_decay: float = 0.01, scale_lr: bool = False, nan_policy: str = "raise"):
-        super().__init__(nan_policy=nan_policy)
+        super().__init__(diffusion, nan_policy=nan_policy)  # cond_prob is drawn in diffusion_loss
         if mode not in ("prediction", "interpolation"):
             raise ValueError(f"mode must be 'prediction' or 'interpolation', got {mode!r}")
         cond_prob = (0.5 if mode == "prediction" else 0.9) if cond_prob is None else cond_prob
@@ -58,16 +63,8 @@ class LVDMLongModule(TrainingModule):
             raise ValueError("give a ConditionalUNet3D (unet) or the short model to start from (short_checkpoint)")
         self.unet = unet
         ae = load_video_autoencoder(autoencoder) if ae is None else ae  # the short model's, when given
-        self.autoencoder = ae.requires_grad_(False).eval()
-        self.diffusion_config = {**DEFAULT_DIFFUSION, **(diffusion or {})}
-        self.diffusion = GaussianDiffusion(**self.diffusion_config)
-
-    def train(self, mode: bool = True) -> LVDMLongModule:
-        super().train(mode)
-        self.autoencoder.eval()
-        return self
-
-    pipeline_name = "videogen.lvdm.LVDM"
+        self.autoencoder = ae
+        self.freeze_stages()
 
     def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
         """The autoencoder and this model, as the pipeline's ``prediction`` or ``interpolation``."""
@@ -99,11 +96,21 @@ class LVDMLongModule(TrainingModule):
             mask[:, : self.unet.num_given] = given[:, None]
         return mask
 
+    def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """The latent clip (:meth:`clip_latents`); the given frames are chosen in :meth:`diffusion_loss`."""
+        return self.clip_latents(batch, sample), {}
+
+    def diffusion_loss(self, z0: torch.Tensor, cond: dict[str, Any],
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """The loss over the generated frames of ``z0 (B, C, F, h, w)``: which samples get their given
+        frames (p = ``cond_prob``), then t, the given frames' level s and both noises, in that order."""
+        return self._loss(z0, generator)
+
     def _loss(self, z0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         b, frames = z0.shape[0], z0.shape[2]
         dev = z0.device
         gen_dev = generator.device if generator is not None else dev
-        given = torch.rand(b, generator=generator, device=gen_dev).to(dev) < self.hparams.cond_prob
+        given = drop_mask(b, self.hparams.cond_prob, generator, gen_dev).to(dev)  # (B,) True w.p. cond_prob
         mask = self._mask(b, frames, given)
         t = self.diffusion.sample_timesteps(b, dev, generator)
         s = torch.randint(0, self.unet.max_noise_level, (b,), generator=generator, device=gen_dev).to(dev)
@@ -117,24 +124,31 @@ class LVDMLongModule(TrainingModule):
         keep = (~mask)[:, None, :, None, None].to(err.dtype).expand_as(err)  # generated frames only
         return (err * keep).sum() / keep.sum().clamp(min=1.0)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        with torch.no_grad():
-            z0 = self.clip_latents(batch, sample=True)
-        loss = self._loss(z0)
-        if not self.finite_or_skip(loss=loss):
-            return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=z0.shape[0], sync_dist=True)
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        z0 = self.clip_latents(batch, sample=False)
-        loss = self._loss(z0, generator=torch.Generator(device=z0.device).manual_seed(batch_idx))
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=z0.shape[0])
-        return loss
-
     def configure_optimizers(self):
         return torch.optim.AdamW(self.unet.parameters(), lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
                                  weight_decay=self.hparams.weight_decay)
+
+    @torch.no_grad()
+    def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
+        """Videos ``(num, 3, T, H, W)`` through the ``LVDM`` pipeline of this model alone.
+
+        Prediction: an unconditional clip of the batch's size (the model's ``p = 1 - cond_prob`` mode, the
+        pipeline's short clip without a short model).  Interpolation: the pipeline has no prediction model
+        to make keyframes, so the batch clips' first and ``keyframe_stride``-th latents are the given ends
+        and the frames between them are generated (``LVDM.interpolate``)."""
+        video = batch["video"][:num]  # (num, 3, T, H, W)
+        _, _, t, h, w = video.shape
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        if self.hparams.mode == "prediction":
+            return self.pipeline(clip_frames=t).generate(num_samples=video.shape[0], num_frames=t, height=h,
+                                                         width=w, num_steps=self.sample_steps, generator=gen,
+                                                         progress=False)
+        self.clip_latents(video, sample=False)  # ValueError when the clips are too short for the stride
+        f_t, r = self.autoencoder.temporal_factor, self.hparams.keyframe_stride
+        first, last = video[:, :, :f_t], video[:, :, r * f_t:(r + 1) * f_t]
+        pipe = self.pipeline(prediction=None, keyframe_stride=r)  # the record holds the prediction model's
+        between = pipe.interpolate(first, last, num_steps=self.sample_steps, generator=gen)  # (r-1) f_t frames
+        return torch.cat([first, between, last], dim=2)
 
 
 def _from_short_checkpoint(path: str, unet: ConditionalUNet3D | None) -> tuple[ConditionalUNet3D, VideoAutoencoder3D]:

@@ -84,7 +84,10 @@ class LVDM(VideoPipeline):
         return self.video_size
 
     def _device(self) -> torch.device:
-        return next(self.prediction.parameters()).device
+        # an interpolation stage's pipeline (``interpolate`` only) has no prediction model
+        models = (self.prediction, self.interpolation, self.short, self.autoregressive)
+        model = next(m for m in models if m is not None)
+        return next(model.parameters()).device
 
     def _size(self, height: int | None, width: int | None) -> tuple[int, int]:
         if height is None or width is None:

@@ -16,15 +16,14 @@ from typing import Any
 
 import torch
 
-from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.pretrained import load_stage_network
-from videogen.core.training import TrainingModule, encode_items
+from videogen.core.stages import DiffusionStage
+from videogen.core.training import encode_items
 
 from .autoencoder import VideoAutoencoder3D
 from .unet3d import DEFAULT_DIFFUSION, UNet3D
 
-__all__ = ["LVDMShortModule", "batch_latents", "cache_video_latents", "load_video_autoencoder"]
-
+__all__ = ["LVDMShortModule", "batch_latents", "cache_latents", "load_video_autoencoder"]
 
 
 def load_video_autoencoder(path: str | Path | VideoAutoencoder3D, map_location: str = "cpu") -> VideoAutoencoder3D:
@@ -36,14 +35,14 @@ def load_video_autoencoder(path: str | Path | VideoAutoencoder3D, map_location: 
 
 
 def batch_latents(autoencoder: VideoAutoencoder3D, batch: dict[str, Any], sample: bool) -> torch.Tensor:
-    """The batch's normalised latents ``(B, 4, t, h, w)``: cached by :func:`cache_video_latents`, or encoded."""
+    """The batch's normalised latents ``(B, 4, t, h, w)``: cached by :func:`cache_latents`, or encoded."""
     if "latent" in batch:
         return batch["latent"]
     return autoencoder.encode(batch["video"], sample=sample)
 
 
 @torch.no_grad()
-def cache_video_latents(autoencoder: VideoAutoencoder3D, items: list[dict[str, Any]],
+def cache_latents(autoencoder: VideoAutoencoder3D, items: list[dict[str, Any]],
                         batch_size: int = 32) -> list[dict[str, Any]]:
     """Add ``latent`` (the normalised posterior mean, ``(4, t, h, w)``) to each item and drop ``video``: the
     diffusion stages then skip the frozen autoencoder at every step.  The price is the posterior sampling
@@ -52,7 +51,7 @@ def cache_video_latents(autoencoder: VideoAutoencoder3D, items: list[dict[str, A
     return encode_items(items, lambda video: {"latent": autoencoder.encode(video, sample=False)}, batch_size)
 
 
-class LVDMShortModule(TrainingModule):
+class LVDMShortModule(DiffusionStage):
     """Unconditional short-video diffusion on 3D-autoencoder latents.
 
     Args:
@@ -63,31 +62,32 @@ class LVDMShortModule(TrainingModule):
         lr, weight_decay, scale_lr: AdamW (official 6e-5, 0.01, unscaled).
     """
 
+    network_name = "unet"
+    frozen = ("autoencoder",)
+    default_diffusion = DEFAULT_DIFFUSION
+    pipeline_name = "videogen.lvdm.LVDM"
+
     def __init__(self, unet: UNet3D, autoencoder: VideoAutoencoder3D | str, calibrate_latents: int = 1024,
                  diffusion: dict[str, Any] | None = None, lr: float = 6e-5, weight_decay: float = 0.01,
                  scale_lr: bool = False, nan_policy: str = "raise"):
-        super().__init__(nan_policy=nan_policy)
+        super().__init__(diffusion, nan_policy=nan_policy)
         self.save_hyperparameters(ignore=["unet", "autoencoder"])
         self.unet = unet
-        self.autoencoder = load_video_autoencoder(autoencoder).requires_grad_(False).eval()
+        self.autoencoder = load_video_autoencoder(autoencoder)
+        self.freeze_stages()
         if self.autoencoder.z_channels != unet.in_channels:
             raise ValueError(f"the autoencoder's latents have {self.autoencoder.z_channels} channels, the UNet "
                              f"takes {unet.in_channels}")
-        self.diffusion_config = {**DEFAULT_DIFFUSION, **(diffusion or {})}
-        self.diffusion = GaussianDiffusion(**self.diffusion_config)
-
-    def train(self, mode: bool = True) -> LVDMShortModule:
-        super().train(mode)
-        self.autoencoder.eval()
-        return self
-
-    pipeline_name = "videogen.lvdm.LVDM"
 
     def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
         return {"autoencoder": (self.autoencoder, "autoencoder."), "short": (self.unet, "unet.")}
 
     def pipeline_settings(self) -> dict[str, Any]:
         return {"diffusion": self.diffusion_config}
+
+    def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Normalised latents ``(B, 4, t, h, w)``; no conditions."""
+        return batch_latents(self.autoencoder, batch, sample), {}
 
     @property
     def calibrated(self) -> bool:
@@ -108,22 +108,6 @@ class LVDMShortModule(TrainingModule):
         stats = trainer.strategy.broadcast(stats, src=0)
         self.autoencoder.set_latent_normalization(float(stats[0]), float(stats[1]))
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        with torch.no_grad():
-            z = batch_latents(self.autoencoder, batch, sample=True)  # (B, 4, t, h, w), normalised
-        loss = self.diffusion.training_loss(self.unet, z)
-        if not self.finite_or_skip(loss=loss):
-            return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0], sync_dist=True)
-        return loss
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        z = batch_latents(self.autoencoder, batch, sample=False)
-        gen = torch.Generator(device=z.device).manual_seed(batch_idx)
-        loss = self.diffusion.training_loss(self.unet, z, generator=gen)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=z.shape[0])
-        return loss
-
     def configure_optimizers(self):
         return torch.optim.AdamW(self.unet.parameters(), lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
                                  weight_decay=self.hparams.weight_decay)
@@ -138,5 +122,8 @@ class LVDMShortModule(TrainingModule):
         return self.autoencoder.decode(z).clamp(-1, 1)
 
     def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
+        """``num`` unconditional clips of the batch's size from :meth:`sample` (25 DDIM steps, eta 1, a
+        generator on the module's device), as before the base existed: the base's pipeline default does
+        not apply, since the ``LVDM`` pipeline is built around a prediction model this stage lacks."""
         _, _, t, h, w = batch["video"].shape
         return self.sample(num, t, h, w, num_steps=25, generator=torch.Generator(device=self.device).manual_seed(0))

@@ -7,24 +7,20 @@ encoder (token states, 10% empty-caption dropout); by default only the temporal 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from videogen.core.diffusion import GaussianDiffusion
 from videogen.core.sd import FrameVAE
+from videogen.core.stages import DiffusionStage, drop_captions
 from videogen.core.text import TextEncoder
-from videogen.core.training import TrainingModule
 
 from .sd_unet import SD_DIFFUSION, VideoUNetFromSD
-
-if TYPE_CHECKING:
-    from .text2video_pipeline import LVDMTextToVideo
 
 __all__ = ["LVDMTextToVideoModule"]
 
 
-class LVDMTextToVideoModule(TrainingModule):
+class LVDMTextToVideoModule(DiffusionStage):
     """Text-to-video training on per-frame SD-VAE latents (see the module docstring).
 
     Args:
@@ -36,41 +32,36 @@ class LVDMTextToVideoModule(TrainingModule):
         lr: AdamW learning rate.
     """
 
+    network_name = "unet"
+    frozen = ("vae", "text_encoder")
+    default_diffusion = SD_DIFFUSION
+    drop_on_device = False  # the empty-caption draw has always been on the CPU: seeded runs stay as they were
+    # the checkpoint alone rebuilds the pipeline (videogen.load_pretrained, LVDMTextToVideo.from_checkpoints)
+    pipeline_name = "videogen.lvdm.LVDMTextToVideo"
+    sample_steps = 25  # sample_videos (logging only)
+
     def __init__(self, unet: VideoUNetFromSD, vae: FrameVAE, text_encoder: TextEncoder, train_spatial: bool = False,
                  cond_drop_prob: float = 0.1, diffusion: dict[str, Any] | None = None, lr: float = 6e-5,
                  nan_policy: str = "raise"):
-        super().__init__(nan_policy=nan_policy)
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
         self.save_hyperparameters(ignore=["unet", "vae", "text_encoder"])
-        self.unet, self.vae, self.text_encoder = unet, vae.requires_grad_(False), text_encoder.requires_grad_(False)
+        self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
+        self.freeze_stages()
         if not train_spatial:
             unet.sd.requires_grad_(False)
-        self.diffusion_config = {**SD_DIFFUSION, **(diffusion or {})}
-        self.diffusion = GaussianDiffusion(**self.diffusion_config)
 
-    def train(self, mode: bool = True) -> LVDMTextToVideoModule:
-        super().train(mode)
-        self.vae.eval()
-        self.text_encoder.eval()
-        return self
+    def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Per-frame SD-VAE latents ``(B, 4, T, h, w)`` and the captions."""
+        return self.vae.encode(batch["video"], sample=sample), {"captions": list(batch["caption"])}
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
-        with torch.no_grad():
-            z = self.vae.encode(batch["video"], sample=True)  # (B, 4, T, h, w)
-            drop = torch.rand(z.shape[0]) < self.hparams.cond_drop_prob
-            captions = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
-            states = self.text_encoder(captions)[0]
-        loss = self.diffusion.training_loss(self.unet, z, text_states=states)
-        if not self.finite_or_skip(loss=loss):
-            return None
-        self.log("train/loss", loss, prog_bar=True, batch_size=z.shape[0], sync_dist=True)
-        return loss
+    def conditions(self, raw: dict[str, Any], drop: torch.Tensor | None) -> dict[str, Any]:
+        """CLIP token states of the captions, the dropped ones replaced by the empty prompt."""
+        captions = raw["captions"] if drop is None else drop_captions(raw["captions"], drop)
+        return {"text_states": self.text_encoder(captions)[0]}
 
     def configure_optimizers(self):
         params = [p for p in self.unet.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.hparams.lr)
-
-    # the checkpoint alone rebuilds the pipeline (videogen.load_pretrained, LVDMTextToVideo.from_checkpoints)
-    pipeline_name = "videogen.lvdm.LVDMTextToVideo"
 
     def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
         return {name: (getattr(self, name), f"{name}.") for name in ("unet", "vae", "text_encoder")}
@@ -78,17 +69,18 @@ class LVDMTextToVideoModule(TrainingModule):
     def pipeline_settings(self) -> dict[str, Any]:
         return {"diffusion": self.diffusion_config}
 
-    def pipeline(self, video_size: tuple[int, int] | None = None, clip_frames: int = 16) -> LVDMTextToVideo:
-        """The inference object sharing this module's networks (``video_size``: its default frame size)."""
-        from .text2video_pipeline import LVDMTextToVideo
-
-        return LVDMTextToVideo(self.unet, self.vae, self.text_encoder, self.diffusion_config, video_size, clip_frames)
+    def sample_inputs(self, batch: dict[str, Any], num: int) -> dict[str, Any]:
+        """The first ``num`` captions at the batch's clip size (CFG 15 against "", the pipeline default)."""
+        _, _, t, h, w = batch["video"].shape
+        return dict(text=list(batch["caption"][:num]), num_frames=t, height=h, width=w,
+                    num_steps=self.sample_steps)
 
     @torch.no_grad()
     def generate(self, text: list[str], num_frames: int, height: int, width: int, num_steps: int = 50,
                  guidance_scale: float = 15.0, eta: float = 1.0, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
-        """Videos ``(B, 3, num_frames, H, W)`` in [-1, 1] for ``text`` (DDIM, CFG with the "" prompt as LVDM)."""
+        """Videos ``(B, 3, num_frames, H, W)`` in [-1, 1] for ``text`` (DDIM, CFG with the "" prompt as LVDM);
+        ``self.pipeline(video_size=..., clip_frames=...)`` is the inference object sharing the networks."""
         return self.pipeline().generate(text=list(text), num_frames=num_frames, height=height, width=width,
                                         num_steps=num_steps, guidance_scale=guidance_scale, eta=eta,
                                         generator=generator, progress=False)

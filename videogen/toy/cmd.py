@@ -119,7 +119,7 @@ def run_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool
         CMDAutoencoderModule,
         CMDContentModule,
         CMDMotionModule,
-        cache_cmd_latents,
+        cache_latents,
         motion_latent_std,
     )
     from videogen.cmd.pipeline import CMD
@@ -161,7 +161,7 @@ def run_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool
         recon = torch.cat([ae(v)[0] for v in videos.split(16)])
     recon_psnr = mean_psnr(recon, videos)
     print(f"[demo] stage 1 held-out reconstruction PSNR: {recon_psnr:.2f} dB")
-    latents = cache_cmd_latents(ae, train.items)  # one autoencoder pass per video, not per step
+    latents = cache_latents(ae, train.items)  # one autoencoder pass per video, not per step
 
     # ---- stage 2a / 2b: content DiT and motion DiT (text = pooled caption features) --------------
     c, h, w = ae.content_shape

@@ -124,7 +124,7 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
     from videogen.lvdm.autoencoder import VideoAutoencoder3D
     from videogen.lvdm.autoencoder_module import VideoAutoencoder3DModule
     from videogen.lvdm.pipeline import LVDM
-    from videogen.lvdm.short_module import LVDMShortModule, cache_video_latents
+    from videogen.lvdm.short_module import LVDMShortModule, cache_latents
     from videogen.lvdm.unet3d import UNet3D
     from videogen.toy.scoring import long_motion_accuracy
 
@@ -159,7 +159,7 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
         recon_psnr = mean_psnr(torch.cat([ae(v, sample=False)[0].clamp(-1, 1) for v in videos.split(8)]), videos)
         ae.calibrate((b["video"] for b in DataLoader(train, batch_size=16)), max_latents=1024)  # latent scale / shift from data
     print(f"[demo] stage 1 held-out reconstruction PSNR: {recon_psnr:.2f} dB")
-    latents = cache_video_latents(ae, train.items)  # one autoencoder pass per clip, not per step
+    latents = cache_latents(ae, train.items)  # one autoencoder pass per clip, not per step
 
     # ---- stage 2: short model; stage 3: prediction and interpolation from it -------------------------
     torch.manual_seed(seed + 1)
