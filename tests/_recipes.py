@@ -20,7 +20,8 @@ QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
 
 
 def fit(workdir: Path, recipe: str, args: Sequence[str], epochs: int, ckpt: Path | None = None) -> None:
-    """``videogen fit --config recipes/<recipe> <args> --trainer.max_epochs=<epochs> [--ckpt_path]`` in ``workdir``."""
+    """``videogen fit --config recipes/<recipe> <args> --trainer.max_epochs=<epochs> [--ckpt_path]`` in
+    ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     argv = ["fit", "--config", str(RECIPES / recipe), *args, f"--trainer.max_epochs={epochs}"]
     if ckpt is not None:
@@ -42,14 +43,16 @@ def assert_same_checkpoints(a: Path, b: Path, optimizer: bool = False) -> None:
         for oa, ob in zip(ca["optimizer_states"], cb["optimizer_states"]):
             for sa, sb in zip(oa["state"].values(), ob["state"].values()):
                 for k in sa:
-                    assert torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])), f"optimizer {k} differs"
+                    assert torch.equal(torch.as_tensor(sa[k]),
+                                       torch.as_tensor(sb[k])), f"optimizer {k} differs"
 
 
 def fit_ddp(workdir: Path, recipe: str, strategy: str, args: Sequence[str]) -> dict:
     """``python -m videogen fit`` on 2 CPU processes (Lightning relaunches it per rank); returns last.ckpt."""
     workdir.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "videogen", "fit", "--config", str(RECIPES / recipe), "--trainer.accelerator=cpu",
-            "--trainer.devices=2", f"--trainer.strategy={strategy}", *QUIET, *args]
+    argv = [sys.executable, "-m", "videogen", "fit", "--config", str(RECIPES / recipe),
+            "--trainer.accelerator=cpu", "--trainer.devices=2", f"--trainer.strategy={strategy}", *QUIET,
+            *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -76,7 +76,8 @@ def test_generate_writes_every_sample_with_manifests_and_resumes(generated):
             read.append(i)
             return data[i]
 
-    again = generate_split(model, Counting(), out, samples_per_item=2, batch_size=5, num_steps=2, progress=False)
+    again = generate_split(model, Counting(), out, samples_per_item=2, batch_size=5, num_steps=2,
+                           progress=False)
     assert again == {"items": 8, "videos": 16, "written": 1, "skipped_existing": 15}
     assert read == [5]  # the finished items are not read (decoded) again
     assert (out / "fake" / MANIFEST).read_text() == manifest
@@ -86,12 +87,15 @@ def test_evaluate_streams_paired_and_feature_metrics(generated, i3d_file, tmp_pa
     out, *_ = generated
     stats = tmp_path / "real_stats.safetensors"
     kw = dict(num_frames=FRAMES, batch_size=3, i3d=i3d_file, progress=False)
-    first = evaluate_folders(out / "real", out / "fake", ["fvd", "kvd", "cfvd", "psnr", "ssim"], real_stats=stats, **kw)
+    first = evaluate_folders(out / "real", out / "fake", ["fvd", "kvd", "cfvd", "psnr", "ssim"],
+                             real_stats=stats, **kw)
     assert first["num_real"] == 8 and first["num_fake"] == 16 and first["num_pairs"] == 16
     assert first["num_skipped"] == 0 and first["fvd"] > 0 and first["psnr"] > 0
-    assert len(first["cfvd_per_group"]) == len({json.loads(r)["label"] for r in (out / "real" / MANIFEST).open()})
+    assert len(first["cfvd_per_group"]) == len({json.loads(r)["label"] for r
+                                                in (out / "real" / MANIFEST).open()})
     assert stats.is_file()
-    second = evaluate_folders(out / "real", out / "fake", ["fvd"], real_stats=stats, **kw)  # real stats from file
+    # real stats from file
+    second = evaluate_folders(out / "real", out / "fake", ["fvd"], real_stats=stats, **kw)
     assert second["fvd"] == pytest.approx(first["fvd"])
     same = evaluate_folders(out / "real", out / "real", ["fvd", "psnr"], **kw)
     assert abs(same["fvd"]) < 1e-3 and same["psnr"] > 60
@@ -133,9 +137,9 @@ def test_generate_and_evaluate_commands(tmp_path):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         "data:\n  class_path: videogen.data.VideoDataModule\n  init_args:\n"
-        "    dataset: {class_path: videogen.data.SyntheticVideoDataset, init_args: {num_videos: 4, num_frames: 4, size: 16}}\n"
-        "    val_dataset: {class_path: videogen.data.SyntheticVideoDataset, init_args: {num_videos: 3, num_frames: 4,"
-        " size: 16, seed: 5}}\n")
+        "    dataset: {class_path: videogen.data.SyntheticVideoDataset, init_args: {num_videos: 4, "
+        "num_frames: 4, size: 16}}\n    val_dataset: {class_path: videogen.data.SyntheticVideoDataset, "
+        "init_args: {num_videos: 3, num_frames: 4, size: 16, seed: 5}}\n")
     out = tmp_path / "samples"
     assert main(["generate", "--model", str(tmp_path / "model"), "--recipe", str(recipe), "--split", "test",
                  "--out", str(out), "--samples-per-item", "2", "--num-steps", "2", "--batch-size", "4"]) == 0
@@ -147,7 +151,8 @@ def test_generate_and_evaluate_commands(tmp_path):
 
 
 def test_a_resumed_run_regenerates_what_it_cannot_trust(generated, tmp_path):
-    """A file that no run logged as finished, or that no longer decodes with its frames, is generated again."""
+    """A file that no run logged as finished, or that no longer decodes with its frames, is generated
+    again."""
     import shutil
 
     src, _, model, data = generated
@@ -155,7 +160,8 @@ def test_a_resumed_run_regenerates_what_it_cannot_trust(generated, tmp_path):
     shutil.copytree(src, out)
     (out / "fake" / "000002_s000.mp4").write_bytes(b"\x00" * 261)  # logged, but cut short / corrupt
     write_video(out / "fake" / "000003_s001.mp4", torch.zeros(3, 2, RES, RES))  # a valid 2-frame stranger
-    log = [line for line in (out / "generate_done.jsonl").read_text().splitlines() if "000003_s001" not in line]
+    log = [line for line in (out / "generate_done.jsonl").read_text().splitlines() if "000003_s001"
+           not in line]
     (out / "generate_done.jsonl").write_text("\n".join(log) + "\n")
     again = generate_split(model, data, out, samples_per_item=2, batch_size=5, num_steps=2, progress=False)
     assert again["written"] == 2
@@ -169,16 +175,19 @@ def test_two_runs_into_one_folder_are_refused(capsys, tmp_path):
     model = LaMD(tiny_mcdvae(), randomize(tiny_dmg(num_classes=4))).eval()
     model.save_pretrained(tmp_path / "model")
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text("data:\n  init_args:\n    val_dataset: {class_path: videogen.data.SyntheticVideoDataset, "
-                      "init_args: {num_videos: 2, num_frames: 4, size: 16}}\n")
+    recipe.write_text("data:\n  init_args:\n    val_dataset: {class_path: "
+                      "videogen.data.SyntheticVideoDataset, init_args: {num_videos: 2, num_frames: 4, size: "
+                      "16}}\n")
     out = tmp_path / "samples"
     with FolderLock(out, "generate"):  # another run is writing there
-        code = main(["generate", "--model", str(tmp_path / "model"), "--recipe", str(recipe), "--out", str(out),
-                     "--num-steps", "2"])
+        code = main(["generate", "--model", str(tmp_path / "model"), "--recipe", str(recipe), "--out",
+                     str(out), "--num-steps", "2"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "in use by another generate run" in err[0] and f"pid {os.getpid()}" in err[0]
+    assert code == 2 and len(err) == 1 and "in use by another generate run" in err[0] \
+        and f"pid {os.getpid()}" in err[0]
     assert not (out / "fake").exists()
-    (out / ".videogen.lock").write_text(f"{socket.gethostname()}:999999999")  # a run that died: lock taken over
+    # a run that died: lock taken over
+    (out / ".videogen.lock").write_text(f"{socket.gethostname()}:999999999")
     assert main(["generate", "--model", str(tmp_path / "model"), "--recipe", str(recipe), "--out", str(out),
                  "--num-steps", "2"]) == 0
     assert not (out / ".videogen.lock").exists() and len(list((out / "fake").glob("*.mp4"))) == 2
@@ -199,7 +208,8 @@ def test_a_video_killed_mid_write_never_replaces_the_finished_one(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert read_video(path).shape == (4, 32, 32, 3)  # the old, complete video
-    assert [e.file.name for e in index_folder(tmp_path)] == ["clip.mp4"]  # the leftover temp file is not a video
+    # the leftover temp file is not a video
+    assert [e.file.name for e in index_folder(tmp_path)] == ["clip.mp4"]
 
 
 @pytest.mark.parametrize("name", ["../real/000000.mp4", "/etc/passwd", "sub/../../x.mp4"])

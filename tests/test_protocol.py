@@ -24,7 +24,8 @@ def _lamd() -> LaMD:
 
 def _cmd() -> CMD:
     ae = tiny_autoencoder(height=16, width=16)
-    return CMD(ae, randomize(tiny_content_dit(ae, num_classes=3)), randomize(tiny_motion_dit(ae, num_classes=3))).eval()
+    return CMD(ae, randomize(tiny_content_dit(ae, num_classes=3)),
+               randomize(tiny_motion_dit(ae, num_classes=3))).eval()
 
 
 def _lvdm() -> LVDM:
@@ -77,8 +78,8 @@ def test_unsupported_and_missing_conditions_are_named(model):
     with pytest.raises(UnsupportedConditionError, match=f"text given, but this {name} model takes {takes}$"):
         _call(model, image=_image(), text="a red circle")
     if not model.required_conditions:
-        with pytest.raises(UnsupportedConditionError, match="label given") if "label" not in model.conditions \
-                else pytest.raises(ValueError, match="label must"):
+        with pytest.raises(UnsupportedConditionError, match="label given") \
+                if "label" not in model.conditions else pytest.raises(ValueError, match="label must"):
             _call(model, label=[7, 7])
     else:
         with pytest.raises(UnsupportedConditionError, match=f"this {name} model needs image"):
@@ -100,7 +101,8 @@ def test_image_to_video_on_every_model(model):
         f_t = model.autoencoder.temporal_factor
         torch.testing.assert_close(video[:, :, :f_t], image[:, :, None].expand(-1, -1, f_t, -1, -1))
     if isinstance(model, CMD):  # the image is the content frame: generate(image=) is animate
-        torch.testing.assert_close(video, model.animate(image, num_steps=STEPS, generator=_gen(), progress=False))
+        torch.testing.assert_close(video,
+                                   model.animate(image, num_steps=STEPS, generator=_gen(), progress=False))
 
 
 def test_num_frames_cuts_and_chains_clips(model):
@@ -119,12 +121,14 @@ def test_lvdm_long_videos_through_generate():
     model = _lvdm()
     video = _call(model, num_samples=1, num_frames=20)
     assert video.shape == (1, 3, 20, RES, RES)
-    torch.testing.assert_close(video, model.generate_long(20, num_steps=STEPS, generator=_gen(), progress=False))
+    torch.testing.assert_close(video,
+                               model.generate_long(20, num_steps=STEPS, generator=_gen(), progress=False))
     ar = _call(model, num_samples=1, num_frames=20, mode="autoregressive")
     assert ar.shape == video.shape and not torch.equal(ar, video)
     # guidance_scale s is LVDM's unconditional guidance 1 + w
     torch.testing.assert_close(_call(model, num_samples=1, num_frames=20, guidance_scale=1.5),
-                               model.generate_long(20, num_steps=STEPS, guidance=0.5, generator=_gen(), progress=False))
+                               model.generate_long(20, num_steps=STEPS, guidance=0.5, generator=_gen(),
+                                                   progress=False))
 
 
 def test_bfloat16_runs_under_autocast(model):
@@ -162,7 +166,8 @@ def test_bad_values_stop_before_any_compute(model, monkeypatch, case, message):
     """Each bad value is refused with a message naming it, and no network runs (forward hooks count)."""
     calls = []
     for module in model.modules():
-        monkeypatch.setattr(module, "forward", lambda *a, _f=module.forward, **k: calls.append(1) or _f(*a, **k))
+        monkeypatch.setattr(module, "forward", lambda *a, _f=module.forward,
+                            **k: calls.append(1) or _f(*a, **k))
     image = _image()
     kw: dict = {"image": image}
     if "label" in model.conditions:

@@ -6,8 +6,9 @@ Training runs through Lightning's CLI; a few tool commands are dispatched before
     videogen demo     [--model all|lamd|cmd|lvdm] --out DIR   CPU demos on synthetic data (default: all three)
     videogen bench    --out DIR [--only a,b] [--quick]       paper tables -> results.json, docs/bench.md
     videogen sample   --model DIR --out DIR [...]            generate from a save_pretrained directory / .ckpt
-    videogen generate --model M --recipe R --out DIR         N samples per item of a split (test-set generation)
-    videogen evaluate --real DIR --fake DIR --metric fvd     streaming metrics on two folders of videos
+    videogen generate --model M --recipe R --out DIR         N samples per item of a split (test-set
+    generation) videogen evaluate --real DIR --fake DIR --metric fvd     streaming metrics on two folders of
+    videos
 
 Recipes use ``class_path``/``init_args`` for the model and the data module (subclass mode), and
 unknown keys are errors: a misspelt hyperparameter never passes silently.  Heavy libraries (torch,
@@ -46,7 +47,8 @@ training (LightningCLI; recipes in recipes/*.yaml, see docs/recipes.md):
   predict    prediction loop
 
 tools:
-  demo       train and sample the models on synthetic videos (CPU, minutes): videogen demo [--model cmd] --out DIR
+  demo       train and sample the models on synthetic videos (CPU, minutes): videogen demo \
+[--model cmd] --out DIR
   bench      rebuild the benchmark tables: videogen bench --out outputs/bench [--only lamd_params]
   sample     generate videos from a save_pretrained directory or .ckpt: videogen sample --model DIR --out DIR
   generate   N samples per item of a test split: videogen generate --model M --recipe R --out DIR
@@ -112,7 +114,8 @@ def _videogen_cli_class() -> type:
             model = self.config[sub].get("model")
             wanted = model.get("class_path") if hasattr(model, "get") else None
             if named is not None and wanted is not None and named != wanted:
-                raise ValueError(f"--ckpt_path {path} is a checkpoint of {named}, not of the recipe's model {wanted}")
+                raise ValueError(f"--ckpt_path {path} is a checkpoint of {named}, not of the recipe's model "
+                                 f"{wanted}")
             super()._parse_ckpt_path()
 
         def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
@@ -158,7 +161,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.docs and not Path(args.docs).resolve().parent.is_dir():  # before hours of computing, not after
         raise CommandError(f"--docs {args.docs}: its folder {Path(args.docs).parent} does not exist")
     _check_out(args.out)
-    run_bench(args.out, only=only, quick=args.quick, docs_path=None if args.no_docs else (args.docs or "auto"))
+    run_bench(args.out, only=only, quick=args.quick,
+              docs_path=None if args.no_docs else (args.docs or "auto"))
     return 0
 
 
@@ -181,7 +185,8 @@ def _recipe_class(name: Any, base: type = object) -> type:
 
 
 def _read_image(path: str, size: int | None) -> Any:
-    """An RGB image file as float ``(3, H, W)`` in [-1, 1], resized (short side) and centre-cropped to ``size``."""
+    """An RGB image file as float ``(3, H, W)`` in [-1, 1], resized (short side) and centre-cropped to
+    ``size``."""
     import imageio.v2 as imageio
     import torch
 
@@ -298,7 +303,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         from torch.utils.data import Subset
 
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-    kwargs = {k: getattr(args, k) for k in ("num_steps", "num_frames", "sampler", "guidance_scale", "max_frames")
+    kwargs = {k: getattr(args, k) for k
+              in ("num_steps", "num_frames", "sampler", "guidance_scale", "max_frames")
               if getattr(args, k) is not None}
     if args.conditions is not None:
         kwargs["conditions"] = tuple(c.strip() for c in args.conditions.split(",") if c.strip())
@@ -316,7 +322,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).is_dir():
         raise CommandError(f"--out {args.out} is a folder: give the JSON file to write")
     results = evaluate_folders(
-        args.real, args.fake, args.metric, num_frames=args.num_frames, size=args.size, batch_size=args.batch_size,
+        args.real, args.fake, args.metric, num_frames=args.num_frames, size=args.size,
+                               batch_size=args.batch_size,
         device=args.device, i3d=args.i3d, resize=args.resize, real_stats=args.real_stats,
         inception=args.inception, lpips_backbone=args.lpips_backbone, clip_model=args.clip_model,
         clip_weights=args.clip_weights, progress=not args.no_progress)
@@ -350,7 +357,8 @@ def _finite(low: float, above: bool = False):
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
         if not math.isfinite(value) or value < low or (above and value == low):
-            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if above else '>='} {low}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be a finite number {'>' if above else '>='} {low}, got "
+                                             f"{text}")
         return value
     return parse
 
@@ -358,17 +366,20 @@ def _finite(low: float, above: bool = False):
 def _tool_parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"videogen {command}", exit_on_error=False)
     if command == "demo":
-        p.description = ("Train models on synthetic moving shapes (CPU), sample, render and score the videos: all three "
-                         "briefly with one summary page (default), or one model's full demo.")
+        p.description = ("Train models on synthetic moving shapes (CPU), sample, render and score the "
+                         "videos: all three briefly with one summary page (default), or one model's full "
+                         "demo.")
         p.add_argument("--model", choices=("all", "lamd", "cmd", "lvdm"), default="all",
-                       help="all (brief runs of the three, OUT/index.html), or one full demo: lamd (image-to-video), "
-                            "cmd (text-to-video), lvdm (long video)")
+                       help="all (brief runs of the three, OUT/index.html), or one full demo: lamd "
+                            "(image-to-video), cmd (text-to-video), lvdm (long video)")
         p.add_argument("--out", required=True, help="output directory (videos, contact sheet, metrics.json)")
-        p.add_argument("--seed", type=_count(0), default=SEED_DEFAULT, help="seed for data, training and sampling")
+        p.add_argument("--seed", type=_count(0), default=SEED_DEFAULT,
+                       help="seed for data, training and sampling")
         p.add_argument("--fast", action="store_true", help="a seconds-long smoke version (used by the tests)")
     elif command == "bench":
         p.description = "Build the registered benchmark tables; write results.json and docs/bench.md."
-        p.add_argument("--out", required=True, help="output directory (results.json, bench.md, per-table files)")
+        p.add_argument("--out", required=True,
+                       help="output directory (results.json, bench.md, per-table files)")
         p.add_argument("--only", default=None, help="comma-separated table names (default: all)")
         p.add_argument("--quick", action="store_true", help="cheapest version of every table")
         p.add_argument("--no-docs", action="store_true", help="do not rewrite docs/bench.md of the checkout")
@@ -376,32 +387,39 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
     elif command == "sample":
         p.description = "Generate videos with a save_pretrained directory or a final-stage .ckpt."
         p.add_argument("--model", required=True, nargs="+",
-                       help="directory written by <Model>.save_pretrained, or final-stage .ckpt file(s) (CMD: the "
-                            "content and the motion stage's)")
+                       help="directory written by <Model>.save_pretrained, or final-stage .ckpt file(s) "
+                            "(CMD: the content and the motion stage's)")
         p.add_argument("--out", required=True, help="output directory for mp4s and a contact sheet")
-        p.add_argument("--num-samples", type=_count(1), default=4, help="samples per image (or in all without --image)")
+        p.add_argument("--num-samples", type=_count(1), default=4,
+                       help="samples per image (or in all without --image)")
         p.add_argument("--image", action="append", default=None,
                        help="first frame (PNG/JPG) for image-to-video models; repeat for several images")
         p.add_argument("--no-resize", dest="resize", action="store_false",
                        help="do not resize + centre-crop images to the model's size")
-        p.add_argument("--label", type=_count(0), default=None, help="class label for class-conditional models")
+        p.add_argument("--label", type=_count(0), default=None,
+                       help="class label for class-conditional models")
         p.add_argument("--text", default=None, help="caption for text-conditional models")
-        p.add_argument("--num-steps", type=_count(1), default=None, help="sampling steps (model default if unset)")
+        p.add_argument("--num-steps", type=_count(1), default=None,
+                       help="sampling steps (model default if unset)")
         p.add_argument("--num-frames", type=_count(1), default=None,
                        help="frames per video (default one clip; LVDM samples longer videos hierarchically, "
                             "LaMD and CMD chain clips)")
         p.add_argument("--max-frames", type=_count(1), default=None,
                        help="allow --num-frames above 1024 (long videos take hours)")
         p.add_argument("--sampler", default=None,
-                       help="ddim | ddpm | dpm++ | unipc (model default if unset; docs/diffusion.md: unipc at 20 steps)")
-        p.add_argument("--guidance-scale", type=_finite(0.0), default=None, help="classifier-free guidance scale")
+                       help="ddim | ddpm | dpm++ | unipc (model default if unset; docs/diffusion.md: unipc "
+                            "at 20 steps)")
+        p.add_argument("--guidance-scale", type=_finite(0.0), default=None,
+                       help="classifier-free guidance scale")
         p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
         p.add_argument("--seed", type=_count(0), default=SEED_DEFAULT)
         p.add_argument("--fps", type=_finite(0.0, above=True), default=8.0)
     elif command == "generate":
-        p.description = ("Generate N samples per item of a recipe's dataset split (test-set generation), resumable; "
-                         "writes OUT/fake and OUT/real with manifests, the layout `videogen evaluate` reads.")
-        p.add_argument("--model", required=True, nargs="+", help="save_pretrained directory or final-stage .ckpt(s)")
+        p.description = ("Generate N samples per item of a recipe's dataset split (test-set generation), "
+                         "resumable; writes OUT/fake and OUT/real with manifests, the layout `videogen "
+                         "evaluate` reads.")
+        p.add_argument("--model", required=True, nargs="+",
+                       help="save_pretrained directory or final-stage .ckpt(s)")
         p.add_argument("--recipe", required=True, help="recipe whose data block defines the split")
         p.add_argument("--split", default="test", choices=("train", "val", "test"),
                        help="test falls back to the recipe's val_dataset")
@@ -413,34 +431,42 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--num-steps", type=_count(1), default=None)
         p.add_argument("--sampler", default=None)
         p.add_argument("--guidance-scale", type=_finite(0.0), default=None)
-        p.add_argument("--num-frames", type=_count(1), default=None, help="frames per generated video (default one clip)")
+        p.add_argument("--num-frames", type=_count(1), default=None,
+                       help="frames per generated video (default one clip)")
         p.add_argument("--max-frames", type=_count(1), default=None, help="allow --num-frames above 1024")
         p.add_argument("--conditions", default=None,
-                       help="comma-separated conditions taken from each item: image (its first frame), label, "
-                            "text (its caption); default the label / caption the model takes, and the image "
-                            "where the model needs it")
+                       help="comma-separated conditions taken from each item: image (its first frame), "
+                            "label, text (its caption); default the label / caption the model takes, and the "
+                            "image where the model needs it")
         p.add_argument("--seed", type=_count(0), default=SEED_DEFAULT)
         p.add_argument("--fps", type=_finite(0.0, above=True), default=8.0)
-        p.add_argument("--no-real", action="store_true", help="do not write the split's real clips to OUT/real")
+        p.add_argument("--no-real", action="store_true",
+                       help="do not write the split's real clips to OUT/real")
     elif command == "evaluate":
-        p.description = ("Score a folder of generated videos against real ones, streaming in batches on a device "
-                         "(FVD/KVD need local I3D weights: --i3d PATH).")
+        p.description = ("Score a folder of generated videos against real ones, streaming in batches on a "
+                         "device (FVD/KVD need local I3D weights: --i3d PATH).")
         p.add_argument("--real", required=True, help="folder of real videos (manifest.jsonl optional)")
         p.add_argument("--fake", required=True, help="folder of generated videos (manifest.jsonl optional)")
         p.add_argument("--metric", action="append", choices=METRIC_CHOICES, required=True,
-                       help="repeat for several; psnr/ssim/lpips pair videos by the manifest's source or by name")
-        p.add_argument("--num-frames", type=_count(1), default=16, help="frames read from the start of each video")
-        p.add_argument("--size", type=_count(1), default=None, help="resize short side + centre-crop to this size")
+                       help="repeat for several; psnr/ssim/lpips pair videos by the manifest's source or by "
+                            "name")
+        p.add_argument("--num-frames", type=_count(1), default=16,
+                       help="frames read from the start of each video")
+        p.add_argument("--size", type=_count(1), default=None,
+                       help="resize short side + centre-crop to this size")
         p.add_argument("--batch-size", type=_count(1), default=16, help="videos per batch (bounds memory)")
         p.add_argument("--device", default="cpu")
-        p.add_argument("--i3d", default=None, help="i3d_pretrained_400.pt or i3d_torchscript.pt (file or dir)")
+        p.add_argument("--i3d", default=None,
+                       help="i3d_pretrained_400.pt or i3d_torchscript.pt (file or dir)")
         p.add_argument("--resize", default="direct", choices=("direct", "center_crop"),
                        help="FVD preprocessing to 224x224 (TATS/LVDM: direct; VideoGPT/CMD: center_crop)")
         p.add_argument("--real-stats", default=None,
                        help="real I3D statistics (.safetensors): read if it exists, else written")
-        p.add_argument("--inception", default=None, help="FID Inception weights (torch-fidelity's pt_inception file)")
+        p.add_argument("--inception", default=None,
+                       help="FID Inception weights (torch-fidelity's pt_inception file)")
         p.add_argument("--lpips-backbone", default=None, help="AlexNet weights for LPIPS (file or directory)")
-        p.add_argument("--clip-model", default=None, help="open_clip model name for clipsim (default ViT-B-32)")
+        p.add_argument("--clip-model", default=None,
+                       help="open_clip model name for clipsim (default ViT-B-32)")
         p.add_argument("--clip-weights", default=None, help="open_clip checkpoint for clipsim")
         p.add_argument("--no-progress", action="store_true")
         p.add_argument("--out", default=None, help="also write the results JSON here")
@@ -497,7 +523,8 @@ def _compact_parser_error(message: str) -> str:
     body = message.split(" Errors: ", 1)[1]
     given = body.split(" Given value: ", 1)[1] if " Given value: " in body else None
     body = body.split(" Given value type: ", 1)[0]
-    errors = [e.strip() for e in body.split(" - ") if e.strip(" -") and "Expected a <class 'NoneType'>" not in e]
+    errors = [e.strip() for e in body.split(" - ") if e.strip(" -") and "Expected a <class 'NoneType'>"
+              not in e]
     errors = [e.lstrip("- ") for e in errors]
     text = f"{head}: {'; '.join(errors) or body}"
     return text + (f" (given: {given})" if given and "Option '" not in text else "")

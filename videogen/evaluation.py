@@ -71,8 +71,8 @@ def index_folder(folder: str | os.PathLike) -> list[VideoEntry]:
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ValueError(f"{manifest}:{n}: not a manifest line ({err})") from None
             if file is None:
-                raise ValueError(f"{manifest}:{n}: file {row['file']!r} lies outside {folder}: a manifest names "
-                                 "videos inside its own folder only")
+                raise ValueError(f"{manifest}:{n}: file {row['file']!r} lies outside {folder}: a manifest "
+                                 "names videos inside its own folder only")
             key = str(Path(row["file"]).with_suffix(""))
             label = row.get("label")
             entries.append(VideoEntry(file, key, str(row.get("source", key)),
@@ -90,7 +90,8 @@ def index_folder(folder: str | os.PathLike) -> list[VideoEntry]:
 
 
 def _inside(folder: Path, name: str) -> Path | None:
-    """``folder / name`` if it resolves inside ``folder`` (no ``..``, absolute path or link out), else None."""
+    """``folder / name`` if it resolves inside ``folder`` (no ``..``, absolute path or link out), else
+    None."""
     if not isinstance(name, str):
         raise TypeError(f"'file' must be a string, got {name!r}")
     root = folder.resolve()
@@ -135,8 +136,9 @@ def _pairs(real: Sequence[VideoEntry], fake: Sequence[VideoEntry]) -> list[tuple
     missing = sorted({f.source for f in fake if f.source not in by_key})
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise ValueError(f"paired metrics ({'/'.join(PAIRED)}) need a real video for every generated one: no real "
-                         f"video for source {shown} (pairing uses the fake manifest's 'source', else equal names)")
+        raise ValueError(f"paired metrics ({'/'.join(PAIRED)}) need a real video for every generated one: no "
+                         f"real video for source {shown} (pairing uses the fake manifest's 'source', else "
+                         "equal names)")
     return [(by_key[f.source], f) for f in fake]
 
 
@@ -144,8 +146,9 @@ def evaluate_folders(real: str | os.PathLike, fake: str | os.PathLike, metrics: 
                      num_frames: int = 16, size: int | None = None, batch_size: int = 16,
                      device: str | torch.device = "cpu", i3d: str | os.PathLike | None = None,
                      resize: str = "direct", real_stats: str | os.PathLike | None = None,
-                     inception: str | os.PathLike | None = None, lpips_backbone: str | os.PathLike | None = None,
-                     clip_model: str | None = None, clip_weights: str | os.PathLike | None = None,
+                     inception: str | os.PathLike | None = None,
+                     lpips_backbone: str | os.PathLike | None = None, clip_model: str | None = None,
+                     clip_weights: str | os.PathLike | None = None,
                      progress: bool = True) -> dict[str, Any]:
     """Score the videos of ``fake`` against ``real``; returns a JSON-ready dict (see the module docstring).
 
@@ -166,10 +169,12 @@ def evaluate_folders(real: str | os.PathLike, fake: str | os.PathLike, metrics: 
     # build every metric first: a missing weight file fails before any video is read
     feature = [m for m in ("fvd", "kvd", "cfvd") if m in metrics]
     extractor = load_i3d(i3d, device=device) if feature else None
-    fvd = FrechetVideoDistance(extractor, resize=resize).to(device) if {"fvd", "cfvd"} & set(metrics) else None
+    fvd = FrechetVideoDistance(extractor, resize=resize).to(device) if {"fvd",
+                                                                        "cfvd"} & set(metrics) else None
     kvd = KernelVideoDistance(extractor, resize=resize).to(device) if "kvd" in metrics else None
     stats_path = Path(real_stats) if real_stats else None
-    stats_loaded = fvd is not None and stats_path is not None and stats_path.is_file() and "cfvd" not in metrics
+    stats_loaded = (fvd is not None and stats_path is not None and stats_path.is_file()
+                    and "cfvd" not in metrics)
     if stats_loaded:
         fvd.load_real_stats(stats_path)
     others: dict[str, Any] = {}
@@ -184,11 +189,13 @@ def evaluate_folders(real: str | os.PathLike, fake: str | os.PathLike, metrics: 
         others["clipsim"] = CLIPSimilarity(clip_model or DEFAULT_MODEL, clip_weights).to(device)
     real_entries, fake_entries = index_folder(real), index_folder(fake)
     if "clipsim" in others and any(e.caption is None for e in fake_entries):
-        raise ValueError(f"clipsim needs a caption for every generated video (the 'caption' of {fake}/{MANIFEST})")
+        raise ValueError("clipsim needs a caption for every generated video (the 'caption' of "
+                         f"{fake}/{MANIFEST})")
     groups = sorted({e.group for e in [*real_entries, *fake_entries] if e.group is not None})
     group_id = {g: i for i, g in enumerate(groups)}
     if "cfvd" in metrics and any(e.group is None for e in [*real_entries, *fake_entries]):
-        raise ValueError("cfvd needs a group for every video: a 'label' in the manifests or class sub-folders")
+        raise ValueError("cfvd needs a group for every video: a 'label' in the manifests or class "
+                         "sub-folders")
 
     reader = _Reader(num_frames, size)
     unpaired = any(m in metrics for m in ("fvd", "kvd", "cfvd", "fid", "clipsim"))
@@ -284,7 +291,8 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
     resume into ``out`` only with the same dataset.
     """
     if samples_per_item < 1 or batch_size < 1:
-        raise ValueError(f"samples_per_item and batch_size must be >= 1, got {samples_per_item}, {batch_size}")
+        raise ValueError(f"samples_per_item and batch_size must be >= 1, got {samples_per_item}, "
+                         f"{batch_size}")
     takes = tuple(getattr(model, "conditions", ("image",)))
     if conditions is None:
         required = tuple(getattr(model, "required_conditions", ("image",) if "image" in takes else ()))
@@ -297,8 +305,8 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
         raise FileExistsError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     with FolderLock(out, "generate"):  # two runs into one folder would mix their samples
-        return _generate_locked(model, dataset, out, samples_per_item, batch_size, device, seed, write_real, fps,
-                                progress, conditions, generate_kwargs)
+        return _generate_locked(model, dataset, out, samples_per_item, batch_size, device, seed, write_real,
+                                fps, progress, conditions, generate_kwargs)
 
 
 def _finished(out: Path) -> dict[str, int]:
@@ -368,7 +376,8 @@ def _generate_locked(model: Any, dataset: Any, out: Path, samples_per_item: int,
                     f.write(json.dumps({"item": i, **meta[i]}) + "\n")
         return cache[i]
 
-    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generate", unit="video", disable=not progress)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="generate", unit="video",
+               disable=not progress)
     for start in range(0, len(todo), batch_size):
         batch = todo[start:start + batch_size]
         items = [load(i) for _, i, _ in batch]

@@ -34,14 +34,17 @@ def test_throughput_row_counts_a_forward_and_backward():
     unet = dict(in_channels=4, out_channels=4, model_channels=8, channel_mult=(1, 2), num_res_blocks=1,
                 attention_resolutions=(2,), num_heads=2)
     case = gpu.Denoiser("tiny UNet3D", lambda: UNet3D(**unet),
-                        lambda m, b: ((torch.randn(b, 4, 4, 8, 8), torch.randint(0, 1000, (b,))), {}), batch=2)
+                        lambda m, b: ((torch.randn(b, 4, 4, 8, 8), torch.randint(0, 1000, (b,))), {}),
+                        batch=2)
     row = gpu.throughput_row(case, torch.device("cpu"), repeats=1, warmup=0, compile=False)
     torch.manual_seed(0)
     model = case.build()
     (x, t), _ = case.inputs(model, 2)
     forward = count_flops(lambda: model(x, t))
-    assert 2.5 * forward < row["GFLOPs / step (fwd+bwd)"] * 1e9 < 3.5 * forward  # backward is about 2x forward
-    assert row["s / step, bf16"] > 0 and row["samples / s"] == pytest.approx(2 / row["s / step, bf16"], rel=0.05)
+    # backward is about 2x forward
+    assert 2.5 * forward < row["GFLOPs / step (fwd+bwd)"] * 1e9 < 3.5 * forward
+    assert row["s / step, bf16"] > 0 and row["samples / s"] == pytest.approx(2 / row["s / step, bf16"],
+                                                                             rel=0.05)
     assert row["MFU %"] is None and row["peak memory GiB"] is None  # CUDA-only columns
     assert isinstance(row["s / step, SDPA math"], float)
 

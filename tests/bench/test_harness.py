@@ -24,7 +24,8 @@ def test_run_bench_writes_results_and_report_and_merges_reruns(registry, tmp_pat
 
     def params(out_dir, quick):
         calls.append(("params", quick, out_dir.is_dir()))
-        return [{"model": "A", "setting": "paper", "params": 1234567}, {"model": "B", "setting": "paper", "params": 3}]
+        return [{"model": "A", "setting": "paper", "params": 1234567}, {"model": "B", "setting": "paper",
+                                                                        "params": 3}]
 
     def speed(out_dir, quick):
         calls.append(("speed", quick, out_dir.is_dir()))
@@ -42,7 +43,8 @@ def test_run_bench_writes_results_and_report_and_merges_reruns(registry, tmp_pat
     assert md == (tmp_path / "out" / "bench.md").read_text()
     assert "## Parameters" in md and "Counted on meta." in md and "| A | paper | 1,234,567 |" in md
     # the toy note appears once: only the speed table has toy rows
-    assert md.count("tiny configurations") == 1 and md.index("## Sampling cost") < md.index("tiny configurations")
+    assert md.count("tiny configurations") == 1 and md.index("## Sampling cost") < md.index("tiny "
+                                                                                            "configurations")
 
     # rebuilding one table keeps the other's last results
     harness.register_table("params", lambda o, q: [{"model": "C", "params": 7}], title="Parameters")
@@ -56,7 +58,8 @@ def test_run_bench_writes_results_and_report_and_merges_reruns(registry, tmp_pat
     harness.run_bench(tmp_path / "fresh", only=["params"], docs_path=docs)
     merged = docs.read_text()
     assert "| C | 7 |" in merged and "1,234,567" not in merged
-    assert merged.index("## Parameters") < merged.index("## Sampling cost") and "| A | toy 16x32x32 | 0.5 |" in merged
+    assert merged.index("## Parameters") < merged.index("## Sampling "
+                                                        "cost") and "| A | toy 16x32x32 | 0.5 |" in merged
     assert "## Sampling cost" not in (tmp_path / "fresh" / "bench.md").read_text()
 
 
@@ -137,7 +140,8 @@ def test_attention_flops_use_one_formula_on_every_device(device):
     with torch.device(device):
         q, k, v = torch.randn(b, h, L, d), torch.randn(b, h, S, d), torch.randn(b, h, S, d)
         mask = torch.ones(b, 1, 1, S, dtype=torch.bool)
-    flops = harness.count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    flops = harness.count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v,
+                                                                                         attn_mask=mask))
     assert flops == 4 * b * h * L * S * d
 
 

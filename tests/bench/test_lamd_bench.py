@@ -37,7 +37,8 @@ def test_parameter_counts_within_10_percent_of_tables_1_and_2(quick_bench):
     assert set(rows) == set(lamd.RECIPES)
     for name, row in rows.items():
         for net in ("MCD-VAE", "DMG"):
-            assert abs(row[f"{net} diff %"]) < 10, f"{name} {net}: {row[f'{net} M']:.1f}M vs {row[f'{net} paper M']}M"
+            assert abs(row[f"{net} diff %"]) < 10, \
+                f"{name} {net}: {row[f'{net} M']:.1f}M vs {row[f'{net} paper M']}M"
             assert row[f"{net} M"] == pytest.approx(row[f"{net} paper M"] * (1 + row[f"{net} diff %"] / 100))
     assert rows["bair"]["z_m (hxwxd)"] == rows["bair"]["z_m paper"] == "16x16x3"
     assert rows["natops"]["z_m (hxwxd)"] == "32x32x3" and rows["mug256"]["z_m (hxwxd)"] == "32x32x3"
@@ -84,7 +85,8 @@ def test_quick_time_rows_extrapolate_with_cfg(quick_bench):
     for row in rows:
         assert row["setting"].startswith("toy") and row["CFG"] == "x2"  # lamd_tiny samples with guidance 2
         assert all(v > 0 for v in row.values() if isinstance(v, float))
-        video = 2 * row["DMG condition s (once)"] + 2 * lamd.K_STEPS * row["DMG s/step"] + row["E_I s"] + row["D_V s"]
+        video = (2 * row["DMG condition s (once)"] + 2 * lamd.K_STEPS * row["DMG s/step"] + row["E_I s"]
+                 + row["D_V s"])
         assert row["LaMD video s (extrap.)"] == pytest.approx(video)
         assert row["video / image"] == pytest.approx(video / row["LDM image s (extrap.)"])
 

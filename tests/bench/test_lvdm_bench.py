@@ -1,5 +1,6 @@
-"""LVDM bench tables: the official modules' parameter counts exactly, Table 2's latent sizes and 437M, the spec's
-FLOPs per UNet call and per clip, and the 1024-frame cost of both sampling modes; the training-step table runs."""
+"""LVDM bench tables: the official modules' parameter counts exactly, Table 2's latent sizes and 437M, the
+spec's FLOPs per UNet call and per clip, and the 1024-frame cost of both sampling modes; the training-step
+table runs."""
 
 from __future__ import annotations
 
@@ -34,5 +35,6 @@ def test_flops_match_the_spec_and_the_long_video_counts():
 def test_train_step_table_times_latents_against_pixels():
     rows = lvdm.build_train_step_table(None, quick=True)
     latent, pixel, ratio = rows
-    assert latent["params M"] < pixel["params M"] * 1.01 and pixel["forward GFLOPs"] > 10 * latent["forward GFLOPs"]
+    assert latent["params M"] < pixel["params M"] * 1.01 \
+        and pixel["forward GFLOPs"] > 10 * latent["forward GFLOPs"]
     assert ratio["step s (this CPU)"] > 1  # pixels cost more

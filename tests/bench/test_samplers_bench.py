@@ -39,5 +39,6 @@ def test_demo_tasks_sample_with_every_solver(model, tmp_path):
     assert isinstance(rows[1]["PSNR vs reference dB"], float)
     if model == "cmd":
         assert "caption_accuracy" in rows[0] and rows[0]["network evals / video"] == 4 * task.evals_per_step
-    if model == "lvdm":  # 64 frames: 8 prediction + 16 interpolation clips, a guided and an unguided call each
+    # 64 frames: 8 prediction + 16 interpolation clips, a guided and an unguided call each
+    if model == "lvdm":
         assert task.evals_per_step == 48 and rows[0]["network evals / video"] == 4 * 48

@@ -20,7 +20,8 @@ def test_full_configs_share_data_and_budget():
         assert fields.get("motion", "bounce") == "bounce", name
         assert synthetic._steps(name, cfg)[0] == synthetic.BUDGET_STEPS, name
     assert configs["lvdm"].long_frames == synthetic.LONG_FRAMES == 256
-    assert configs["lamd"].num_frames == configs["cmd"].num_frames == configs["lvdm_t2v"].num_frames == synthetic.SHORT_FRAMES
+    assert (configs["lamd"].num_frames == configs["cmd"].num_frames == configs["lvdm_t2v"].num_frames
+            == synthetic.SHORT_FRAMES)
 
 
 def test_quick_table_runs(tmp_path):

@@ -31,7 +31,8 @@ def _recipe(tmp_path: Path, **overrides) -> Path:
             "enable_model_summary": False,
             "callbacks": [{"class_path": "videogen.core.callbacks.EMA", "init_args": {"decay": 0.9}}],
         },
-        "model": {"class_path": "tests.cli.tiny_module.TinyVideoAE", "init_args": {"channels": 4, "lr": 0.01}},
+        "model": {"class_path": "tests.cli.tiny_module.TinyVideoAE",
+                  "init_args": {"channels": 4, "lr": 0.01}},
         "data": {
             "class_path": "videogen.data.VideoDataModule",
             "init_args": {
@@ -147,7 +148,8 @@ def test_bench_command_runs_one_table(tmp_path, monkeypatch):
     harness.register_table("other", lambda out_dir, quick: pytest.fail("not requested"))
     assert main(["bench", "--out", str(tmp_path), "--only", "toy", "--quick", "--no-docs"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert list(results["tables"]) == ["toy"] and results["tables"]["toy"]["rows"] == [{"quick": True, "setting": "toy"}]
+    assert list(results["tables"]) == ["toy"] and results["tables"]["toy"]["rows"] == [{"quick": True,
+                                                                                        "setting": "toy"}]
     assert "tiny configurations" in (tmp_path / "bench.md").read_text()
 
 
@@ -171,15 +173,17 @@ def test_sample_loads_a_saved_model_by_its_config_class(tmp_path):
 
 
 def test_sample_with_a_saved_lamd_pipeline(tmp_path):
-    """The real LaMD save_pretrained layout (model_index.json + mcdvae/ + dmg/) loads and samples, class-guided."""
+    """The real LaMD save_pretrained layout (model_index.json + mcdvae/ + dmg/) loads and samples,
+    class-guided."""
     from videogen.lamd import MCDVAE, LaMD, MotionGenerator
 
     torch.manual_seed(0)
     mcdvae = MCDVAE(resolution=32, num_frames=4, image_channels=8, motion_channels=8, decoder_channels=8,
                     channel_mult=(1, 2, 4), num_res_blocks=1, folded_frames=4, norm_groups=4)
     dmg = MotionGenerator(z_channels=3, latent_size=8, content_dim=mcdvae.content_dim, model_channels=16,
-                          channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2), num_head_channels=8,
-                          context_dim=16, num_classes=3, cond_transformer_dim=16, cond_transformer_depth=1,
+                          channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2),
+                          num_head_channels=8, context_dim=16, num_classes=3, cond_transformer_dim=16,
+                          cond_transformer_depth=1,
                           cond_transformer_heads=2)
     LaMD(mcdvae, dmg).save_pretrained(tmp_path / "lamd")
     assert isinstance(load_pretrained(tmp_path / "lamd"), LaMD)
@@ -213,13 +217,15 @@ def test_evaluate_psnr_between_two_folders(tmp_path, capsys):
     psnr = {}
     for name in ("same", "darker"):
         out = tmp_path / f"{name}.json"
-        argv = ["evaluate", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / name), "--metric", "psnr"]
+        argv = ["evaluate", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / name), "--metric",
+                "psnr"]
         assert main([*argv, "--num-frames", "4", "--out", str(out)]) == 0
         psnr[name] = json.loads(out.read_text())["psnr"]
     assert psnr["same"] > 60 and psnr["darker"] < 15
     (tmp_path / "empty").mkdir()
     capsys.readouterr()
-    assert main(["evaluate", "--real", str(tmp_path / "empty"), "--fake", str(tmp_path / "empty"), "--metric", "psnr"]) == 2
+    assert main(["evaluate", "--real", str(tmp_path / "empty"), "--fake", str(tmp_path / "empty"), "--metric",
+                 "psnr"]) == 2
     assert "no videos" in capsys.readouterr().err
 
 
@@ -239,7 +245,8 @@ def test_ckpt_path_is_checked_before_lightning_reads_it(tmp_path, capsys, monkey
     (tmp_path / "dl").mkdir()
     (tmp_path / "dl" / "__init__.py").write_text("")
     (tmp_path / "dl" / "payload.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass M: pass\n")
-    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "dl.payload.M"}}, tmp_path / "evil.ckpt")
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "dl.payload.M"}},
+               tmp_path / "evil.ckpt")
     (tmp_path / "notes.ckpt").write_text("hello")
     os.mkfifo(tmp_path / "fifo.ckpt")
     recipe = _recipe(tmp_path)

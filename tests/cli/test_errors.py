@@ -51,8 +51,9 @@ EXPECTED = {
     **{r: "Stable Diffusion checkpoint 'checkpoints/stable-diffusion-" for r in PAPER_RECIPES
        if r.startswith("cmd_webvid") or r == "lvdm_text2video.yaml"},
     "lamd_catergen_dmg.yaml": "text encoder 'checkpoints/clip-vit-base-patch32' not found",
-    "lvdm_sky_prediction.yaml": "LVDMShortModule checkpoint outputs/lvdm_sky_short/checkpoints/last.ckpt not found: "
-                                "train it first (videogen fit --config recipes/lvdm_sky_short.yaml writes it)",
+    "lvdm_sky_prediction.yaml": "LVDMShortModule checkpoint outputs/lvdm_sky_short/checkpoints/last.ckpt not "
+                                "found: train it first (videogen fit --config recipes/lvdm_sky_short.yaml "
+                                "writes it)",
 }
 
 
@@ -83,24 +84,31 @@ def test_fit_missing_data_root(capsys, monkeypatch, tmp_path):
 
 
 def test_fit_bad_recipe_value_and_key(capsys):
-    line = _error_line(capsys, ["fit", "--config", str(RECIPES / "lamd_tiny_mcdvae.yaml"), "--trainer.max_epochs=many"])
+    line = _error_line(capsys,
+                       ["fit", "--config", str(RECIPES / "lamd_tiny_mcdvae.yaml"),
+                        "--trainer.max_epochs=many"])
     assert line.startswith('videogen: error: Parser key "trainer.max_epochs": Expected a <class \'int\'>')
-    line = _error_line(capsys, ["fit", "--config", str(RECIPES / "lamd_tiny_mcdvae.yaml"), "--model.init_args.betta=1"])
+    line = _error_line(capsys,
+                       ["fit", "--config", str(RECIPES / "lamd_tiny_mcdvae.yaml"),
+                        "--model.init_args.betta=1"])
     assert "Option 'betta' is not accepted" in line
 
 
 def test_validate_with_a_checkpoint_of_another_stage(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     other = tmp_path / "other.ckpt"
-    torch.save({"state_dict": {"dmg.weight": torch.zeros(1)}, "hyper_parameters": {}, "epoch": 0, "global_step": 0,
-                "pytorch-lightning_version": "2.6.0"}, other)
+    torch.save({"state_dict": {"dmg.weight": torch.zeros(1)}, "hyper_parameters": {}, "epoch": 0,
+                "global_step": 0, "pytorch-lightning_version": "2.6.0"}, other)
     line = _error_line(capsys, ["validate", "--config", str(RECIPES / "lamd_tiny_mcdvae.yaml"),
-                                "--data.init_args.val_dataset.init_args.num_videos=2", f"--ckpt_path={other}"])
+                                "--data.init_args.val_dataset.init_args.num_videos=2",
+                                f"--ckpt_path={other}"])
     assert "not one of MCDVAEModule" in line
 
 
 @pytest.mark.parametrize("case, message", [
-    ("size", "image must be 16x16"), ("label", "label must lie in"), ("text", "takes image, label (condition flags it takes: --image --label)"),
+    ("size", "image must be 16x16"), ("label", "label must lie in"),
+                                           ("text",
+                                            "takes image, label (condition flags it takes: --image --label)"),
 ])
 def test_sample_bad_inputs(capsys, class_model, tmp_path, case, message):
     image = tmp_path / "first.png"
@@ -117,7 +125,8 @@ def test_sample_with_a_stage1_checkpoint(capsys, tmp_path):
     ckpt = tmp_path / "stage1.ckpt"
     mcdvae = tiny_mcdvae()  # what an MCDVAEModule checkpoint holds: the MCD-VAE part of the LaMD pipeline
     torch.save({"state_dict": {f"autoencoder.{k}": v for k, v in mcdvae.state_dict().items()},
-                CKPT_KEY: checkpoint_record("videogen.lamd.LaMD", {"mcdvae": (mcdvae, "autoencoder.")}, {})}, ckpt)
+                CKPT_KEY: checkpoint_record("videogen.lamd.LaMD", {"mcdvae": (mcdvae, "autoencoder.")}, {})},
+               ckpt)
     line = _error_line(capsys, ["sample", "--model", str(ckpt), "--out", str(tmp_path / "o")])
     assert "LaMD also needs dmg" in line and "recipes/lamd_*_dmg.yaml" in line
     torch.save({"state_dict": {}, "hyper_parameters": {"autoencoder": {}}}, ckpt)  # not written by videogen
@@ -136,7 +145,8 @@ def test_evaluate_and_generate_missing_inputs(capsys, class_model, tmp_path):
 
 def test_debug_shows_the_traceback_and_unexpected_errors_keep_theirs(class_model, tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError):
-        main(["evaluate", "--real", str(tmp_path / "nope"), "--fake", str(tmp_path), "--metric", "psnr", "--debug"])
+        main(["evaluate", "--real", str(tmp_path / "nope"), "--fake", str(tmp_path), "--metric", "psnr",
+              "--debug"])
     import videogen.evaluation
 
     def broken(*args, **kwargs):
@@ -153,7 +163,8 @@ def test_debug_shows_the_traceback_and_unexpected_errors_keep_theirs(class_model
     " seed: {class_path: os.system, init_args: {command: 'touch MARKER'}}}}",  # nested
     "{class_path: pathlib.Path, init_args: {}}",  # a class, but not a Dataset
 ])
-def test_generate_never_calls_what_a_recipe_names_unless_it_is_a_class_of_its_slot(capsys, class_model, tmp_path,
+def test_generate_never_calls_what_a_recipe_names_unless_it_is_a_class_of_its_slot(capsys, class_model,
+                                                                                   tmp_path,
                                                                                   block):
     marker = tmp_path / "MARKER"
     recipe = tmp_path / "r.yaml"
@@ -183,14 +194,18 @@ def _bad_cli_cases(model: Path, tmp: Path) -> list[tuple[list[str], str]]:
         ([*sample, "--fps", "0"], "--fps"),
         (["sample", "--model", str(model), "--out", str(tmp / "file")], "is a file"),
         ([*sample, "--device", "cuda"], "no CUDA device"),
-        (["sample", "--model", str(tmp / "notes.ckpt"), "--out", str(tmp / "o")], "not a readable videogen checkpoint"),
-        (["sample", "--model", str(tmp / "plain.ckpt"), "--out", str(tmp / "o")], "not a videogen stage checkpoint"),
+        (["sample", "--model", str(tmp / "notes.ckpt"), "--out", str(tmp / "o")],
+         "not a readable videogen checkpoint"),
+        (["sample", "--model", str(tmp / "plain.ckpt"), "--out", str(tmp / "o")],
+         "not a videogen stage checkpoint"),
         (["sample", "--model", str(bad_json), "--out", str(tmp / "o")], "not a readable JSON"),
         (["sample", "--model", str(tmp / "missing"), "--out", str(tmp / "o")], "not found"),
-        (["generate", "--model", str(model), "--recipe", "r.yaml", "--out", str(tmp / "o"), "--limit", "0"], "--limit"),
+        (["generate", "--model", str(model), "--recipe", "r.yaml", "--out", str(tmp / "o"), "--limit", "0"],
+         "--limit"),
         (["generate", "--model", str(model), "--recipe", "r.yaml", "--out", str(tmp / "file")], "is a file"),
         (["evaluate", "--real", str(tmp), "--fake", str(tmp), "--metric", "psnr", "--size", "0"], "--size"),
-        (["evaluate", "--real", str(tmp), "--fake", str(tmp), "--metric", "psnr", "--out", str(tmp)], "is a folder"),
+        (["evaluate", "--real", str(tmp), "--fake", str(tmp), "--metric", "psnr", "--out", str(tmp)],
+         "is a folder"),
         (["demo", "--out", str(tmp / "d"), "--seed", "-1"], "--seed"),
         (["bench", "--out", str(tmp / "b"), "--docs", str(tmp / "nowhere" / "bench.md")], "does not exist"),
     ]
@@ -230,8 +245,8 @@ def test_no_reader_unpickles_code(capsys, class_model, tmp_path):
 
     write_video(video / "a.mp4", torch.zeros(3, 4, 16, 16))
     for argv in (["sample", "--model", str(evil), "--out", str(tmp_path / "o")],
-                 ["evaluate", "--real", str(video), "--fake", str(video), "--metric", "fvd", "--i3d", str(evil),
-                  "--no-progress"],
+                 ["evaluate", "--real", str(video), "--fake", str(video), "--metric", "fvd", "--i3d",
+                  str(evil), "--no-progress"],
                  ["evaluate", "--real", str(video), "--fake", str(video), "--metric", "lpips",
                   "--lpips-backbone", str(evil), "--no-progress"]):
         assert main(argv) == 2, argv

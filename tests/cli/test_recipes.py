@@ -30,5 +30,6 @@ def test_recipe_parses_with_strict_keys(recipe, capsys):
 def test_tiny_stage1_recipe_trains_one_step(tmp_path):
     """A shipped recipe with real library classes runs end to end (one batch, fast_dev_run)."""
     recipe = RECIPES[0].parent / "lamd_tiny_mcdvae.yaml"
-    argv = ["fit", "--config", str(recipe), "--trainer.fast_dev_run=true", f"--trainer.default_root_dir={tmp_path}"]
+    argv = ["fit", "--config", str(recipe), "--trainer.fast_dev_run=true",
+            f"--trainer.default_root_dir={tmp_path}"]
     assert main([*argv, "--trainer.enable_progress_bar=false"]) == 0

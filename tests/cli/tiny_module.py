@@ -17,7 +17,8 @@ class TinyVideoAE(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.encoder = nn.Conv3d(3, channels, 3, stride=(1, 2, 2), padding=1)
-        self.decoder = nn.Sequential(nn.Upsample(scale_factor=(1, 2, 2)), nn.Conv3d(channels, 3, 3, padding=1))
+        self.decoder = nn.Sequential(nn.Upsample(scale_factor=(1, 2, 2)),
+                                     nn.Conv3d(channels, 3, 3, padding=1))
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.decoder(torch.relu(self.encoder(video))))
@@ -68,7 +69,7 @@ class TinyGenerator(VideoPipeline):
         self.num_frames = num_frames
         self.scale = scale if scale is not None else TinyGain()
 
-    def _generate(self, *, image, label, text, batch, num_frames, num_steps, sampler, guidance_scale, generator,
-                  progress):
+    def _generate(self, *, image, label, text, batch, num_frames, num_steps, sampler, guidance_scale,
+                  generator, progress):
         frames = [torch.roll(image, shifts=k, dims=-1) for k in range(self.num_frames)]
         return (self.scale.gain * torch.stack(frames, dim=2)).clamp(-1, 1)  # (B, C, H, W) -> (B, C, T, H, W)

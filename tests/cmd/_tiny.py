@@ -45,7 +45,8 @@ def tiny_sd_dir(path: Path) -> Path:
     path = Path(path)
     torch.manual_seed(0)
     UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-                         block_out_channels=(16, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                         block_out_channels=(16, 32),
+                         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
                          attention_head_dim=4, norm_num_groups=8).save_pretrained(path / "unet")
     AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
@@ -54,6 +55,7 @@ def tiny_sd_dir(path: Path) -> Path:
     clip = tiny_clip_dir(path / "clip")
     CLIPTextModel.from_pretrained(clip).save_pretrained(path / "text_encoder")
     CLIPTokenizer.from_pretrained(clip).save_pretrained(path / "tokenizer")
-    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012).save_pretrained(path / "scheduler")
+    DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+                  beta_end=0.012).save_pretrained(path / "scheduler")
     assert CLIPTextConfig.from_pretrained(path / "text_encoder").hidden_size == 16
     return path

@@ -43,7 +43,8 @@ def test_official_512x1024_latent_shapes_on_meta():
         ae = CMDAutoencoder(in_channels=4, mode="latent", height=64, width=128)
         content, motion = ae.encode(torch.empty(1, 4, 16, 64, 128))
         video = ae.decode(content, motion)
-    assert tuple(content.shape) == (1, 4, 64, 128) and tuple(motion.shape) == (1, 8, 16, 96)  # 8 x 16 x (64 + 32)
+    # 8 x 16 x (64 + 32)
+    assert tuple(content.shape) == (1, 4, 64, 128) and tuple(motion.shape) == (1, 8, 16, 96)
     assert tuple(video.shape) == (1, 4, 16, 64, 128)
 
 

@@ -20,7 +20,8 @@ SIZE = 32  # LPIPS-AlexNet needs frames of 31 px or more
 
 def _data(n: int = 8) -> VideoDataModule:
     return VideoDataModule(SyntheticVideoDataset(n, num_frames=FRAMES, size=SIZE, directions=4),
-                           val_dataset=SyntheticVideoDataset(4, num_frames=FRAMES, size=SIZE, seed=1, directions=4),
+                           val_dataset=SyntheticVideoDataset(4, num_frames=FRAMES, size=SIZE, seed=1,
+                                                             directions=4),
                            batch_size=4)
 
 
@@ -37,8 +38,8 @@ def _fit(module, tmp_path, steps: int = 2) -> pl.Trainer:
 def stage1(tmp_path_factory):
     """A pixel-mode autoencoder trained 2 steps (4 L1 + 4 LPIPS on one random frame, random AlexNet)."""
     tmp = tmp_path_factory.mktemp("ae")
-    module = CMDAutoencoderModule(tiny_autoencoder(height=SIZE, width=SIZE), lpips_net="alex", lpips_random=True,
-                                  lr=1e-3)
+    module = CMDAutoencoderModule(tiny_autoencoder(height=SIZE, width=SIZE), lpips_net="alex",
+                                  lpips_random=True, lr=1e-3)
     trainer = _fit(module, tmp)
     assert torch.isfinite(trainer.callback_metrics["train/loss"]) and "val/psnr" in trainer.callback_metrics
     assert "train/lpips" in trainer.callback_metrics
@@ -102,7 +103,8 @@ def test_text_to_video_with_a_stable_diffusion_content_model(tmp_path):
     content = CMDContentModule(SDUNet(str(sd)), str(stage1), vae=vae, text_encoder=text, lr=1e-4,
                                diffusion={"beta_schedule": "scaled_linear"})
     _fit(content, tmp_path / "content")
-    motion = CMDMotionModule(tiny_motion_dit(ae, text_dim=16), str(stage1), vae=vae, text_encoder=text, lr=1e-3)
+    motion = CMDMotionModule(tiny_motion_dit(ae, text_dim=16), str(stage1), vae=vae, text_encoder=text,
+                             lr=1e-3)
     _fit(motion, tmp_path / "motion")
     pipe = CMD.from_checkpoints(tmp_path / "content" / "last.ckpt", tmp_path / "motion" / "last.ckpt")
     assert pipe.conditions == ("image", "text")
@@ -126,7 +128,8 @@ def _tiny_unet():
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1,
-                                block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                block_out_channels=(8, 16),
+                                down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=16,
                                 attention_head_dim=4, norm_num_groups=8)
 
@@ -142,7 +145,9 @@ def test_tiny_dits_learn_to_denoise(which):
     label = torch.tensor([int(data[i]["label"]) for i in range(4)])
     model = (tiny_content_dit(ae, num_classes=4, hidden_size=64) if which == "content"
              else tiny_motion_dit(ae, num_classes=4, hidden_size=64))
-    target, cond = (content, {"label": label}) if which == "content" else (motion, {"content": content, "label": label})
+    target, cond = (content, {"label": label}) if which == "content" else (motion,
+                                                                           {"content": content,
+                                                                            "label": label})
     diffusion = GaussianDiffusion()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(0)
@@ -165,7 +170,8 @@ def test_text_pooling_follows_the_official_code_by_default(tmp_path, stage1):
     module = CMDMotionModule(tiny_motion_dit(ae, text_dim=16), str(stage1), text_encoder=text)
     batch = {"video": torch.rand(2, 3, FRAMES, SIZE, SIZE) * 2 - 1, "caption": ["ab", "abcdef"]}
     _, cond = module.encode_batch(batch, drop=False)
-    torch.testing.assert_close(cond["text"], text.pooled(batch["caption"], masked=False))  # mean of all tokens
+    # mean of all tokens
+    torch.testing.assert_close(cond["text"], text.pooled(batch["caption"], masked=False))
 
 
 def test_cli_sample_and_generate_with_a_saved_cmd(class_stages, tmp_path):

@@ -14,7 +14,8 @@ from tests._recipes import RECIPES, assert_same_checkpoints, fit, fit_ddp
 
 PAPER = {"ucf": ("cmd_ucf_autoencoder.yaml", "cmd_ucf_content.yaml", "cmd_ucf_motion.yaml"),
          "webvid": ("cmd_webvid.yaml", "cmd_webvid_content.yaml", "cmd_webvid_motion.yaml"),
-         "webvid512": ("cmd_webvid512_autoencoder.yaml", "cmd_webvid512_content.yaml", "cmd_webvid512_motion.yaml")}
+         "webvid512": ("cmd_webvid512_autoencoder.yaml", "cmd_webvid512_content.yaml",
+                       "cmd_webvid512_motion.yaml")}
 TINY = ("cmd_tiny_autoencoder.yaml", "cmd_tiny_content.yaml", "cmd_tiny_motion.yaml")
 
 
@@ -40,7 +41,8 @@ def test_paper_recipes_match_the_paper(setting):
     assert motion.motion_shape == ae.motion_shape and motion.content_shape == ae.content_shape
     assert sum(motion.num_tokens) == 512  # Table 6: 256 + 256 (UCF, 512x512), 384 + 128 (512x1024)
     n_motion = sum(p.numel() for p in motion.parameters())
-    expected = {"ucf": 457.4e6, "webvid": 675.2e6, "webvid512": 674.4e6 + 1.18e6}[setting]  # spec: XL/2 + text proj.
+    # spec: XL/2 + text proj.
+    expected = {"ucf": 457.4e6, "webvid": 675.2e6, "webvid512": 674.4e6 + 1.18e6}[setting]
     assert abs(n_motion / expected - 1) < 0.002
     if setting == "ucf":
         with torch.device("meta"):

@@ -31,7 +31,8 @@ def test_frame_vae_encodes_and_decodes_every_frame(sd_dir):
 def test_frame_vae_calibrate_gives_unit_variance_latents(sd_dir):
     vae = FrameVAE(str(sd_dir))
     videos = torch.rand(6, 3, 2, 16, 16) * 2 - 1
-    raw = vae.vae.encode(videos.transpose(1, 2).reshape(-1, 3, 16, 16)).latent_dist.mode()  # unscaled, diffusers
+    # unscaled, diffusers
+    raw = vae.vae.encode(videos.transpose(1, 2).reshape(-1, 3, 16, 16)).latent_dist.mode()
     std = vae.calibrate(videos.split(4))
     assert std == pytest.approx(float(raw.std()), rel=1e-4) and vae.scaling_factor == pytest.approx(1 / std)
     assert float(vae.encode(videos, sample=False).std()) == pytest.approx(1.0, rel=1e-4)
@@ -51,7 +52,8 @@ def test_sd_unet_and_text_encoder_from_the_diffusers_layout(sd_dir):
     torch.testing.assert_close(rebuilt(torch.ones(1, 4, 8, 8), torch.tensor([3]), states[:1]),
                                unet(torch.ones(1, 4, 8, 8), torch.tensor([3]), states[:1]))
     assert sd_diffusion_config(sd_dir) == {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
-                                           "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon"}
+                                           "beta_start": 0.00085, "beta_end": 0.012,
+                                           "prediction_type": "epsilon"}
 
 
 def test_missing_components_name_the_directory(tmp_path):

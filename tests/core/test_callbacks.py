@@ -135,7 +135,8 @@ def test_validation_and_sample_logger_see_the_ema_weights(tmp_path):
     module, recorder = _EMAProbe(), _Recorder()
     module.seen = []
     ema = EMA(decay=0.9)
-    # the logger comes first in the list: it still samples with the average (swapped back at on_validation_end)
+    # the logger comes first in the list: it still samples with the average (swapped back at
+    # on_validation_end)
     trainer = _trainer(tmp_path, [VideoSampleLogger(num_samples=1), recorder, ema],
                        logger=TensorBoardLogger(tmp_path, name="tb"), max_epochs=1, limit_train_batches=3,
                        limit_val_batches=1, num_sanity_val_steps=0)

@@ -208,7 +208,8 @@ class TinyMLP(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(3, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(), nn.Linear(128, 2))
+        self.net = nn.Sequential(nn.Linear(3, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(),
+                                 nn.Linear(128, 2))
 
     def forward(self, x, t):
         h = torch.cat([x.flatten(1), (t.float() / T - 0.5).unsqueeze(1)], dim=1)  # (B, 3)
@@ -229,7 +230,8 @@ def test_tiny_mlp_learns_two_clusters_and_samples_them():
         diffusion, model = GaussianDiffusion(), TinyMLP()
         g = torch.Generator().manual_seed(0)
         x_eval = two_clusters(2048, g)
-        eval_kwargs = dict(noise=torch.randn(x_eval.shape, generator=g), t=diffusion.sample_timesteps(2048, "cpu", g))
+        eval_kwargs = dict(noise=torch.randn(x_eval.shape, generator=g),
+                           t=diffusion.sample_timesteps(2048, "cpu", g))
 
         def eval_loss():
             with torch.no_grad():
@@ -260,7 +262,8 @@ def test_tiny_mlp_learns_two_clusters_and_samples_them():
     ("ddim", lambda: diffusers.DDIMScheduler(**oracle_config(), clip_sample=False), dict(eta=0.0)),
     ("ddim", lambda: diffusers.DDIMScheduler(**oracle_config(), clip_sample=False), dict(eta=1.0)),
     ("ddpm", lambda: diffusers.DDPMScheduler(**oracle_config(), clip_sample=False), {}),
-    ("dpm++", lambda: diffusers.DPMSolverMultistepScheduler(**oracle_config(), algorithm_type="dpmsolver++"), {}),
+    ("dpm++", lambda: diffusers.DPMSolverMultistepScheduler(**oracle_config(), algorithm_type="dpmsolver++"),
+     {}),
     ("unipc", lambda: diffusers.UniPCMultistepScheduler(**oracle_config()), {}),
     ("EulerDiscreteScheduler", lambda: diffusers.EulerDiscreteScheduler(**oracle_config()), {}),
 ])
@@ -269,8 +272,8 @@ def test_trajectory_matches_diffusers_loop(shape, sampler, oracle, step_kwargs):
     reference = diffusers_loop(oracle(), model, shape, 10, seed=0, **step_kwargs)
     seen = []
     ours = GaussianDiffusion().sample(model, shape, sampler=sampler, num_steps=10, progress=False,
-                                      generator=torch.Generator().manual_seed(0), callback=lambda *a: seen.append(a),
-                                      eta=step_kwargs.get("eta", 0.0))
+                                      generator=torch.Generator().manual_seed(0),
+                                      callback=lambda *a: seen.append(a), eta=step_kwargs.get("eta", 0.0))
     assert ours.shape == shape and ours.dtype == torch.float32 and torch.isfinite(ours).all()
     torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
     assert [s[0] for s in seen] == list(range(10)) and seen[0][1] == 999 and seen[-1][1] == 99
@@ -351,7 +354,8 @@ def test_classifier_free_guidance_batched_and_all_channels():
                                                generator=torch.Generator().manual_seed(7), **kw)
     # scale 1 with uncond given == conditional only (and the unconditional branch is skipped)
     model = ToyDenoiser()
-    torch.testing.assert_close(run(model, cond=cond, uncond=uncond, guidance_scale=1.0), run(ToyDenoiser(), cond=cond))
+    torch.testing.assert_close(run(model, cond=cond, uncond=uncond, guidance_scale=1.0),
+                               run(ToyDenoiser(), cond=cond))
     assert set(model.calls) == {2}
     # scale s == manual combination of two separate calls; one batched call of 2B per step
     model, s = ToyDenoiser(), 4.0
@@ -360,7 +364,8 @@ def test_classifier_free_guidance_batched_and_all_channels():
     base = ToyDenoiser()
     manual = run(lambda x, t: classifier_free_guidance(base(x, t, **cond), base(x, t, **uncond), s))
     torch.testing.assert_close(guided, manual, rtol=1e-5, atol=1e-5)
-    # every channel is guided: conditioning that only touches channel 4 moves only channel 4 (LVDM/DiT pitfall)
+    # every channel is guided: conditioning that only touches channel 4 moves only channel 4 (LVDM/DiT
+    # pitfall)
     only_c4 = lambda x, t, y: 0.1 * x + _view(y, x.ndim) * (torch.arange(5) == 4).view(1, 5, 1, 1, 1)  # noqa: E731
     c4 = {"y": torch.ones(2, 1)}
     a = diffusion.sample(only_c4, shape, cond=c4, uncond={"y": torch.zeros(2, 1)}, guidance_scale=1.0,
@@ -370,8 +375,8 @@ def test_classifier_free_guidance_batched_and_all_channels():
     torch.testing.assert_close(a[:, :4], b[:, :4])
     assert (a[:, 4] - b[:, 4]).abs().min() > 1e-3
     # None values pass through as None in both halves
-    none_ok = diffusion.sample(lambda x, t, mask=None: 0.1 * x, shape, cond={"mask": None}, uncond={"mask": None},
-                               guidance_scale=2.0, num_steps=2, progress=False)
+    none_ok = diffusion.sample(lambda x, t, mask=None: 0.1 * x, shape, cond={"mask": None},
+                               uncond={"mask": None}, guidance_scale=2.0, num_steps=2, progress=False)
     assert torch.isfinite(none_ok).all()
 
 
@@ -385,7 +390,8 @@ def test_seed_reproducibility(sampler, eta):
     # with a fixed x_T the stochastic steps still follow the generator
     x_T = torch.randn(SHAPES[0])
     fixed = lambda seed: diffusion.sample(model, SHAPES[0], sampler=sampler, eta=eta, num_steps=5,  # noqa: E731
-                                          x_T=x_T, progress=False, generator=torch.Generator().manual_seed(seed))
+                                          x_T=x_T, progress=False,
+                                          generator=torch.Generator().manual_seed(seed))
     assert torch.equal(fixed(0), fixed(0)) and not torch.allclose(fixed(0), fixed(1))
 
 
@@ -410,5 +416,6 @@ def test_cuda_samples_with_cpu_generator_and_cpu_tables():
     assert on_gpu.device.type == "cuda"
     torch.testing.assert_close(on_gpu.cpu(), run("cpu"), rtol=1e-4, atol=1e-4)
     x0 = torch.randn(2, 3, 4, 4, device="cuda")
-    loss = diffusion.training_loss(lambda x_t, t: torch.zeros_like(x_t), x0, generator=torch.Generator().manual_seed(0))
+    loss = diffusion.training_loss(lambda x_t, t: torch.zeros_like(x_t), x0,
+                                   generator=torch.Generator().manual_seed(0))
     assert loss.device.type == "cuda" and loss.item() == pytest.approx(1.0, abs=0.3)

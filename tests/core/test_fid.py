@@ -104,7 +104,8 @@ def test_inception_loads_from_local_file_and_gets_uint8_frames(tmp_path, monkeyp
     torch.save(random_inception.state_dict(), tmp_path / INCEPTION_FILENAME)
 
     real_load, calls = torch.load, []
-    monkeypatch.setattr(torch, "load", lambda f, *a, **k: calls.append(k.get("weights_only")) or real_load(f, *a, **k))
+    monkeypatch.setattr(torch, "load", lambda f, *a,
+                        **k: calls.append(k.get("weights_only")) or real_load(f, *a, **k))
     metric = FrechetInceptionDistance(tmp_path / INCEPTION_FILENAME)
     assert calls == [True]  # read once, safely: torch-fidelity never unpickles the user's file
     loaded = metric.inception.state_dict()

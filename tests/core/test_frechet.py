@@ -52,7 +52,8 @@ def test_identity_covariances_give_squared_mean_distance():
     rng = np.random.default_rng(1)
     mu1, mu2 = rng.standard_normal(20), rng.standard_normal(20)
     eye = np.eye(20)
-    assert frechet_distance(mu1, eye, mu2, eye) == pytest.approx(np.sum((mu1 - mu2) ** 2), rel=1e-12, abs=1e-12)
+    assert frechet_distance(mu1, eye, mu2, eye) == pytest.approx(np.sum((mu1 - mu2) ** 2), rel=1e-12,
+                                                                 abs=1e-12)
 
 
 def test_singular_covariance_warns_and_is_finite():
@@ -65,7 +66,8 @@ def test_singular_covariance_warns_and_is_finite():
     assert np.isfinite(value) and value > 0
     # the offset is tiny next to the covariance scale: close to the offset-free reference formula
     eye = 1e-6 * np.eye(32)
-    assert value == pytest.approx(_reference_frechet(mu1.numpy(), s1.numpy() + eye, mu2.numpy(), s2.numpy() + eye),
+    assert value == pytest.approx(_reference_frechet(mu1.numpy(), s1.numpy() + eye, mu2.numpy(),
+                                                     s2.numpy() + eye),
                                   rel=1e-4)
 
 
@@ -75,7 +77,8 @@ def test_feature_statistics_normalisation():
     assert mu.dtype == sigma.dtype == torch.float64
     np.testing.assert_allclose(sigma.numpy(), np.cov(x.double().numpy(), rowvar=False), rtol=1e-12)
     _, biased = feature_statistics(x, unbiased=False)
-    np.testing.assert_allclose(biased.numpy(), np.cov(x.double().numpy(), rowvar=False, bias=True), rtol=1e-12)
+    np.testing.assert_allclose(biased.numpy(), np.cov(x.double().numpy(), rowvar=False, bias=True),
+                               rtol=1e-12)
 
 
 def test_bad_input_raises():

@@ -73,7 +73,8 @@ def test_fvd_matches_numpy(extractor, cov_normalization):
     metric.update(fake, real=False)
     value = metric.compute()
     assert value.dtype == torch.float64
-    expected = _numpy_fvd(_features(extractor, real), _features(extractor, fake), bias=cov_normalization == "biased")
+    expected = _numpy_fvd(_features(extractor, real), _features(extractor, fake),
+                          bias=cov_normalization == "biased")
     assert value.item() == pytest.approx(expected, rel=1e-8)
     assert metric.protocol == {"num_real": 40, "num_fake": 30, "num_frames": 4, "resize": "direct",
                                "image_size": SIZE, "cov_normalization": cov_normalization}

@@ -84,7 +84,9 @@ def test_wrong_state_dict_is_rejected(weights, tmp_path):
         load_i3d(tmp_path / "bad.pt")
 
 
-@pytest.mark.parametrize("shape", [(1, 3, 8, 224, 224), (1, 3, 16, 192, 224), (1, 3, 16, 225, 224), (1, 1, 16, 224, 224)])
+@pytest.mark.parametrize("shape",
+                         [(1, 3, 8, 224, 224), (1, 3, 16, 192, 224), (1, 3, 16, 225, 224),
+                          (1, 1, 16, 224, 224)])
 def test_forward_rejects_invalid_sizes(shape):
     with pytest.raises(ValueError, match="I3D"):
         I3D()(torch.zeros(shape))
@@ -149,10 +151,12 @@ def test_unit3d_batchnorm_matches_the_fvd_code_formula_in_float64():
         got = unit(x).double()
         conv = unit.conv3d.double()(torch.nn.functional.pad(x.double(), (1, 1, 1, 1, 0, 0)))
         shape = (1, -1, 1, 1, 1)
-        ref = (conv - bn.running_mean.double().view(shape)) / torch.sqrt(bn.running_var.double().view(shape) + 1e-5)
+        ref = (conv - bn.running_mean.double().view(shape)) / torch.sqrt(bn.running_var.double().view(shape)
+                                                                         + 1e-5)
         ref = torch.relu(ref * bn.weight.double().view(shape) + bn.bias.double().view(shape))
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
     with torch.no_grad():  # the same formula with eps 1e-3 is far off for the small-variance channels
-        wrong = (conv - bn.running_mean.double().view(shape)) / torch.sqrt(bn.running_var.double().view(shape) + 1e-3)
+        wrong = (conv - bn.running_mean.double().view(shape)) / torch.sqrt(bn.running_var.double().view(shape)
+                                                                           + 1e-3)
         wrong = torch.relu(wrong * bn.weight.double().view(shape) + bn.bias.double().view(shape))
     assert (wrong - ref).abs().max() > 1e-1

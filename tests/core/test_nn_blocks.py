@@ -89,7 +89,8 @@ def test_2d_sincos_pos_embed_non_square_and_dit_layout():
     quarter_freqs = 1.0 / 10000 ** (np.arange(2) / 2.0)
     i, j = 1, 2
     expected = np.concatenate(
-        [np.sin(j * quarter_freqs), np.cos(j * quarter_freqs), np.sin(i * quarter_freqs), np.cos(i * quarter_freqs)]
+        [np.sin(j * quarter_freqs), np.cos(j * quarter_freqs), np.sin(i * quarter_freqs),
+         np.cos(i * quarter_freqs)]
     )
     np.testing.assert_allclose(pe[i * 3 + j], expected)
     assert get_2d_sincos_pos_embed(16, 4).shape == (16, 16)
@@ -205,7 +206,8 @@ def test_normalization_groups_and_bf16():
 @pytest.mark.parametrize("scale_shift", [True, False])
 def test_resblock_shapes_and_grads(dims, shape, kernel, scale_shift):
     gen = torch.Generator().manual_seed(0)
-    block = ResBlock(8, 16, emb_dim=12, dims=dims, kernel_size=kernel, use_scale_shift_norm=scale_shift, groups=4)
+    block = ResBlock(8, 16, emb_dim=12, dims=dims, kernel_size=kernel, use_scale_shift_norm=scale_shift,
+                     groups=4)
     x = torch.randn(*shape, generator=gen)
     emb = torch.randn(2, 12, generator=gen)
     out = block(x, emb)

@@ -51,8 +51,8 @@ class Pair(VideoPipeline):
         super().__init__()
         self.first, self.second, self.gain = first, second, gain
 
-    def _generate(self, *, image, label, text, batch, num_frames, num_steps, sampler, guidance_scale, generator,
-                  progress):
+    def _generate(self, *, image, label, text, batch, num_frames, num_steps, sampler, guidance_scale,
+                  generator, progress):
         x = torch.ones(batch, 3, num_frames or 2, 1, 1) * self.gain  # (B, C, T, H, W)
         x = self.first(x.transpose(1, -1)).transpose(1, -1)
         return x if self.second is None else self.second(x.transpose(1, -1)).transpose(1, -1)
@@ -83,7 +83,8 @@ def test_a_pipeline_saves_one_index_and_a_folder_per_component(tmp_path):
                      "config": {"gain": 2.0}}
     again = load_pretrained(tmp_path / "pair")
     assert type(again) is Pair and again.gain == 2.0 and not again.training
-    assert torch.equal(again.generate(num_samples=2, progress=False), pipe.generate(num_samples=2, progress=False))
+    assert torch.equal(again.generate(num_samples=2, progress=False),
+                       pipe.generate(num_samples=2, progress=False))
     Pair(Scale(3)).save_pretrained(tmp_path / "pair")  # over the old folder: replaced as a whole
     assert sorted(p.name for p in (tmp_path / "pair").iterdir()) == ["README.md", "first", INDEX_NAME]
     assert load_pretrained(tmp_path / "pair").second is None
@@ -134,7 +135,8 @@ def test_no_code_runs_from_a_model_folder(tmp_path):
 
 
 def _stage_checkpoint(path, parts, config, pipeline=registered_name(Pair)):
-    state = {f"{prefix}{k}": v for _, (module, prefix) in parts.items() for k, v in module.state_dict().items()}
+    state = {f"{prefix}{k}": v for _, (module, prefix) in parts.items() for k,
+             v in module.state_dict().items()}
     torch.save({"state_dict": state, CKPT_KEY: checkpoint_record(pipeline, parts, config)}, path)
 
 
@@ -147,7 +149,8 @@ def test_checkpoints_of_several_stages_merge_into_one_pipeline(tmp_path):
     assert torch.equal(load_component(tmp_path / "b.ckpt", "second", Scale).w, second.w)
     with pytest.raises(ValueError, match="has no first"):
         load_component(tmp_path / "b.ckpt", "first", Scale)
-    with pytest.raises(ValueError, match=r"Pair also needs first \(first: train it with recipes/pair_first.yaml\)"):
+    with pytest.raises(ValueError,
+                       match=r"Pair also needs first \(first: train it with recipes/pair_first.yaml\)"):
         load_pretrained(tmp_path / "b.ckpt")
     _stage_checkpoint(tmp_path / "c.ckpt", {"second": (second, "model.")}, {"gain": 5.0})
     with pytest.raises(ValueError, match="disagree on 'gain'"):

@@ -57,13 +57,15 @@ def _loader(video: torch.Tensor, repeats: int = 1) -> DataLoader:
 
 
 def _trainer(tmp_path, max_steps: int, callbacks=()) -> L.Trainer:
-    return L.Trainer(accelerator="cpu", max_steps=max_steps, max_epochs=1, logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    return L.Trainer(accelerator="cpu", max_steps=max_steps, max_epochs=1, logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                     default_root_dir=tmp_path,
                      num_sanity_val_steps=0, callbacks=list(callbacks))
 
 
 def test_a_tiny_subclass_learns_on_a_fixed_batch(tmp_path):
-    """60 batches of the same 2 clips; the GAN (and its discriminator optimiser) joins at generator step 40."""
+    """60 batches of the same 2 clips; the GAN (and its discriminator optimiser) joins at generator step
+    40."""
     torch.manual_seed(0)
     module, video = _TinyStage(disc_start=40), _videos()
     with torch.no_grad():
@@ -74,7 +76,8 @@ def test_a_tiny_subclass_learns_on_a_fixed_batch(tmp_path):
         after = float(module.reconstruction_loss(module.autoencode(video, sample=False)[0], video)[0])
     assert int(module.gen_steps) == 60 and trainer.global_step == 60 + 20
     assert after < 0.5 * before, (before, after)
-    assert "train/d_loss" in trainer.callback_metrics and "train/disc_adaptive_weight" in trainer.callback_metrics
+    assert "train/d_loss" in trainer.callback_metrics \
+        and "train/disc_adaptive_weight" in trainer.callback_metrics
 
 
 def _mcdvae(**kw) -> tuple[MCDVAEModule, torch.Tensor]:
@@ -86,8 +89,8 @@ def _mcdvae(**kw) -> tuple[MCDVAEModule, torch.Tensor]:
 
 def _lvdm(**kw) -> tuple[VideoAutoencoder3DModule, torch.Tensor]:
     ae = VideoAutoencoder3D(hidden=8, strides=((2, 2, 2),), z_channels=4, norm_groups=4)
-    return VideoAutoencoder3DModule(ae, lpips_weight=0.0, disc_start=0, disc_channels=8, disc_layers=1, lr=1e-3,
-                                    **kw), _videos(frames=4)
+    return VideoAutoencoder3DModule(ae, lpips_weight=0.0, disc_start=0, disc_channels=8, disc_layers=1,
+                                    lr=1e-3, **kw), _videos(frames=4)
 
 
 def _tiny(**kw) -> tuple[_TinyStage, torch.Tensor]:

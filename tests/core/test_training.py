@@ -14,7 +14,8 @@ def _module_on(rank: int, batches: int, epoch: int = 0, world: int = 2) -> Train
     """A TrainingModule attached to a stand-in trainer at ``rank`` after ``batches`` training batches."""
     module = TrainingModule(seed=7)
     progress = SimpleNamespace(total=SimpleNamespace(ready=batches))
-    module._trainer = SimpleNamespace(global_rank=rank, world_size=world, current_epoch=epoch, global_step=batches,
+    module._trainer = SimpleNamespace(global_rank=rank, world_size=world, current_epoch=epoch,
+                                      global_step=batches,
                                       fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
     return module
 
@@ -58,6 +59,7 @@ def test_nonfinite_loss_raises_naming_step_and_term_or_skips_on_one_device():
 def test_effective_lr_is_ldm_rule():
     # Table 2 MUG/NATOPS DMG: base 2e-6 x 6 GPUs x 16 = 1.92e-4
     assert effective_lr(2e-6, batch_size=16, devices=6) == pytest.approx(1.92e-4)
-    assert effective_lr(1e-4, batch_size=4, devices=2, num_nodes=2, accumulate_grad_batches=3) == pytest.approx(4.8e-3)
+    assert effective_lr(1e-4, batch_size=4, devices=2, num_nodes=2,
+                        accumulate_grad_batches=3) == pytest.approx(4.8e-3)
     with pytest.raises(ValueError, match="nan_policy"):
         TrainingModule(nan_policy="ignore")

@@ -1,4 +1,5 @@
-"""videogen.data.datamodule: splits, batches, skip reporting, and instantiation from a LightningCLI-style config."""
+"""videogen.data.datamodule: splits, batches, skip reporting, and instantiation from a LightningCLI-style
+config."""
 
 from __future__ import annotations
 

@@ -95,7 +95,8 @@ def test_fast_enough_for_cpu_training():
 
 def test_fixed_background_keeps_every_other_property():
     plain = SyntheticVideoDataset(6, size=16, colors=("white",), motion="bounce", seed=3)
-    fixed = SyntheticVideoDataset(6, size=16, colors=("white",), motion="bounce", seed=3, background=(0, 0, 0))
+    fixed = SyntheticVideoDataset(6, size=16, colors=("white",), motion="bounce", seed=3,
+                                  background=(0, 0, 0))
     for i in range(6):
         a, b = plain[i], fixed[i]
         assert a["caption"] == b["caption"] and torch.equal(a["trajectory"], b["trajectory"])

@@ -36,7 +36,8 @@ def test_class_folders_with_split_lists(ucf):
     every = ClassFolderVideos(ucf, num_frames=4)
     assert len(every) == 4 and every.classes == ["PlayingGuitar", "ApplyEyeMakeup"]
     train = ClassFolderVideos(ucf, split="train", num_frames=4, start="first")
-    assert [s.path.name for s in train.sources] == ["v_PlayingGuitar_g01_c01.avi", "v_ApplyEyeMakeup_g01_c01.avi"]
+    assert [s.path.name for s in train.sources] == ["v_PlayingGuitar_g01_c01.avi",
+                                                    "v_ApplyEyeMakeup_g01_c01.avi"]
     item = train[1]
     assert item["label"].item() == 1 and item["caption"] == "apply eye makeup"
     assert item["video"].shape == (3, 4, 16, 32)
@@ -82,7 +83,8 @@ def test_broken_inputs_are_skipped_and_counted(tmp_path, make_video):
     make_video(root / "one_frame.mp4", num_frames=1)
     make_video(root / "short.mp4", num_frames=3)
     rows = ["videoid,contentUrl,duration,page_dir,name"]
-    rows += [f"{v},http://x/{v},PT1S,000,clip {v}" for v in ("empty", "truncated", "one_frame", "short", "good")]
+    rows += [f"{v},http://x/{v},PT1S,000,clip {v}" for v
+             in ("empty", "truncated", "one_frame", "short", "good")]
     rows.append("absent,http://x,PT1S,000,never downloaded")
     (tmp_path / "webvid.csv").write_text("\n".join(rows) + "\n")
     with pytest.warns(UserWarning, match="1 of 6 listed videos are missing"):
@@ -95,9 +97,11 @@ def test_broken_inputs_are_skipped_and_counted(tmp_path, make_video):
         ds[1]
         ds[2]  # already known broken: no new warnings
     assert len([w for w in caught if "skipping unreadable" in str(w.message)]) == 4
-    assert ds.num_skipped == 4 and {p.stem for p in ds.skipped} == {"empty", "truncated", "one_frame", "short"}
+    assert ds.num_skipped == 4 and {p.stem for p in ds.skipped} == {"empty", "truncated", "one_frame",
+                                                                    "short"}
 
-    only_broken = CsvCaptionVideos(root, tmp_path / "webvid.csv", path_template="{videoid}.mp4", num_frames=20)
+    only_broken = CsvCaptionVideos(root, tmp_path / "webvid.csv", path_template="{videoid}.mp4",
+                                   num_frames=20)
     with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="all 5 videos are unreadable"):
         only_broken[0]
 
@@ -105,7 +109,9 @@ def test_broken_inputs_are_skipped_and_counted(tmp_path, make_video):
 def test_skip_count_is_shared_with_loader_workers(tmp_path, make_video):
     make_video(tmp_path / "a.mp4")
     (tmp_path / "b.mp4").touch()
-    (tmp_path / "caps.json").write_text(json.dumps([{"video": "a.mp4", "caption": "x"}, {"video": "b.mp4", "caption": "y"}]))
+    (tmp_path
+     / "caps.json").write_text(json.dumps([{"video": "a.mp4", "caption": "x"},
+                                           {"video": "b.mp4", "caption": "y"}]))
     ds = JsonCaptionVideos(tmp_path, tmp_path / "caps.json", num_frames=4)
     batch = next(iter(DataLoader(ds, batch_size=2, num_workers=1)))
     assert batch["video"].shape == (2, 3, 4, 16, 32) and batch["caption"] == ["x", "x"]

@@ -20,7 +20,8 @@ def tiny_dmg(seed: int = 0, **kw) -> MotionGenerator:
     """content_dim 32 = tiny_mcdvae().content_dim; cond transformer only when a label/text is used."""
     torch.manual_seed(seed)
     cfg = dict(z_channels=3, latent_size=LATENT, content_dim=32, model_channels=16, channel_mult=(1, 2),
-               num_res_blocks=1, attention_resolutions=(1, 2), num_head_channels=8, context_dim=16, dropout=0.0)
+               num_res_blocks=1, attention_resolutions=(1, 2), num_head_channels=8, context_dim=16,
+               dropout=0.0)
     if kw.get("num_classes") is not None or kw.get("text_dim") is not None:
         cfg.update(cond_transformer_dim=16, cond_transformer_depth=1, cond_transformer_heads=2)
     return MotionGenerator(**{**cfg, **kw})
@@ -38,7 +39,8 @@ def randomize(module: torch.nn.Module, std: float = 0.1, seed: int = 1) -> torch
 
 
 def tiny_clip_dir(path):
-    """A tiny CLIPTextModel (width 16) + a CLIPTokenizer over a 54-token character vocabulary, saved to ``path``."""
+    """A tiny CLIPTextModel (width 16) + a CLIPTokenizer over a 54-token character vocabulary, saved to
+    ``path``."""
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     letters = "abcdefghijklmnopqrstuvwxyz"

@@ -29,8 +29,8 @@ def _fit_ddp(workdir: Path, recipe: str, extra: list[str]) -> dict:
     stage = "mcdvae" if "mcdvae" in recipe else "dmg"
     return fit_ddp(workdir, recipe, _paper_strategy(stage),
                    ["--data.init_args.dataset.init_args.num_videos=32", "--data.init_args.batch_size=8",
-                    "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1",
-                    *extra])
+                    "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1",
+                    "--trainer.limit_val_batches=1", *extra])
 
 
 def test_mcdvae_trains_under_its_paper_strategy_with_two_processes(tmp_path):
@@ -43,8 +43,8 @@ def test_mcdvae_trains_under_its_paper_strategy_with_two_processes(tmp_path):
 def test_dmg_trains_under_its_paper_strategy_with_two_processes(tmp_path):
     torch.manual_seed(0)
     stage1 = tmp_path / "mcdvae"
-    MCDVAE(resolution=32, num_frames=8, spatial_downsample=4, z_channels=3, image_channels=16, motion_channels=8,
-           decoder_channels=16, channel_mult=[1, 2, 4], num_res_blocks=1, folded_frames=4,
+    MCDVAE(resolution=32, num_frames=8, spatial_downsample=4, z_channels=3, image_channels=16,
+           motion_channels=8, decoder_channels=16, channel_mult=[1, 2, 4], num_res_blocks=1, folded_frames=4,
            norm_groups=8).save_pretrained(stage1)
     ckpt = _fit_ddp(tmp_path / "run", "lamd_tiny_dmg.yaml", [f"--model.init_args.mcdvae={stage1}"])
     assert ckpt["global_step"] == 4 and "current_model_state" in ckpt  # EMA on

@@ -37,7 +37,8 @@ def test_every_condition_changes_the_output():
     # Content position matters: the same features at other places give another prediction.
     assert not torch.allclose(out, model(z, t, content.flip(-1), label=torch.tensor([0, 1])))
     text_model = randomize(tiny_dmg(text_dim=12)).eval()
-    assert not torch.allclose(text_model(z, t, content, text=text), text_model(z, t, content, text=text.flip(0)))
+    assert not torch.allclose(text_model(z, t, content, text=text),
+                              text_model(z, t, content, text=text.flip(0)))
 
 
 def test_masked_text_equals_no_text():
@@ -84,7 +85,8 @@ def test_input_errors():
 
 
 def test_tiny_dmg_overfits_fixed_latents():
-    """Eq. 6 on a fixed set of 8 (latent, content, label, noise, t): the loss falls by 20x in 60 Adam steps."""
+    """Eq. 6 on a fixed set of 8 (latent, content, label, noise, t): the loss falls by 20x in 60 Adam
+    steps."""
     torch.manual_seed(0)
     diffusion = GaussianDiffusion()  # linear, 1000 steps, eps, L2
     gen = torch.Generator().manual_seed(0)

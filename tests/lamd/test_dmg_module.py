@@ -1,4 +1,5 @@
-"""DMGModule: a Lightning fit on synthetic clips with a frozen tiny MCD-VAE, CFG condition dropout, samples."""
+"""DMGModule: a Lightning fit on synthetic clips with a frozen tiny MCD-VAE, CFG condition dropout,
+samples."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def test_fit_trains_only_the_dmg(tmp_path):
     frozen = {k: v.clone() for k, v in mcdvae.state_dict().items()}  # weights + LatentNorm statistics
     before = {k: v.clone() for k, v in module.dmg.state_dict().items()}
     data = VideoDataModule(SyntheticVideoDataset(8, num_frames=FRAMES, size=RES, directions=4),
-                           val_dataset=SyntheticVideoDataset(4, num_frames=FRAMES, size=RES, seed=1), batch_size=4)
+                           val_dataset=SyntheticVideoDataset(4, num_frames=FRAMES, size=RES, seed=1),
+                           batch_size=4)
     trainer = pl.Trainer(fast_dev_run=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(module, datamodule=data)
@@ -59,7 +61,8 @@ def test_condition_dropout_for_cfg(tmp_path):
     labelled = DMGModule(tiny_dmg(num_classes=4), tiny_mcdvae(), cond_drop_prob=0.999)
     _, cond = labelled.encode_batch({"video": random_video(3), "label": torch.tensor([0, 1, 2])}, drop=True)
     assert cond["label"].tolist() == [4, 4, 4]  # the null class
-    assert torch.isfinite(labelled.training_step({"video": random_video(3), "label": torch.tensor([0, 1, 2])}, 0))
+    assert torch.isfinite(labelled.training_step({"video": random_video(3),
+                                                  "label": torch.tensor([0, 1, 2])}, 0))
 
 
 def test_module_errors():

@@ -43,7 +43,8 @@ def test_shapes_of_every_subnetwork(model):
 def test_temporal_stages_follow_num_frames(frames, folded):
     m = MCDVAE(**{**TINY, "num_frames": frames, "folded_frames": folded})
     n_t = {8: 0, 4: 2}[folded]
-    assert sum(type(x).__name__ == "Downsample" and x.stride == (2, 1, 1) for x in m.motion_encoder.layers) == n_t
+    assert sum(type(x).__name__ == "Downsample" and x.stride == (2, 1, 1) for x
+               in m.motion_encoder.layers) == n_t
     assert len(m.decoder.temporal) == 2 * n_t  # (temporal Upsample, ResBlock) per stage
     video = _video(1, frames)
     assert m(video)[0].shape == video.shape
@@ -61,7 +62,8 @@ def test_the_stage1_loss_trains_every_parameter_including_the_dmg_condition():
             p.add_(0.05 * torch.randn_like(p))
     loss, _, _ = module.generator_loss(_video(), gan=False)
     loss.backward()
-    missing = [n for n, p in module.autoencoder.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    missing = [n for n,
+               p in module.autoencoder.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing
     assert module.autoencoder.image_encoder.content_out[-1].weight.grad.abs().sum() > 0
 
@@ -79,7 +81,8 @@ def test_sampling_is_reproducible_with_a_generator(model):
 def test_latent_norm_standardises_and_freezes_in_eval():
     norm = LatentNorm(3, momentum=0.5)
     g = torch.Generator().manual_seed(0)
-    scale, shift = torch.tensor([2.0, 0.5, 4.0]).view(1, 3, 1, 1), torch.tensor([1.0, -3.0, 0.0]).view(1, 3, 1, 1)
+    scale, shift = torch.tensor([2.0, 0.5, 4.0]).view(1, 3, 1, 1), torch.tensor([1.0, -3.0, 0.0]).view(1, 3,
+                                                                                                       1, 1)
     for _ in range(30):
         norm(torch.randn(64, 3, 8, 8, generator=g) * scale + shift)
     norm.eval()
@@ -145,7 +148,8 @@ def test_bad_decode_inputs_and_configs_are_rejected(model):
         MCDVAE(**{**TINY, "spatial_downsample": 8})
     with pytest.raises(ValueError, match="power of two"):
         MCDVAE(**{**TINY, "folded_frames": 3})
-    assert torch.equal(model(torch.full((1, 3, 8, 16, 16), 1.0009))[0].isfinite(), torch.ones(1, 3, 8, 16, 16, dtype=torch.bool))
+    assert torch.equal(model(torch.full((1, 3, 8, 16, 16), 1.0009))[0].isfinite(),
+                       torch.ones(1, 3, 8, 16, 16, dtype=torch.bool))
 
 
 def test_tiny_mcdvae_overfits_one_synthetic_batch():

@@ -114,7 +114,8 @@ def test_load_mcdvae_errors_name_the_recipe_and_the_stage(tmp_path):
     other = tmp_path / "cmd.ckpt"  # a stage checkpoint of another model: it is named, with what it holds
     torch.save({"state_dict": {}, CKPT_KEY: {"class": "videogen.cmd.CMD", "config": {},
                                              "components": {"autoencoder": {}}}}, other)
-    with pytest.raises(ValueError, match=r"has no mcdvae \(it is a checkpoint of videogen.cmd.CMD holding autoencoder"):
+    with pytest.raises(ValueError,
+                       match=r"has no mcdvae \(it is a checkpoint of videogen.cmd.CMD holding autoencoder"):
         load_mcdvae(other)
     torch.save({"state_dict": {}, "hyper_parameters": {}}, other)  # not written by a videogen stage
     with pytest.raises(ValueError, match="not a videogen stage checkpoint"):

@@ -41,7 +41,9 @@ def test_dmg_recipe_matches_table2(name):
         stage1 = MCDVAE(**_init_args(name, "mcdvae")[1]["autoencoder"]["init_args"])
     n = sum(p.numel() for p in dmg.parameters())
     assert abs(n - params) / params < 0.10, f"{name}: {n / 1e6:.1f}M vs Table 2 {params / 1e6:.0f}M"
-    assert (dmg_args["model_channels"], dmg_args["channel_mult"], dmg_args["num_res_blocks"]) == (192, [1, 2, 4], 2)
+    assert (dmg_args["model_channels"], dmg_args["channel_mult"], dmg_args["num_res_blocks"]) == (192,
+                                                                                                  [1, 2, 4],
+                                                                                                  2)
     assert dmg_args["attention_resolutions"] == [1, 2, 4] and dmg_args["context_dim"] == 512
     assert dmg_args["dropout"] == 0.2 and dmg.num_classes == classes and (dmg.text_dim is not None) == text
     assert dmg_args.get("cond_transformer_dim") == (512 if classes or text else None)
@@ -51,8 +53,9 @@ def test_dmg_recipe_matches_table2(name):
         if args["scale_lr"] else lr
     assert effective == pytest.approx(1.92e-4 if lr == 2e-6 else 2e-5)
     # the paper's "linear" is the LDM codebase's: sqrt-spaced 0.0015..0.0195
-    assert args["diffusion"] == {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.0015,
-                                 "beta_end": 0.0195, "prediction_type": "epsilon", "loss_type": "l2"}
+    assert args["diffusion"] == {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear",
+                                 "beta_start": 0.0015, "beta_end": 0.0195, "prediction_type": "epsilon",
+                                 "loss_type": "l2"}
     (ema,) = [c for c in cfg["trainer"]["callbacks"] if c["class_path"].endswith(".EMA")]
     assert ema["init_args"]["decay"] == 0.9999 and ema["init_args"].get("warmup", True)
     assert cfg["trainer"]["strategy"] == "ddp"  # trained with these 2 processes in tests/lamd/test_ddp.py

@@ -12,7 +12,8 @@ from videogen.lamd import MCDVAE
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 # Table 1 N_params; mug128 is the 32x128x128 MUG setting of Sec. 4.1 (same widths, r_t = 32)
-TABLE1 = {"bair": 165e6, "landscape": 175e6, "natops": 149e6, "mug256": 175e6, "mug128": 175e6, "catergen": 165e6}
+TABLE1 = {"bair": 165e6, "landscape": 175e6, "natops": 149e6, "mug256": 175e6, "mug128": 175e6,
+          "catergen": 165e6}
 
 
 def _autoencoder_args(name: str) -> dict:
@@ -33,7 +34,8 @@ def test_recipe_parameter_count_matches_table1(name):
     config = yaml.safe_load((RECIPES / f"lamd_{name}_mcdvae.yaml").read_text())
     args = config["model"]["init_args"]
     assert args["lr"] == 5e-5 and args["scale_lr"] is True  # Table 1's "Basic Learning Rate"
-    assert config["trainer"]["strategy"] == "ddp_find_unused_parameters_true"  # as trained in tests/lamd/test_ddp.py
+    # as trained in tests/lamd/test_ddp.py
+    assert config["trainer"]["strategy"] == "ddp_find_unused_parameters_true"
 
 
 def test_table1_differences_come_from_r_t_and_motion_width():

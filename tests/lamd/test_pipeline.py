@@ -121,7 +121,8 @@ def test_input_errors(class_pipe, text_pipe, tmp_path):
         (plain, dict(image=img, label=0), "label given, but this LaMD model takes image$"),
         (class_pipe, dict(image=img, text="a"), "text given, but this LaMD model takes image, label$"),
         (class_pipe, dict(label=0), "needs image"),
-        (class_pipe, dict(image=img, eta=0.0, mode="x"), r"no option \['mode'\]; its model options are \['eta'\]"),
+        (class_pipe, dict(image=img, eta=0.0, mode="x"),
+         r"no option \['mode'\]; its model options are \['eta'\]"),
         (plain, dict(image=img, guidance_scale=2.0), "needs a label or a text"),
         (text_pipe, dict(image=img, text=["a", "b", "c"]), "batch sizes disagree"),
     ]

@@ -38,8 +38,8 @@ def test_mcdvae_resume_is_bit_identical(tmp_path):
 def test_dmg_resume_is_bit_identical_with_ema(tmp_path):
     torch.manual_seed(0)
     stage1 = tmp_path / "mcdvae"
-    MCDVAE(resolution=32, num_frames=8, spatial_downsample=4, z_channels=3, image_channels=16, motion_channels=8,
-           decoder_channels=16, channel_mult=[1, 2, 4], num_res_blocks=1, folded_frames=4,
+    MCDVAE(resolution=32, num_frames=8, spatial_downsample=4, z_channels=3, image_channels=16,
+           motion_channels=8, decoder_channels=16, channel_mult=[1, 2, 4], num_res_blocks=1, folded_frames=4,
            norm_groups=8).save_pretrained(stage1)
     _resume_matches(tmp_path, "lamd_tiny_dmg.yaml", [f"--model.init_args.mcdvae={stage1}"])
 
@@ -59,7 +59,8 @@ def test_mid_epoch_checkpoint_resumes_exactly(tmp_path):
         ae = MCDVAE(resolution=32, num_frames=8, image_channels=16, motion_channels=8, decoder_channels=16,
                     num_res_blocks=1, folded_frames=4, norm_groups=8)
         module = MCDVAEModule(ae, lpips_weight=0, disc_start=2, disc_channels=8, disc_layers=1, lr=1e-3)
-        data = VideoDataModule(SyntheticVideoDataset(16, num_frames=8, size=32), batch_size=4)  # 4 batches/epoch
+        # 4 batches/epoch
+        data = VideoDataModule(SyntheticVideoDataset(16, num_frames=8, size=32), batch_size=4)
         save = ModelCheckpoint(dirpath=root, every_n_train_steps=4, save_top_k=-1, filename="{step}")
         trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_progress_bar=False,
                              enable_model_summary=False, callbacks=[save], default_root_dir=root)

@@ -29,7 +29,8 @@ def test_official_configuration_counts_and_latent_shape():
     assert ae.latent_shape(16, 256, 256) == (4, 4, 32, 32)
 
 
-@pytest.mark.parametrize("kernel, stride, n, out", [(3, 1, 7, 7), (4, 2, 8, 4), (4, 1, 5, 5), (4, (1, 2, 2), 8, None)])
+@pytest.mark.parametrize("kernel, stride, n, out",
+                         [(3, 1, 7, 7), (4, 2, 8, 4), (4, 1, 5, 5), (4, (1, 2, 2), 8, None)])
 def test_same_padding_sizes_and_replicate_mode(kernel, stride, n, out):
     conv = SamePadConv3d(1, 1, kernel, stride)
     x = torch.full((1, 1, n, n, n), 2.0)
@@ -60,17 +61,19 @@ def test_latent_normalisation_is_derived_from_data_and_saved(tmp_path):
     assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.1
     ae.save_pretrained(tmp_path)
     again = VideoAutoencoder3D.from_pretrained(tmp_path)
-    assert float(again.scale) == pytest.approx(float(ae.scale)) and float(again.shift) == pytest.approx(float(ae.shift))
+    assert float(again.scale) == pytest.approx(float(ae.scale)) \
+        and float(again.shift) == pytest.approx(float(ae.shift))
     torch.testing.assert_close(again.decode(z[:1]), ae.decode(z[:1]))
     torch.testing.assert_close(ae.decode(ae.encode(batches[0], sample=False)),
-                               ae.decode(ae.encode(batches[0], sample=False, normalize=False), normalized=False))
+                               ae.decode(ae.encode(batches[0], sample=False, normalize=False),
+                                         normalized=False))
 
 
 def test_module_trains_with_the_gan_and_a_learned_logvar(tmp_path):
     """L1 + LPIPS (random AlexNet) + hinge PatchGAN per frame from generator step 1; the log-variance
     moves (the official code never optimised it)."""
-    module = VideoAutoencoder3DModule(_tiny(), lpips_net="alex", lpips_random=True, disc_start=1, disc_channels=8,
-                                      disc_layers=1, lr=1e-3)
+    module = VideoAutoencoder3DModule(_tiny(), lpips_net="alex", lpips_random=True, disc_start=1,
+                                      disc_channels=8, disc_layers=1, lr=1e-3)
     data = VideoDataModule(SyntheticVideoDataset(8, num_frames=4, size=32, seed=0),
                            val_dataset=SyntheticVideoDataset(2, num_frames=4, size=32, seed=1), batch_size=4)
     trainer = pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
@@ -83,7 +86,8 @@ def test_module_trains_with_the_gan_and_a_learned_logvar(tmp_path):
 
 
 def test_tiny_autoencoder_overfits_a_batch_of_moving_shapes():
-    """Plain L2 on 4 clips: the reconstruction error falls by more than 10x in 100 steps (measured 0.40 -> 0.008)."""
+    """Plain L2 on 4 clips: the reconstruction error falls by more than 10x in 100 steps (measured 0.40 ->
+    0.008)."""
     data = SyntheticVideoDataset(4, num_frames=8, size=32, object_size=0.25, motion="bounce", seed=0)
     x = torch.stack([data[i]["video"] for i in range(4)])
     torch.manual_seed(0)
@@ -126,4 +130,5 @@ def test_l2_pixel_loss_option():
     rec, logs = module._rec(recon, video)
     assert rec.item() == pytest.approx(0.25) and logs["l1"].item() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="pixel_loss"):
-        VideoAutoencoder3DModule(VideoAutoencoder3D(hidden=8), lpips_weight=0.0, disc_weight=0.0, pixel_loss="l3")
+        VideoAutoencoder3DModule(VideoAutoencoder3D(hidden=8), lpips_weight=0.0, disc_weight=0.0,
+                                 pixel_loss="l3")

@@ -1,6 +1,7 @@
 """LVDM long video: the frame arithmetic of hierarchical sampling, prediction/interpolation models that start
 as the short model, their training (generated frames only in the loss), exact-length long videos in both
-modes, given latents kept exactly, and chunked decoding that streams and matches full decoding away from seams."""
+modes, given latents kept exactly, and chunked decoding that streams and matches full decoding away from
+seams."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from videogen.lvdm import (
     hierarchical_plan,
 )
 
-UNET = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2), num_heads=2)
+UNET = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2),
+            num_heads=2)
 
 
 def _ae() -> VideoAutoencoder3D:
@@ -28,13 +30,14 @@ def _ae() -> VideoAutoencoder3D:
 
 
 @pytest.mark.parametrize("frames, keyframes, pred, latents, out", [
-    (1024, 65, 22, 257, 1028),  # spec §3: the correct form for a 1024-frame request (official code: 356 frames)
-    (256, 17, 6, 65, 260),
+    # spec §3: the correct form for a 1024-frame request (official code: 356 frames)
+    (1024, 65, 22, 257, 1028), (256, 17, 6, 65, 260),
     (16, 2, 1, 5, 20),
 ])
 def test_hierarchical_plan_counts(frames, keyframes, pred, latents, out):
     plan = hierarchical_plan(frames)
-    assert (plan["keyframes"], plan["prediction_clips"], plan["latents"], plan["frames"]) == (keyframes, pred, latents, out)
+    assert (plan["keyframes"], plan["prediction_clips"], plan["latents"], plan["frames"]) == (keyframes, pred,
+                                                                                              latents, out)
     assert plan["interpolation_clips"] == keyframes - 1 and plan["frames"] >= frames
 
 
@@ -75,7 +78,8 @@ def test_generate_long_returns_exactly_the_requested_frames_and_keeps_given_late
                                    chunk_latents=3)
         assert video.shape == (1, 3, frames, 32, 32) and video.abs().max() <= 1
     given = torch.randn(1, 4, 2, 8, 8)
-    clip = pipe.sample_clip(pipe.interpolation, 3, (8, 8), 1, given=given, given_at=(0, 2), num_steps=2, generator=gen())
+    clip = pipe.sample_clip(pipe.interpolation, 3, (8, 8), 1, given=given, given_at=(0, 2), num_steps=2,
+                            generator=gen())
     assert torch.equal(clip[:, :, [0, 2]], given)  # the given latents come back exactly
     streamed = []
     assert pipe.generate_long(22, 32, 32, num_steps=2, generator=gen(), progress=False, chunk_latents=3,
@@ -85,24 +89,30 @@ def test_generate_long_returns_exactly_the_requested_frames_and_keeps_given_late
 
 
 def test_autoregressive_mode_needs_a_model_of_consecutive_latents():
-    """The keyframe model's clips are keyframe_stride latents apart: chaining them as consecutive latents would
-    speed the motion up, so autoregressive sampling takes a stride-1 prediction model or refuses."""
+    """The keyframe model's clips are keyframe_stride latents apart: chaining them as consecutive latents
+    would speed the motion up, so autoregressive sampling takes a stride-1 prediction model or refuses."""
     from tests.lamd._dmg_tiny import randomize
 
     torch.manual_seed(0)
     # non-zero outputs (the zero-initialised layers would make every model give the same video)
-    keyframes, consecutive = randomize(ConditionalUNet3D(**UNET), seed=1), randomize(ConditionalUNet3D(**UNET), seed=2)
+    keyframes, consecutive = randomize(ConditionalUNet3D(**UNET),
+                                       seed=1), randomize(ConditionalUNet3D(**UNET), seed=2)
     pipe = LVDM(_ae(), keyframes, ConditionalUNet3D(**UNET), keyframe_stride=2)
     with pytest.raises(ValueError, match="keyframe_stride 1"):
         pipe.generate_long(18, 32, 32, num_steps=2, mode="autoregressive", progress=False)
     kw = dict(num_steps=2, mode="autoregressive", progress=False)
-    with_ar = LVDM(pipe.autoencoder, keyframes, pipe.interpolation, keyframe_stride=2, autoregressive=consecutive)
+    with_ar = LVDM(pipe.autoencoder, keyframes, pipe.interpolation, keyframe_stride=2,
+                   autoregressive=consecutive)
     stride_one = LVDM(pipe.autoencoder, consecutive, keyframe_stride=1)
     video = with_ar.generate_long(18, 32, 32, generator=torch.Generator().manual_seed(0), **kw)
-    torch.testing.assert_close(video, stride_one.generate_long(18, 32, 32, generator=torch.Generator().manual_seed(0),
+    torch.testing.assert_close(video,
+                               stride_one.generate_long(18, 32, 32,
+                                                        generator=torch.Generator().manual_seed(0),
                                                                **kw))
     keyframe_chain = LVDM(pipe.autoencoder, keyframes, keyframe_stride=1)  # what the old code chained
-    assert not torch.allclose(video, keyframe_chain.generate_long(18, 32, 32, generator=torch.Generator().manual_seed(0),
+    assert not torch.allclose(video,
+                              keyframe_chain.generate_long(18, 32, 32,
+                                                           generator=torch.Generator().manual_seed(0),
                                                                   **kw))
 
 
@@ -114,7 +124,8 @@ def test_chunked_decoding_approaches_full_decoding_with_overlap():
     z = torch.randn(1, 4, 12, 8, 8)
     with torch.no_grad():
         full = pipe.autoencoder.decode(z).clamp(-1, 1)
-    errors = [float((pipe.decode_chunked(z, chunk_latents=6, overlap=o) - full).abs().mean()) for o in (0, 1, 2, 3)]
+    errors = [float((pipe.decode_chunked(z, chunk_latents=6, overlap=o) - full).abs().mean()) for o
+              in (0, 1, 2, 3)]
     assert errors == sorted(errors, reverse=True) and errors[3] < errors[0] / 4
     torch.testing.assert_close(pipe.decode_chunked(z, chunk_latents=6, overlap=6), full)
     assert pipe.decode_chunked(z, num_frames=17, chunk_latents=5).shape[2] == 17  # cropped to the request
@@ -130,8 +141,8 @@ def test_official_prediction_model_size():
 
 
 def test_prediction_models_given_two_latents_are_trained_and_chained_with_two(tmp_path):
-    """``num_given`` (the official ``n_prevs``): training gives the first n latents, every chained clip is given
-    the last n latents so far and adds 4 - n, the clip counts follow, and ``predict`` continues from n
+    """``num_given`` (the official ``n_prevs``): training gives the first n latents, every chained clip is
+    given the last n latents so far and adds 4 - n, the clip counts follow, and ``predict`` continues from n
     latents of the given video (keyframe_stride apart when hierarchical)."""
     with pytest.raises(ValueError, match="num_given"):
         ConditionalUNet3D(num_given=4, **UNET)
@@ -141,7 +152,8 @@ def test_prediction_models_given_two_latents_are_trained_and_chained_with_two(tm
     assert module._mask(3, 4, torch.tensor([True, False, True])).tolist() == [
         [True, True, False, False], [False] * 4, [True, True, False, False]]
     torch.manual_seed(0)
-    pipe = LVDM(ae, net, ConditionalUNet3D(**UNET), keyframe_stride=2, autoregressive=ConditionalUNet3D(num_given=2, **UNET))
+    pipe = LVDM(ae, net, ConditionalUNet3D(**UNET), keyframe_stride=2,
+                autoregressive=ConditionalUNet3D(num_given=2, **UNET))
     calls = []
     sample_clip = pipe.sample_clip
 
@@ -154,12 +166,14 @@ def test_prediction_models_given_two_latents_are_trained_and_chained_with_two(tm
     kw = dict(num_steps=2, progress=False)
     for frames, mode in ((40, "hierarchical"), (30, "autoregressive")):
         calls.clear()
-        video = pipe.generate_long(frames, 32, 32, mode=mode, generator=torch.Generator().manual_seed(0), **kw)
+        video = pipe.generate_long(frames, 32, 32, mode=mode, generator=torch.Generator().manual_seed(0),
+                                   **kw)
         assert video.shape[2] == frames
         model = net if mode == "hierarchical" else pipe.autoregressive
         chain = [c for c in calls if c[0] is model]
         plan = hierarchical_plan(frames, 2, 2, given=2)
-        assert len(chain) == (plan["prediction_clips"] if mode == "hierarchical" else autoregressive_clips(frames, 2, given=2))
+        assert len(chain) == (plan["prediction_clips"] if mode == "hierarchical"
+                              else autoregressive_clips(frames, 2, given=2))
         for (_, _, _, prev), (_, given, given_at, _) in zip(chain, chain[1:]):
             assert given_at == (0, 1) and torch.equal(given, prev[:, :, -2:])  # the last two latents so far
     calls.clear()

@@ -10,7 +10,8 @@ from videogen import load_pretrained
 from videogen.cli import main
 from videogen.lvdm import LVDM, ConditionalUNet3D, UNet3D, VideoAutoencoder3D
 
-UNET = dict(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2), num_heads=2)
+UNET = dict(model_channels=16, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2),
+            num_heads=2)
 
 
 def _randomised(module: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -45,7 +46,9 @@ def test_short_clips_predict_and_interpolate_shapes(pipe):
     assert clip.shape == (2, 3, 8, 16, 16) and clip.abs().max() <= 1
     without_short = LVDM(pipe.autoencoder, pipe.prediction, pipe.interpolation, keyframe_stride=2,
                          video_size=(16, 16), clip_frames=8, autoregressive=pipe.autoregressive)
-    assert without_short.generate(num_samples=1, num_frames=8, num_steps=2, generator=_gen()).shape == (1, 3, 8, 16, 16)
+    assert without_short.generate(num_samples=1, num_frames=8, num_steps=2, generator=_gen()).shape == (1, 3,
+                                                                                                        8, 16,
+                                                                                                        16)
     given = torch.rand(2, 3, 4, 16, 16) * 2 - 1
     for frames in (5, 12, 30):
         for mode in ("hierarchical", "autoregressive"):
@@ -70,10 +73,12 @@ def test_save_and_load_round_trip_also_through_the_cli(pipe, tmp_path):
     torch.testing.assert_close(again.generate(num_samples=1, num_steps=2, generator=_gen(), progress=False),
                                pipe.generate(num_samples=1, num_steps=2, generator=_gen(), progress=False))
     for mode in ("hierarchical", "autoregressive"):
-        torch.testing.assert_close(again.generate_long(12, num_steps=2, generator=_gen(), progress=False, mode=mode),
-                                   pipe.generate_long(12, num_steps=2, generator=_gen(), progress=False, mode=mode))
-    assert main(["sample", "--model", str(tmp_path / "lvdm"), "--out", str(tmp_path / "out"), "--num-samples", "2",
-                 "--num-steps", "2"]) == 0
+        torch.testing.assert_close(again.generate_long(12, num_steps=2, generator=_gen(), progress=False,
+                                                       mode=mode),
+                                   pipe.generate_long(12, num_steps=2, generator=_gen(), progress=False,
+                                                      mode=mode))
+    assert main(["sample", "--model", str(tmp_path / "lvdm"), "--out", str(tmp_path / "out"), "--num-samples",
+                 "2", "--num-steps", "2"]) == 0
     assert len(list((tmp_path / "out").glob("sample_*.mp4"))) == 2
 
 
@@ -95,5 +100,6 @@ def test_bad_inputs_and_checkpoints_are_refused(pipe, tmp_path):
     record = checkpoint_record("videogen.lvdm.LVDM", {"interpolation": (interp, "unet.")}, {})
     torch.save({"state_dict": {f"unet.{k}": v for k, v in interp.state_dict().items()}, CKPT_KEY: record},
                tmp_path / "interp.ckpt")
-    with pytest.raises(ValueError, match=r"LVDM also needs autoencoder, prediction .*lvdm_\*_prediction.yaml"):
+    with pytest.raises(ValueError,
+                       match=r"LVDM also needs autoencoder, prediction .*lvdm_\*_prediction.yaml"):
         LVDM.from_checkpoints(tmp_path / "interp.ckpt")

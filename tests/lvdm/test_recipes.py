@@ -28,7 +28,8 @@ def test_sky_recipes_build_the_official_networks():
     with torch.device("meta"):
         ae = _recipe_class(ae_r["model"]["init_args"]["autoencoder"]["class_path"])(
             **ae_r["model"]["init_args"]["autoencoder"]["init_args"])
-        unet = _recipe_class(short_r["model"]["init_args"]["unet"]["class_path"])(**short_r["model"]["init_args"]["unet"]["init_args"])
+        unet = _recipe_class(short_r["model"]["init_args"]["unet"]["class_path"])(
+            **short_r["model"]["init_args"]["unet"]["init_args"])
     assert sum(p.numel() for p in ae.parameters()) == 19_446_759
     assert sum(p.numel() for p in unet.parameters()) == 548_904_580
     args = short_r["model"]["init_args"]
@@ -47,11 +48,14 @@ def test_ucf_and_taichi_recipes_take_the_official_values(dataset, batch, epochs,
     assert short_r["model"]["init_args"]["unet"] == sky_short["model"]["init_args"]["unet"]
     assert short_r["data"]["init_args"]["batch_size"] == batch and short_r["trainer"]["max_epochs"] == epochs
     for recipe in (ae_r, short_r):
-        assert recipe["data"]["init_args"]["dataset"]["init_args"]["frame_stride"] == stride  # Taichi: Sec. 4.1
+        # Taichi: Sec. 4.1
+        assert recipe["data"]["init_args"]["dataset"]["init_args"]["frame_stride"] == stride
     ae_args = ae_r["model"]["init_args"]
     # Taichi's AE lr is a base rate the official main.py scales (spec B11); UCF's 3.6e-5 is used as is.
-    assert (ae_args["lr"], ae_args.get("scale_lr", False)) == ((1.6e-5, True) if dataset == "taichi" else (3.6e-5, False))
-    assert short_r["model"]["init_args"]["autoencoder"] == f"outputs/lvdm_{dataset}_autoencoder/checkpoints/last.ckpt"
+    assert (ae_args["lr"],
+            ae_args.get("scale_lr", False)) == ((1.6e-5, True) if dataset == "taichi" else (3.6e-5, False))
+    assert short_r["model"]["init_args"]["autoencoder"] == \
+        f"outputs/lvdm_{dataset}_autoencoder/checkpoints/last.ckpt"
 
 DDP_ARGS = ["--data.init_args.dataset.init_args.num_videos=32", "--data.init_args.batch_size=8",
             "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=1"]
@@ -72,18 +76,21 @@ def tiny_stage1(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_short(tiny_stage1) -> Path:
-    return _fit(tiny_stage1.parents[3], "short", epochs=1, extra=[f"--model.init_args.autoencoder={tiny_stage1}"])
+    return _fit(tiny_stage1.parents[3], "short", epochs=1,
+                extra=[f"--model.init_args.autoencoder={tiny_stage1}"])
 
 
 def _stage_args(stage: str, stage1: Path, short: Path) -> list[str]:
-    return {"autoencoder": ["--model.init_args.disc_start=3"], "short": [f"--model.init_args.autoencoder={stage1}"],
+    return {"autoencoder": ["--model.init_args.disc_start=3"],
+            "short": [f"--model.init_args.autoencoder={stage1}"],
             "prediction": [f"--model.init_args.short_checkpoint={short}"],
             "interpolation": [f"--model.init_args.short_checkpoint={short}"]}[stage]
 
 
 def test_sky_autoregressive_recipe_is_the_prediction_recipe_on_consecutive_latents():
     pred, ar = _cfg("lvdm_sky_prediction.yaml"), _cfg("lvdm_sky_autoregressive.yaml")
-    assert ar["model"]["init_args"]["keyframe_stride"] == 1 and ar["model"]["init_args"]["mode"] == "prediction"
+    assert ar["model"]["init_args"]["keyframe_stride"] == 1 \
+        and ar["model"]["init_args"]["mode"] == "prediction"
     assert ar["data"]["init_args"]["dataset"]["init_args"]["num_frames"] == 16  # 4 latents at f_t 4
     for key in ("lr", "weight_decay", "short_checkpoint"):
         assert ar["model"]["init_args"][key] == pred["model"]["init_args"][key]
@@ -103,7 +110,8 @@ def test_pipeline_from_the_tiny_recipes_checkpoints(tiny_stage1, tiny_short, tmp
                                  autoregressive_ckpt=ar)
     assert pipe.keyframe_stride == 2 and pipe.autoregressive is not None and pipe.short is not None
     for mode in ("hierarchical", "autoregressive"):
-        video = pipe.generate_long(10, num_steps=2, mode=mode, generator=torch.Generator().manual_seed(0), progress=False)
+        video = pipe.generate_long(10, num_steps=2, mode=mode, generator=torch.Generator().manual_seed(0),
+                                   progress=False)
         assert video.shape == (1, 3, 10, 32, 32)
     with pytest.raises(ValueError, match="keyframe_stride 2"):
         LVDM.from_checkpoints(ckpts["prediction"], autoregressive_ckpt=ckpts["prediction"])
@@ -119,7 +127,8 @@ def test_every_tiny_stage_resumes_bit_identically(stage, tiny_stage1, tiny_short
 
 @pytest.mark.ddp
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_every_stage_trains_under_the_paper_strategy_with_two_processes(stage, tiny_stage1, tiny_short, tmp_path):
+def test_every_stage_trains_under_the_paper_strategy_with_two_processes(stage, tiny_stage1, tiny_short,
+                                                                        tmp_path):
     strategy = _cfg(STAGES[stage][1])["trainer"]["strategy"]
     extra = _stage_args(stage, tiny_stage1, tiny_short)
     extra = ["--model.init_args.disc_start=1"] if stage == "autoencoder" else extra

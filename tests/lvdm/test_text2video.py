@@ -40,7 +40,8 @@ def test_text_to_video_module_trains_the_temporal_layers_only(sd_dir, tmp_path):
     from videogen.data import SyntheticVideoDataset, VideoDataModule
 
     unet = VideoUNetFromSD.from_sd(str(sd_dir), heads=2)
-    module = LVDMTextToVideoModule(unet, FrameVAE(str(sd_dir)), sd_text_encoder(sd_dir, max_length=12), lr=1e-3)
+    module = LVDMTextToVideoModule(unet, FrameVAE(str(sd_dir)), sd_text_encoder(sd_dir, max_length=12),
+                                   lr=1e-3)
     sd_before = {k: v.clone() for k, v in unet.sd.state_dict().items()}
     temporal_before = {k: v.clone() for k, v in unet.temporal.state_dict().items()}
     data = VideoDataModule(SyntheticVideoDataset(4, num_frames=3, size=16), batch_size=2)
@@ -56,13 +57,16 @@ def test_text_to_video_module_trains_the_temporal_layers_only(sd_dir, tmp_path):
 
 
 def _recipe_args(sd_dir) -> list[str]:
-    """recipes/lvdm_text2video.yaml with the tiny SD checkpoint in place of SD 1.5 and synthetic captioned clips."""
+    """recipes/lvdm_text2video.yaml with the tiny SD checkpoint in place of SD 1.5 and synthetic captioned
+    clips."""
     from pathlib import Path
 
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "lvdm_text2video.yaml"
-    synthetic = "{class_path: videogen.data.SyntheticVideoDataset, init_args: {num_videos: 8, num_frames: 3, size: 16}}"
+    synthetic = ("{class_path: videogen.data.SyntheticVideoDataset, "
+                 "init_args: {num_videos: 8, num_frames: 3, size: 16}}")
     return ["fit", "--config", str(recipe), f"--model.init_args.unet.init_args.pretrained={sd_dir}",
-            "--model.init_args.unet.init_args.heads=2", f"--model.init_args.vae.init_args.pretrained={sd_dir}",
+            "--model.init_args.unet.init_args.heads=2",
+            f"--model.init_args.vae.init_args.pretrained={sd_dir}",
             f"--model.init_args.text_encoder.init_args.name_or_path={sd_dir}/text_encoder",
             f"--model.init_args.text_encoder.init_args.tokenizer={sd_dir}/tokenizer",
             "--model.init_args.text_encoder.init_args.max_length=12", f"--data.init_args.dataset={synthetic}",
@@ -108,18 +112,23 @@ def test_text_to_video_pipeline_follows_the_protocol_and_round_trips(sd_dir, tmp
     from videogen.lvdm import LVDMTextToVideo
 
     unet = VideoUNetFromSD.from_sd(str(sd_dir), heads=2)
-    module = LVDMTextToVideoModule(unet, FrameVAE(str(sd_dir)), sd_text_encoder(sd_dir, max_length=12), lr=1e-2)
+    module = LVDMTextToVideoModule(unet, FrameVAE(str(sd_dir)), sd_text_encoder(sd_dir, max_length=12),
+                                   lr=1e-2)
     trainer = pl.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
-    trainer.fit(module, datamodule=VideoDataModule(SyntheticVideoDataset(4, num_frames=3, size=16), batch_size=2))
+    trainer.fit(module,
+                datamodule=VideoDataModule(SyntheticVideoDataset(4, num_frames=3, size=16), batch_size=2))
     trainer.save_checkpoint(tmp_path / "t2v.ckpt")
     pipe = module.pipeline(video_size=(16, 16), clip_frames=3).eval()
     kw = dict(num_steps=2, progress=False)
-    video = pipe.generate(text=["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0), **kw)
+    video = pipe.generate(text=["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0),
+                          **kw)
     assert video.shape == (2, 3, 3, 16, 16) and video.abs().max() <= 1
-    again = pipe.generate(text=["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0), **kw)
+    again = pipe.generate(text=["a red circle", "a blue square"], generator=torch.Generator().manual_seed(0),
+                          **kw)
     torch.testing.assert_close(video, again, rtol=0, atol=0)
-    other = pipe.generate(text=["a green triangle", "a blue square"], generator=torch.Generator().manual_seed(0), **kw)
+    other = pipe.generate(text=["a green triangle", "a blue square"],
+                          generator=torch.Generator().manual_seed(0), **kw)
     assert not torch.allclose(video[0], other[0])  # the caption reaches the video
     assert pipe.generate(text="a red circle", num_frames=5, num_samples=2, **kw).shape == (2, 3, 5, 16, 16)
     with pytest.raises(UnsupportedConditionError, match="needs text"):
@@ -130,8 +139,8 @@ def test_text_to_video_pipeline_follows_the_protocol_and_round_trips(sd_dir, tmp
         pipe.generate(text="a red circle", height=15, width=16, **kw)
     from videogen.evaluation import generate_split
 
-    counts = generate_split(pipe, SyntheticVideoDataset(2, num_frames=3, size=16), tmp_path / "gen", num_steps=2,
-                            progress=False)  # the items' captions are the condition
+    counts = generate_split(pipe, SyntheticVideoDataset(2, num_frames=3, size=16), tmp_path / "gen",
+                            num_steps=2, progress=False)  # the items' captions are the condition
     assert counts["written"] == 2 and len(list((tmp_path / "gen" / "fake").glob("*.mp4"))) == 2
 
     pipe.save_pretrained(tmp_path / "t2v")
@@ -141,8 +150,8 @@ def test_text_to_video_pipeline_follows_the_protocol_and_round_trips(sd_dir, tmp
                                                generator=torch.Generator().manual_seed(0), **kw), video)
     from videogen.cli import main
 
-    assert main(["sample", "--model", str(tmp_path / "t2v"), "--out", str(tmp_path / "out"), "--text", "a red circle",
-                 "--num-samples", "2", "--num-steps", "2"]) == 0
+    assert main(["sample", "--model", str(tmp_path / "t2v"), "--out", str(tmp_path / "out"), "--text",
+                 "a red circle", "--num-samples", "2", "--num-steps", "2"]) == 0
     assert len(list((tmp_path / "out").glob("sample_*.mp4"))) == 2
     from_ckpt = LVDMTextToVideo.from_checkpoints(tmp_path / "t2v.ckpt", video_size=(16, 16), clip_frames=3)
     torch.testing.assert_close(from_ckpt.generate(text=["a red circle", "a blue square"],

@@ -12,17 +12,20 @@ from videogen.lvdm.unet3d import FactorizedAttention, UNet3D, relative_attention
 
 def _tiny(**kw) -> UNet3D:
     torch.manual_seed(0)
-    cfg = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2), num_heads=2)
+    cfg = dict(model_channels=32, channel_mult=(1, 2), num_res_blocks=1, attention_resolutions=(1, 2),
+               num_heads=2)
     return UNet3D(**{**cfg, **kw})
 
 
 def test_official_and_paper_size_parameter_counts():
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     with torch.device("meta"):
-        official, paper, no_rel = UNet3D(), UNet3D(channel_mult=(1, 2, 3, 3)), UNet3D(max_relative_distance=None)
+        official, paper, no_rel = UNet3D(), UNet3D(channel_mult=(1, 2, 3,
+                                                                 3)), UNet3D(max_relative_distance=None)
         out = official(torch.empty(1, 4, 4, 32, 32), torch.zeros(1, dtype=torch.long))
     assert n(official) == 548_904_580  # the official config, counted from the official modules (spec §2)
-    assert (n(official.time_embed), n(official.input_blocks), n(official.middle_block), n(official.output_blocks),
+    assert (n(official.time_embed), n(official.input_blocks), n(official.middle_block),
+            n(official.output_blocks),
             n(official.out)) == (1_312_768, 171_957_120, 50_364_928, 325_260_032, 9_732)
     assert n(paper) == 418_366_340  # inferred match of Table 2's 418M
     assert n(official) - n(no_rel) == 77_184  # the relative-position tables
@@ -39,7 +42,8 @@ def test_relative_attention_matches_the_shaw_formula_in_float64():
     got = relative_attention(q, k, v, table_k[idx], table_v[idx])
     ref = torch.empty_like(got)
     for i in range(t):
-        logits = torch.stack([(q[:, :, i] * (k[:, :, j] + table_k[idx[i, j]])).sum(-1) for j in range(t)], -1) / d**0.5
+        logits = torch.stack([(q[:, :, i] * (k[:, :, j] + table_k[idx[i, j]])).sum(-1) for j in range(t)],
+                             -1) / d**0.5
         p = logits.softmax(-1)  # (n, h, t)
         ref[:, :, i] = sum(p[..., j, None] * (v[:, :, j] + table_v[idx[i, j]]) for j in range(t))
     torch.testing.assert_close(got, ref)
@@ -65,7 +69,8 @@ def test_initial_output_is_zero_and_a_tiny_unet_learns_to_denoise():
     model = _tiny()
     x0 = torch.randn(4, 4, 4, 8, 8, generator=torch.Generator().manual_seed(0)).tanh()
     assert model(x0, torch.full((4,), 5)).abs().max() == 0  # zero-initialised output conv
-    diffusion = GaussianDiffusion(beta_schedule="scaled_linear", beta_start=0.0015, beta_end=0.0155, loss_type="l1")
+    diffusion = GaussianDiffusion(beta_schedule="scaled_linear", beta_start=0.0015, beta_end=0.0155,
+                                  loss_type="l1")
     noise, t = torch.randn_like(x0), torch.full((4,), 400)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     losses = []
@@ -105,8 +110,8 @@ def test_short_module_calibrates_the_latents_and_trains(tmp_path):
 
 
 def test_temporal_kernel_sets_the_resblock_and_in_out_convolutions_only():
-    """``temporal_kernel=1`` is LVDM's (1, 3, 3) everywhere; 3 gives (3, 3, 3) convolutions in the ResBlocks and
-    the in / out layers, resampling stays (1, 3, 3), and the output keeps the clip length."""
+    """``temporal_kernel=1`` is LVDM's (1, 3, 3) everywhere; 3 gives (3, 3, 3) convolutions in the ResBlocks
+    and the in / out layers, resampling stays (1, 3, 3), and the output keeps the clip length."""
     from videogen.core.nn import Downsample, Upsample
 
     for kernel in (1, 3):

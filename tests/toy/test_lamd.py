@@ -1,6 +1,7 @@
 """The CPU demo (`videogen demo`): it writes every promised file, its metrics are well formed, and the
 same seed gives the same run. The full-size demo and its targets (recon_psnr >= 25 dB, motion accuracy
->= 0.8; motion transfer checked by tracking) take minutes: that check is marked slow (`make test-slow`); `make demo` prints the numbers."""
+>= 0.8; motion transfer checked by tracking) take minutes: that check is marked slow (`make test-slow`); `make
+demo` prints the numbers."""
 
 from __future__ import annotations
 

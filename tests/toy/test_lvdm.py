@@ -12,7 +12,8 @@ from videogen import load_pretrained
 from videogen.lvdm import LVDM
 from videogen.toy.lvdm import LVDMDemoConfig, run_demo
 
-FILES = ("hierarchical.mp4", "autoregressive.mp4", "contact_sheet.png", "metrics.json", "lvdm/model_index.json")
+FILES = ("hierarchical.mp4", "autoregressive.mp4", "contact_sheet.png", "metrics.json",
+         "lvdm/model_index.json")
 
 
 def test_fast_demo_writes_files_counts_frames_and_is_reproducible(tmp_path):
@@ -23,7 +24,8 @@ def test_fast_demo_writes_files_counts_frames_and_is_reproducible(tmp_path):
     cfg = LVDMDemoConfig.fast()
     assert saved["num_frames"] == cfg.long_frames
     assert all(saved["modes"][m]["num_frames"] == cfg.long_frames for m in ("hierarchical", "autoregressive"))
-    assert saved["long_motion_accuracy_of_real_videos"] == 1.0 and saved["long_motion_accuracy_of_a_static_video"] == 0
+    assert saved["long_motion_accuracy_of_real_videos"] == 1.0 \
+        and saved["long_motion_accuracy_of_a_static_video"] == 0
     second = run_demo(tmp_path / "b", seed=1, fast=True)
     assert first["long_motion_accuracy"] == second["long_motion_accuracy"] == saved["long_motion_accuracy"]
     assert first["recon_psnr"] == second["recon_psnr"]

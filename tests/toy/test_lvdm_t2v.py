@@ -21,8 +21,8 @@ def test_fast_run_saves_a_loadable_text_to_video_pipeline(tmp_path):
     assert isinstance(pipe, LVDMTextToVideo)
     # the data-derived latent scale travels with the model (not SD's 0.18215)
     assert abs(pipe.vae.scaling_factor - saved["vae_scaling_factor"]) < 1e-4
-    video = pipe.generate(text=["the red circle moves left"], num_steps=2, generator=torch.Generator().manual_seed(0),
-                          progress=False)
+    video = pipe.generate(text=["the red circle moves left"], num_steps=2,
+                          generator=torch.Generator().manual_seed(0), progress=False)
     assert video.shape == (1, 3, 8, 16, 16) and video.abs().max() <= 1.0
 
 
@@ -31,8 +31,8 @@ def test_frame_vae_module_overfits_a_batch():
 
     torch.manual_seed(0)
     vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
-                        norm_num_groups=4, layers_per_block=1)
+                        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+                        latent_channels=4, norm_num_groups=4, layers_per_block=1)
     module = FrameVAEModule(vae, lr=3e-3)
     batch = {"video": torch.rand(2, 3, 2, 8, 8) * 2 - 1}
     opt = module.configure_optimizers()

@@ -1,5 +1,6 @@
 """Scoring generated videos against the synthetic set's rules: captions (colour + shape) and bouncing motion.
-The scorers must accept the real videos, and reject wrong captions, static, shuffled and turned-back videos."""
+The scorers must accept the real videos, and reject wrong captions, static, shuffled and turned-back
+videos."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def test_caption_reader_is_right_on_real_videos_and_near_chance_on_wrong_caption
 
 def test_an_empty_video_matches_no_caption_and_bad_captions_are_refused():
     assert describe_objects(torch.zeros(1, 3, 4, 32, 32)) == [(None, None)]
-    assert caption_accuracy(torch.zeros(1, 3, 4, 32, 32), ["the red circle moves up"])["caption_accuracy"] == 0
+    assert caption_accuracy(torch.zeros(1, 3, 4, 32, 32),
+                            ["the red circle moves up"])["caption_accuracy"] == 0
     assert parse_caption("the white triangle moves down-left") == ("white", "triangle", "down-left")
     with pytest.raises(ValueError, match="not a synthetic caption"):
         parse_caption("a cat jumps")
@@ -47,7 +49,8 @@ def test_long_motion_accuracy_accepts_real_bouncing_and_rejects_broken_motion():
     assert long_motion_accuracy(real[:, :, :1].expand_as(real), ds)["long_motion_accuracy"] == 0.0  # static
     assert long_motion_accuracy(real[:, :, torch.randperm(128)], ds)["long_motion_accuracy"] == 0.0  # jumps
     # Turning back mid-air (a reversed copy glued on): only the windows holding the turn can fail.
-    turned = torch.cat([real[:, :, :40], real[:, :, :40].flip(2)[:, :, 1:], real[:, :, :9]], dim=2)  # 88 frames
+    # 88 frames
+    turned = torch.cat([real[:, :, :40], real[:, :, :40].flip(2)[:, :, 1:], real[:, :, :9]], dim=2)
     per_video = long_motion_accuracy(turned, ds)["per_video"]
     assert min(per_video) >= 4 / 5 and sum(per_video) / len(per_video) < 1.0
     empty = torch.zeros(1, 3, 32, 32, 32)

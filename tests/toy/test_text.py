@@ -19,5 +19,6 @@ def test_word_level_clip_tells_words_apart_and_round_trips(tmp_path):
     again = load_text_encoder(tmp_path / "saved")
     torch.testing.assert_close(again(["the red circle"])[0], tokens[:1])
     # the same seed builds the same encoder
-    twin = word_level_clip(tmp_path / "twin", ["the", "red", "blue", "circle"], width=16, max_length=8, seed=0)
+    twin = word_level_clip(tmp_path / "twin", ["the", "red", "blue", "circle"], width=16, max_length=8,
+                           seed=0)
     torch.testing.assert_close(twin(["the red circle"])[0], tokens[:1])

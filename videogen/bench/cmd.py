@@ -20,13 +20,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from videogen.bench.harness import _explicit_attention, register_table
 
-__all__ = ["AE_SD1024", "MOTION_SD1024", "SD21_BASE_UNET", "build_params_table", "build_flops_table", "macs_and_flops"]
+__all__ = ["AE_SD1024", "MOTION_SD1024", "SD21_BASE_UNET", "build_params_table", "build_flops_table",
+           "macs_and_flops"]
 
 #: Stable Diffusion 2.1-base UNet (diffusers config of stabilityai/stable-diffusion-2-1-base/unet)
-#: The 512x1024 text-to-video networks: CMDAutoencoder on 4x16x64x128 SD latents, motion DiT-XL/2 (key patch 8).
+#: The 512x1024 text-to-video networks: CMDAutoencoder on 4x16x64x128 SD latents, motion DiT-XL/2 (key patch
+#: 8).
 AE_SD1024 = dict(in_channels=4, mode="latent", height=64, width=128)
-MOTION_SD1024 = dict(content_channels=4, content_height=64, content_width=128, content_patch_size=8, motion_width=96,
-                     hidden_size=1152, depth=28, text_dim=1024)
+MOTION_SD1024 = dict(content_channels=4, content_height=64, content_width=128, content_patch_size=8,
+                     motion_width=96, hidden_size=1152, depth=28, text_dim=1024)
 SD21_BASE_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
                       block_out_channels=(320, 640, 1280, 1280), cross_attention_dim=1024,
                       attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
@@ -35,8 +37,9 @@ SD21_BASE_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_
 
 
 #: ModelScope's text-to-video 3D UNet (diffusers UNet3DConditionModel), the paper's efficiency baseline
-MODELSCOPE_UNET3D = dict(sample_size=64, in_channels=4, out_channels=4, block_out_channels=(320, 640, 1280, 1280),
-                         layers_per_block=2, cross_attention_dim=1024, attention_head_dim=64, norm_num_groups=32,
+MODELSCOPE_UNET3D = dict(sample_size=64, in_channels=4, out_channels=4,
+                         block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                         cross_attention_dim=1024, attention_head_dim=64, norm_num_groups=32,
                          down_block_types=("CrossAttnDownBlock3D",) * 3 + ("DownBlock3D",),
                          up_block_types=("UpBlock3D",) + ("CrossAttnUpBlock3D",) * 3)
 
@@ -79,25 +82,30 @@ def build_params_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
         ("autoencoder, SD latents 4x16x64x64 (512x512)", "ae_sd512", 47_365_656, "official, latent mode"),
         ("autoencoder, SD latents 4x16x64x128 (512x1024)", "ae_sd1024", 47_365_656, "official, latent mode"),
         ("content DiT-XL/2, UCF (from scratch)", "content_ucf", 673_785_240, "official, learned sigma"),
-        ("motion DiT-L/2, UCF (key patch 4)", "motion_ucf", 456_915_008, "official trainable, no class table"),
+        ("motion DiT-L/2, UCF (key patch 4)", "motion_ucf", 456_915_008,
+         "official trainable, no class table"),
         ("motion DiT-XL/2, SD 512x512 (key patch 4)", "motion_sd512", 674_401_600 - 512 * 1152 + 1_180_800,
          "official trainable + text projection"),
         ("motion DiT-XL/2, SD 512x1024 (key patch 8)", "motion_sd1024", 674_622_784 - 512 * 1152 + 1_180_800,
          "official trainable + text projection"),
-        ("SD 2.1-base UNet (fine-tuned whole)", "sd21_unet", 865_910_724, "spec: 865.9M from the diffusers config"),
+        ("SD 2.1-base UNet (fine-tuned whole)", "sd21_unet", 865_910_724,
+         "spec: 865.9M from the diffusers config"),
     ]
     out = []
     for what, key, ref, source in rows:
         n = _n(nets[key])
-        out.append({"network": what, "setting": "paper", "ours M": round(n / 1e6, 3), "reference M": round(ref / 1e6, 3),
-                    "diff %": round(100 * (n - ref) / ref, 3), "reference": source})
+        out.append({"network": what, "setting": "paper", "ours M": round(n / 1e6, 3),
+                    "reference M": round(ref / 1e6, 3), "diff %": round(100 * (n - ref) / ref, 3),
+                    "reference": source})
     t2v = _n(nets["ae_sd1024"]) + _n(nets["sd21_unet"]) + _n(nets["motion_sd1024"])
     ucf = _n(nets["ae_ucf"]) + _n(nets["content_ucf"]) + _n(nets["motion_ucf"])
     out.append({"network": "CMD text-to-video total (AE + SD UNet + motion DiT)", "setting": "paper",
-                "ours M": round(t2v / 1e6, 1), "reference M": 1600.0, "diff %": round(100 * (t2v - 1.6e9) / 1.6e9, 2),
+                "ours M": round(t2v / 1e6, 1), "reference M": 1600.0,
+                "diff %": round(100 * (t2v - 1.6e9) / 1.6e9, 2),
                 "reference": "Sec. 4.2 \"1.6B\" (text encoder and VAE excluded)"})
     out.append({"network": "CMD UCF-101 total (AE + content DiT + motion DiT)", "setting": "paper",
-                "ours M": round(ucf / 1e6, 1), "reference M": None, "diff %": None, "reference": "not in the paper"})
+                "ours M": round(ucf / 1e6, 1), "reference M": None, "diff %": None,
+                "reference": "not in the paper"})
     return out
 
 
@@ -111,7 +119,8 @@ def build_flops_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
         content1024, motion1024 = torch.empty(1, 4, 64, 128), torch.empty(1, 8, 16, 96)
         costs = {
             "AE encoder + decoder, 4x16x64x64 (512x512)": (macs_and_flops(lambda: ae512(x512)), 0.77),
-            "AE decoder, 4x16x64x128 (512x1024)": (macs_and_flops(lambda: ae1024.decode(content1024, motion1024)), None),
+            "AE decoder, 4x16x64x128 (512x1024)": (macs_and_flops(lambda: ae1024.decode(content1024,
+                                                                                        motion1024)), None),
             "SD 2.1-base UNet, 4x64x128, per step": (macs_and_flops(
                 lambda: nets["sd21_unet"](content1024, t, encoder_hidden_states=text)), None),
             "motion DiT-XL/2, 512 tokens, per step": (macs_and_flops(
@@ -130,11 +139,13 @@ def build_flops_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
             lambda: ms(torch.empty(1, 4, 16, 64, 128), t, encoder_hidden_states=text)), None)
         costs["LVDM UNet3D (official config), 4x4x32x32 (16x256x256), per step"] = (macs_and_flops(
             lambda: lvdm(torch.empty(1, 4, 4, 32, 32), t)), None)
-    rows = [{"network": k, "setting": "paper", "paper T (MACs)": ref, "T MACs, linear+conv": round(m / 1e12, 4),
+    rows = [{"network": k, "setting": "paper", "paper T (MACs)": ref,
+             "T MACs, linear+conv": round(m / 1e12, 4),
              "TFLOPs, incl. attention": round(f / 1e12, 4)} for k, ((m, f), ref) in costs.items()]
     steps = 50
     unet, motion, dec = (costs[k][0] for k in ("SD 2.1-base UNet, 4x64x128, per step",
-                                               "motion DiT-XL/2, 512 tokens, per step", "AE decoder, 4x16x64x128 (512x1024)"))
+                                               "motion DiT-XL/2, 512 tokens, per step",
+                                               "AE decoder, 4x16x64x128 (512x1024)"))
     rows.append({"network": f"CMD sample 512x1024x16 = {steps} x UNet + {steps} x motion DiT + AE decoder "
                             "(no CFG, SD VAE decoder excluded)", "setting": "paper", "paper T (MACs)": 46.83,
                  "T MACs, linear+conv": round((steps * unet[0] + steps * motion[0] + dec[0]) / 1e12, 2),
@@ -147,29 +158,34 @@ def build_flops_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     ae_train = costs["AE encoder + decoder, 4x16x64x64 (512x512)"][0]
     ms_train = costs["ModelScope UNet3D, 4x16x64x64 (512x512), per step"][0]
     rows.append({"network": "ratio ModelScope / CMD: sampling (512x1024x16)", "setting": "paper",
-                 "paper T (MACs)": round(938.9 / 46.83, 2), "T MACs, linear+conv": round(steps * ms_step[0] / cmd_sample[0], 2),
+                 "paper T (MACs)": round(938.9 / 46.83, 2),
+                 "T MACs, linear+conv": round(steps * ms_step[0] / cmd_sample[0], 2),
                  "TFLOPs, incl. attention": round(steps * ms_step[1] / cmd_sample[1], 2)})
     rows.append({"network": "ratio ModelScope UNet3D / CMD autoencoder: training forward (512x512x16)",
                  "setting": "paper", "paper T (MACs)": round(9.41 / 0.77, 2),
                  "T MACs, linear+conv": round(ms_train[0] / ae_train[0], 2),
                  "TFLOPs, incl. attention": round(ms_train[1] / ae_train[1], 2)})
-    rows.append({"network": "the same with the recipes' sampler: 50 content steps x 2 (CFG 7.5) + 100 motion steps",
+    rows.append({"network": "the same with the recipes' sampler: 50 content steps x 2 (CFG 7.5) + 100 motion "
+                            "steps",
                  "setting": "paper", "paper T (MACs)": None,
                  "T MACs, linear+conv": round((2 * steps * unet[0] + 100 * motion[0] + dec[0]) / 1e12, 2),
-                 "TFLOPs, incl. attention": round((2 * steps * unet[1] + 100 * motion[1] + dec[1]) / 1e12, 2)})
+                 "TFLOPs, incl. attention": round((2 * steps * unet[1] + 100 * motion[1] + dec[1]) / 1e12,
+                                                  2)})
     return rows
 
 
 register_table(
     "cmd_params", build_params_table, title="CMD: parameters of the recipe networks",
-    description="Counted on the meta device. References: the official modules (NVlabs/CMD at its only commit, counted "
-    "by instantiating them; ours predict eps only, so DiTs have a half-width final layer, and keep fixed positions as "
-    "buffers, not parameters; our UCF motion DiT has the class table the official one lacks) and the paper's 1.6B.",
+    description="Counted on the meta device. References: the official modules (NVlabs/CMD at its only "
+                "commit, counted "
+    "by instantiating them; ours predict eps only, so DiTs have a half-width final layer, and keep fixed "
+    "positions as buffers, not parameters; our UCF motion DiT has the class table the official one lacks) "
+    "and the paper's 1.6B.",
 )
 register_table(
     "cmd_flops", build_flops_table, title="CMD: sampling cost (Sec. 4.3)",
     description="Forward cost on the meta device, batch 1. 'T MACs, linear+conv' is the paper's convention "
     "(multiply-accumulates of linear and convolution layers, attention matmuls not counted, as fvcore): the "
-    "autoencoder's 0.77 and the 46.83 TFLOPs of one 512x1024x16 video are in it. 'TFLOPs, incl. attention' is ours "
-    "(2 FLOPs per multiply-add, attention included, as the LaMD tables).",
+    "autoencoder's 0.77 and the 46.83 TFLOPs of one 512x1024x16 video are in it. 'TFLOPs, incl. attention' "
+    "is ours (2 FLOPs per multiply-add, attention included, as the LaMD tables).",
 )

@@ -81,8 +81,9 @@ def build_eval_memory_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
             real, fake = tmp / f"real{n}", tmp / f"fake{n}"
             _write_videos(real, n, seed=0)
             _write_videos(fake, n, seed=1)
-            args = ["evaluate", "--real", str(real), "--fake", str(fake), "--metric", "psnr", "--metric", "ssim",
-                    "--metric", "fvd", "--i3d", str(detector), "--num-frames", "16", "--batch-size", "16",
+            args = ["evaluate", "--real", str(real), "--fake", str(fake), "--metric", "psnr", "--metric",
+                    "ssim", "--metric", "fvd", "--i3d", str(detector), "--num-frames", "16", "--batch-size",
+                    "16",
                     "--no-progress", "--out", str(tmp / f"res{n}.json")]
             rss, seconds = _child_peak_rss_mb(args)
             res = json.loads((tmp / f"res{n}.json").read_text())
@@ -96,7 +97,8 @@ register_table(
     "eval_memory", build_eval_memory_table, title="Streaming evaluation: peak memory vs number of videos",
     description="`videogen evaluate --metric psnr --metric ssim --metric fvd` on two folders of N synthetic "
     "16x64x64 mp4 clips, batch 16, CPU, in a fresh process; peak RSS of that process. FVD uses a small "
-    "TorchScript stand-in for the I3D (same calling convention, 16 features; videos still resized to 224x224), "
-    "so the numbers show the reading/streaming cost, not I3D's. Loading everything (the old `evaluate`) would "
-    "hold N x 2 x 16x64x64x3 floats (2048 videos: 3.0 GiB of float32) before resizing; the wall time depends on what else the machine runs.",
+    "TorchScript stand-in for the I3D (same calling convention, 16 features; videos still resized to "
+    "224x224), so the numbers show the reading/streaming cost, not I3D's. Loading everything (the old "
+    "`evaluate`) would hold N x 2 x 16x64x64x3 floats (2048 videos: 3.0 GiB of float32) before resizing; the "
+    "wall time depends on what else the machine runs.",
 )

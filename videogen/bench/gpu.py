@@ -1,4 +1,5 @@
-"""GPU throughput tables (``make bench-gpu``): each paper-size denoiser's bf16 training step and sampling time.
+"""GPU throughput tables (``make bench-gpu``): each paper-size denoiser's bf16 training step and sampling
+time.
 
 Two tables, registered with ``requires_cuda=True`` so that ``make bench`` (CPU) leaves them out and
 ``make bench-gpu`` on a machine without CUDA says so and exits 0 without touching the report:
@@ -83,7 +84,8 @@ def denoisers() -> list[Denoiser]:
         return (torch.randn(b, *m.sample_shape), _t(b)), {"label": torch.zeros(b, dtype=torch.long)}
 
     def motion_inputs(m: nn.Module, b: int) -> tuple[tuple, dict]:
-        return (torch.randn(b, *m.motion_shape), _t(b), torch.randn(b, 4, 64, 128)), {"text": torch.randn(b, 1024)}
+        return (torch.randn(b, *m.motion_shape), _t(b),
+                torch.randn(b, 4, 64, 128)), {"text": torch.randn(b, 1024)}
 
     def sd_inputs(m: nn.Module, b: int) -> tuple[tuple, dict]:
         return (torch.randn(b, 4, 64, 128), _t(b)), {"encoder_hidden_states": torch.randn(b, 77, 1024)}
@@ -195,7 +197,8 @@ def throughput_row(case: Denoiser, device: torch.device, repeats: int = 10, warm
 
 def build_throughput_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     device = torch.device("cuda")
-    return [throughput_row(case, device, repeats=3 if quick else 10, warmup=1 if quick else 3, compile=not quick)
+    return [throughput_row(case, device, repeats=3 if quick else 10, warmup=1 if quick else 3,
+                           compile=not quick)
             for case in denoisers()]
 
 
@@ -208,7 +211,8 @@ def _per_call(fn: Callable[[], Any], repeats: int) -> float:
 
 def cmd_sampling_seconds(device: torch.device, dtype: torch.dtype | None, repeats: int = 5,
                          content_steps: int = 50, motion_steps: int = 50) -> dict[str, Any]:
-    """CMD 512x1024x16, batch 1: SD 2.1 UNet steps (x2, CFG) + motion DiT-XL/2 steps + CMD decoder + SD VAE decoder."""
+    """CMD 512x1024x16, batch 1: SD 2.1 UNet steps (x2, CFG) + motion DiT-XL/2 steps + CMD decoder + SD VAE
+    decoder."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from videogen.bench.cmd import AE_SD1024, MOTION_SD1024, SD21_BASE_UNET
@@ -225,7 +229,8 @@ def cmd_sampling_seconds(device: torch.device, dtype: torch.dtype | None, repeat
                             up_block_types=("UpDecoderBlock2D",) * 4).eval()
         t = torch.full((2,), 500)
         x, text = torch.randn(2, 4, 64, 128), torch.randn(2, 77, 1024)
-        unet_s = _per_call(lambda: unet(x, t, encoder_hidden_states=text), repeats)  # cond + uncond in one batch
+        # cond + uncond in one batch
+        unet_s = _per_call(lambda: unet(x, t, encoder_hidden_states=text), repeats)
         content, z = torch.randn(1, 4, 64, 128), torch.randn(1, *motion.motion_shape)
         motion_s = _per_call(lambda: motion(z, t[:1], content, text=text[:1, 0]), repeats)
         dec_s = _per_call(lambda: ae.decode(content, z), 2)
@@ -257,15 +262,17 @@ def build_sampling_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
 
 
 register_table(
-    "gpu_throughput", build_throughput_table, title="GPU: training-step throughput of the paper-size denoisers",
+    "gpu_throughput", build_throughput_table,
+               title="GPU: training-step throughput of the paper-size denoisers",
     requires_cuda=True,
-    description="One forward + backward under bf16 autocast, random weights and inputs, no optimiser. MFU = model "
-    "FLOPs (torch.utils.flop_counter, attention included, 2 FLOPs per multiply-add) per second / the GPU's dense bf16 "
-    "peak. SDPA columns restrict scaled_dot_product_attention to one kernel; torch.compile's first call is 'compile s'. "
-    "Run by `make bench-gpu` on a CUDA machine only.")
+    description="One forward + backward under bf16 autocast, random weights and inputs, no optimiser. MFU = "
+                "model "
+    "FLOPs (torch.utils.flop_counter, attention included, 2 FLOPs per multiply-add) per second / the GPU's "
+    "dense bf16 peak. SDPA columns restrict scaled_dot_product_attention to one kernel; torch.compile's "
+    "first call is 'compile s'. Run by `make bench-gpu` on a CUDA machine only.")
 register_table(
     "gpu_sampling", build_sampling_table, title="GPU: sampling seconds per video vs the papers",
     requires_cuda=True,
     description="Batch 1, random weights: timed denoiser steps x the step counts + the decoders once (an "
-    "extrapolation, as the LaMD CPU table). CMD: the paper's 3.1 s on an A100 at 512x1024x16; LaMD: Table 11's "
-    "RTX 3090 times. Run by `make bench-gpu` on a CUDA machine only.")
+    "extrapolation, as the LaMD CPU table). CMD: the paper's 3.1 s on an A100 at 512x1024x16; LaMD: Table "
+    "11's RTX 3090 times. Run by `make bench-gpu` on a CUDA machine only.")

@@ -352,5 +352,6 @@ def run_bench(
         docs_path = _default_docs_path()
     if docs_path is not None:
         docs_file = Path(docs_path)
-        docs_file.write_text(merge_report(docs_file.read_text(), markdown) if docs_file.is_file() else markdown)
+        docs_file.write_text(merge_report(docs_file.read_text(), markdown) if docs_file.is_file()
+                             else markdown)
     return results

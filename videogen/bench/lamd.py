@@ -59,7 +59,8 @@ PAPER: dict[str, tuple[float, float, str]] = {
     "mug256": (175e6, 282e6, "32x32x3"),
     "catergen": (165e6, 282e6, "32x32x3"),
 }
-#: Table 11 rows of LaMD (frames, resolution), on the Landscape recipe's networks (~416M, the paper's "~400M").
+#: Table 11 rows of LaMD (frames, resolution), on the Landscape recipe's networks (~416M, the paper's
+#: "~400M").
 TABLE11_RECIPE = "landscape"
 TABLE11_SETTINGS = ((16, 128), (128, 128), (128, 256))
 #: The image LDM of the comparison: f=4 first stage with a 3-channel latent (LDM's KL-f4).
@@ -123,7 +124,8 @@ def build_lamd(recipe: LamdRecipe, num_frames: int | None = None, resolution: in
     only adds temporal stages, ``r_t = L``) and the DMG's latent size follows the resolution.
     """
     ae_args = dict(recipe.mcdvae)
-    ae_args.update({k: v for k, v in (("num_frames", num_frames), ("resolution", resolution)) if v is not None})
+    ae_args.update({k: v for k,
+                    v in (("num_frames", num_frames), ("resolution", resolution)) if v is not None})
     ae = MCDVAE(**ae_args)
     return ae, MotionGenerator(**dict(recipe.dmg, latent_size=ae.latent_shape[1]))
 
@@ -137,11 +139,13 @@ def build_ldm(ae: MCDVAE, dmg: MotionGenerator) -> tuple[UNet2D, nn.Module]:
     cfg = dmg.config
     unet = UNet2D(in_channels=LDM_LATENT_CHANNELS, out_channels=LDM_LATENT_CHANNELS,
                   model_channels=cfg["model_channels"], channel_mult=tuple(cfg["channel_mult"]),
-                  num_res_blocks=cfg["num_res_blocks"], attention_resolutions=tuple(cfg["attention_resolutions"]),
+                  num_res_blocks=cfg["num_res_blocks"],
+                  attention_resolutions=tuple(cfg["attention_resolutions"]),
                   num_head_channels=cfg["num_head_channels"], context_dim=None)
     base = ae.config["decoder_channels"]
     vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=LDM_LATENT_CHANNELS,
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        down_block_types=("DownEncoderBlock2D",) * 3,
+                        up_block_types=("UpDecoderBlock2D",) * 3,
                         block_out_channels=(base, 2 * base, 4 * base), layers_per_block=2,
                         norm_num_groups=ae.config["norm_groups"])
     return unet, vae
@@ -317,7 +321,8 @@ def build_flops_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     settings = [s for s in TABLE11_SETTINGS if s[1] == TIME_RESOLUTION] if quick else TABLE11_SETTINGS
     table11 = load_recipe(TABLE11_RECIPE)
     rows = [] if quick else [{"setting": "paper", **sampling_flops(load_recipe(name))} for name in RECIPES]
-    return rows + [{"setting": "Table 11", **sampling_flops(table11, frames, res)} for frames, res in settings]
+    return rows + [{"setting": "Table 11", **sampling_flops(table11, frames, res)} for frames,
+                   res in settings]
 
 
 def build_time_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
@@ -335,17 +340,19 @@ register_table(
     "lamd_params", build_params_table, title="LaMD: parameters (Tables 1-2)",
     description="N_params of the MCD-VAE (Table 1) and DMG (Table 2) that each recipe builds (meta device), "
     "vs the paper. mug128 is MUG at 32x128x128 (Sec. 4.1; Table 1 lists MUG once). Table 1 gives z_m = "
-    "32x32x3 for MUG 256x256, which r_s = 4 cannot give: our mug256 MCD-VAE uses r_s = 8 (channel_mult 1,1,2,4) to give it.",
+    "32x32x3 for MUG 256x256, which r_s = 4 cannot give: our mug256 MCD-VAE uses r_s = 8 (channel_mult "
+    "1,1,2,4) to give it.",
 )
 register_table(
     "lamd_flops", build_flops_table, title="LaMD: sampling FLOPs, video vs image (Table 11)",
-    description=f"Forward FLOPs (torch.utils.flop_counter on the meta device: matmuls, convolutions, attention; "
-    f"a multiply-add = 2 FLOPs) of sampling ONE video with LaMD = DMG step (conditioning + UNet) x K={K_STEPS} "
-    f"(x2 where the recipe samples with classifier-free guidance: CFG column) + E_I once + D_V once, vs ONE "
-    f"image with an LDM of equal width: core.nn.UNet2D with the DMG's channel settings (unconditional, no CFG) "
-    f"on the f=4 image latent 3x(H/4)x(W/4), x{K_STEPS}, + LDM's KL-f4 decoder once (ch 128, mult 1,2,4). "
-    "'Table 11' rows run the Landscape networks at the sizes of Table 11's LaMD rows. The DMG cost does not "
-    "depend on the frame count (z_m has no temporal axis); only D_V does.",
+    description="Forward FLOPs (torch.utils.flop_counter on the meta device: matmuls, convolutions, "
+                "attention; "
+    "a multiply-add = 2 FLOPs) of sampling ONE video with LaMD = DMG step (conditioning + UNet) x "
+    f"K={K_STEPS} (x2 where the recipe samples with classifier-free guidance: CFG column) + E_I once + D_V "
+    "once, vs ONE image with an LDM of equal width: core.nn.UNet2D with the DMG's channel settings "
+    f"(unconditional, no CFG) on the f=4 image latent 3x(H/4)x(W/4), x{K_STEPS}, + LDM's KL-f4 decoder once "
+    "(ch 128, mult 1,2,4). 'Table 11' rows run the Landscape networks at the sizes of Table 11's LaMD rows. "
+    "The DMG cost does not depend on the frame count (z_m has no temporal axis); only D_V does.",
 )
 register_table(
     "lamd_time", build_time_table, title="LaMD: sampling wall time, video vs image (Table 11)",
@@ -354,5 +361,6 @@ register_table(
     f"network's denoising step is timed {TIME_STEPS}x after {TIME_WARMUP} warm-up; the {K_STEPS}-step totals "
     f"are EXTRAPOLATED (step x {K_STEPS} + E_I, D_V and the LDM decoder timed once), {TIME_THREADS} CPU "
     "thread. Paper widths (the Landscape networks of the FLOPs table's 'Table 11' rows: compare the ratios). "
-    "Paper (RTX 3090, LDM ~600M vs LaMD ~400M): LDM image 9.8 s; LaMD 16 frames ~10 s (Table 2), 128 frames 10.7 s.",
+    "Paper (RTX 3090, LDM ~600M vs LaMD ~400M): LDM image 9.8 s; LaMD 16 frames ~10 s (Table 2), 128 frames "
+    "10.7 s.",
 )

@@ -1,4 +1,5 @@
-"""LVDM bench tables (Table 2, spec sections 1-3): parameters, latent sizes, FLOPs, training-step cost, long-video cost.
+"""LVDM bench tables (Table 2, spec sections 1-3): parameters, latent sizes, FLOPs, training-step cost,
+long-video cost.
 
 * ``lvdm_params``: the 3D autoencoder and the UNets built on ``meta``, against the official modules' counts
   and Table 2 (#Dims: the size of what the diffusion model generates per 16-frame 256x256 clip).
@@ -21,8 +22,8 @@ from videogen.bench.harness import count_flops, register_table, time_callable
 __all__ = ["build_params_table", "build_flops_table", "build_train_step_table"]
 
 #: The official UNet3D (configs/lvdm_short/*.yaml) and the paper-size inference (channel_mult 1,2,3,3).
-OFFICIAL_UNET = dict(model_channels=256, channel_mult=(1, 2, 3, 4), num_res_blocks=3, attention_resolutions=(8, 4, 2),
-                     num_heads=4, max_relative_distance=4)
+OFFICIAL_UNET = dict(model_channels=256, channel_mult=(1, 2, 3, 4), num_res_blocks=3,
+                     attention_resolutions=(8, 4, 2), num_heads=4, max_relative_distance=4)
 
 
 def _n(module: torch.nn.Module) -> int:
@@ -45,18 +46,23 @@ def build_params_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     rows = [
         ("3D autoencoder, encoder (+ quant conv)", enc, 7_458_952 + 72, "official modules (spec section 1)"),
         ("3D autoencoder, total", _n(ae), 19_446_759, "official modules; Table 2 \"19M\""),
-        ("UNet3D, official config (mult 1,2,3,4)", _n(nets["unet"]), 548_904_580, "official modules (spec section 2)"),
-        ("UNet3D, mult 1,2,3,3 (inferred paper size)", _n(nets["unet_1233"]), 418_366_340, "Table 2 \"418M\" (418,366,340 from the spec)"),
-        ("prediction / interpolation UNet (mask channel + s table)", _n(nets["pred"]), 549_163_908, "official modules"),
+        ("UNet3D, official config (mult 1,2,3,4)", _n(nets["unet"]), 548_904_580,
+         "official modules (spec section 2)"),
+        ("UNet3D, mult 1,2,3,3 (inferred paper size)", _n(nets["unet_1233"]), 418_366_340,
+         "Table 2 \"418M\" (418,366,340 from the spec)"),
+        ("prediction / interpolation UNet (mask channel + s table)", _n(nets["pred"]), 549_163_908,
+         "official modules"),
         ("LVDM total at paper size (AE + UNet mult 1,2,3,3)", _n(ae) + _n(nets["unet_1233"]), 437_000_000,
          "Table 2 \"437M (418+19)\""),
     ]
-    out = [{"item": what, "ours": n, "reference": ref, "diff %": round(100 * (n - ref) / ref, 3), "source": src}
+    out = [{"item": what, "ours": n, "reference": ref, "diff %": round(100 * (n - ref) / ref, 3),
+            "source": src}
            for what, n, ref, src in rows]
     c, t, h, w = ae.latent_shape(16, 256, 256)
     for name, dims, paper in (("LVDM latent 4x4x32x32 (#Dims)", c * t * h * w, "16k"),
                               ("VDM pixels 3x16x64x64 (#Dims)", 3 * 16 * 64 * 64, "197k"),
-                              ("MCVD pixels 3x4x256x256 (#Dims, inferred 4-frame block)", 3 * 4 * 256 * 256, "786k")):
+                              ("MCVD pixels 3x4x256x256 (#Dims, inferred 4-frame block)", 3 * 4 * 256 * 256,
+                               "786k")):
         out.append({"item": name, "ours": dims, "reference": paper, "diff %": None, "source": "Table 2"})
     return out
 
@@ -86,12 +92,12 @@ def build_flops_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
          "GMACs": round(unet[1] / 1e9, 1), "reference": "spec: 361.8 GFLOPs"},
         {"item": "UNet3D call, mult 1,2,3,3", "GFLOPs": round(unet_1233[0] / 1e9, 1),
          "GMACs": round(unet_1233[1] / 1e9, 1), "reference": "spec: 343.3 GFLOPs"},
-        {"item": "prediction call (4 latents)", "GFLOPs": round(pred[0] / 1e9, 1), "GMACs": round(pred[1] / 1e9, 1),
-         "reference": None},
+        {"item": "prediction call (4 latents)", "GFLOPs": round(pred[0] / 1e9, 1),
+         "GMACs": round(pred[1] / 1e9, 1), "reference": None},
         {"item": "interpolation call (5 latents, stride 4)", "GFLOPs": round(interp[0] / 1e9, 1),
          "GMACs": round(interp[1] / 1e9, 1), "reference": None},
-        {"item": "autoencoder encoder, one 16x256x256 clip", "GFLOPs": round(enc[0] / 1e9, 1), "GMACs": round(enc[1] / 1e9, 1),
-         "reference": "spec: 190.6 GFLOPs"},
+        {"item": "autoencoder encoder, one 16x256x256 clip", "GFLOPs": round(enc[0] / 1e9, 1),
+         "GMACs": round(enc[1] / 1e9, 1), "reference": "spec: 190.6 GFLOPs"},
         {"item": "autoencoder decoder, one 4x32x32 latent clip", "GFLOPs": round(dec[0] / 1e9, 1),
          "GMACs": round(dec[1] / 1e9, 1), "reference": "spec: 2,850.5 GFLOPs"},
     ]
@@ -103,13 +109,17 @@ def build_flops_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     hier = (plan["prediction_clips"] * pred[0] + plan["interpolation_clips"] * interp[0]) * calls_per_clip
     auto = ar_clips * pred[0] * calls_per_clip
     rows += [
-        {"item": f"{frames} frames hierarchical: {plan['prediction_clips']} pred + {plan['interpolation_clips']} interp "
-                 f"clips, {calls_per_clip * (plan['prediction_clips'] + plan['interpolation_clips'])} UNet calls",
-         "GFLOPs": round(hier / 1e9), "GMACs": round(hier / 2e9), "reference": "spec: 22 + 64 clips, 8,600 calls, ~3.5 PFLOPs"},
-        {"item": f"{frames} frames autoregressive: {ar_clips} pred clips, {calls_per_clip * ar_clips} UNet calls",
+        {"item": f"{frames} frames hierarchical: {plan['prediction_clips']} pred + "
+                 f"{plan['interpolation_clips']} interp clips, "
+                 f"{calls_per_clip * (plan['prediction_clips'] + plan['interpolation_clips'])} UNet calls",
+         "GFLOPs": round(hier / 1e9), "GMACs": round(hier / 2e9),
+         "reference": "spec: 22 + 64 clips, 8,600 calls, ~3.5 PFLOPs"},
+        {"item": f"{frames} frames autoregressive: {ar_clips} pred clips, {calls_per_clip * ar_clips} UNet "
+                 "calls",
          "GFLOPs": round(auto / 1e9), "GMACs": round(auto / 2e9), "reference": "spec: 4 + 3 x 84 latents"},
-        {"item": f"{frames} frames: decoding {decode_chunks} clips of 4 latents", "GFLOPs": round(decode_chunks * dec[0] / 1e9),
-         "GMACs": round(decode_chunks * dec[0] / 2e9), "reference": "spec: about 64 x 2.85 TFLOPs"},
+        {"item": f"{frames} frames: decoding {decode_chunks} clips of 4 latents",
+         "GFLOPs": round(decode_chunks * dec[0] / 1e9), "GMACs": round(decode_chunks * dec[0] / 2e9),
+         "reference": "spec: about 64 x 2.85 TFLOPs"},
     ]
     return rows
 
@@ -141,28 +151,35 @@ def build_train_step_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
             meta_net = UNet3D(in_channels=channels, out_channels=channels, **width)
             flops = count_flops(meta_net, torch.empty(shape), torch.zeros(1, dtype=torch.long))
         raw.append((flops, timing["mean_s"]))
-        rows.append({"model": name, "input": "x".join(map(str, shape[1:])), "params M": round(_n(net) / 1e6, 2),
-                     "forward GFLOPs": round(flops / 1e9, 3), "step s (this CPU)": round(timing["mean_s"], 3)})
+        rows.append({"model": name, "input": "x".join(map(str, shape[1:])),
+                     "params M": round(_n(net) / 1e6, 2), "forward GFLOPs": round(flops / 1e9, 3),
+                     "step s (this CPU)": round(timing["mean_s"], 3)})
     (latent_flops, latent_s), (pixel_flops, pixel_s) = raw
     rows.append({"model": "ratio pixel / latent", "input": None, "params M": None,
-                 "forward GFLOPs": round(pixel_flops / latent_flops, 1), "step s (this CPU)": round(pixel_s / latent_s, 1)})
+                 "forward GFLOPs": round(pixel_flops / latent_flops, 1),
+                 "step s (this CPU)": round(pixel_s / latent_s, 1)})
     return rows
 
 
 register_table(
     "lvdm_params", build_params_table, title="LVDM: parameters and latent size (Table 2)",
-    description="Counted on the meta device against the official modules' counts (spec) and Table 2. The paper's "
+    description="Counted on the meta device against the official modules' counts (spec) and Table 2. The "
+                "paper's "
     "418M UNet is not the released 548.9M config; channel_mult 1,2,3,3 gives 418.4M (an inference).",
 )
 register_table(
     "lvdm_flops", build_flops_table, title="LVDM: FLOPs per call and per 1024-frame video",
-    description="Forward FLOPs on the meta device, batch 1 (2 FLOPs per multiply-add, attention included; GMACs = "
-    "half). Long video: DDIM 50 steps with unconditional guidance (2 UNet calls per step), keyframe stride 4; "
-    "autoregressive extends by 3 latents per clip.",
+    description="Forward FLOPs on the meta device, batch 1 (2 FLOPs per multiply-add, attention included; "
+                "GMACs = "
+    "half). Long video: DDIM 50 steps with unconditional guidance (2 UNet calls per step), keyframe stride "
+    "4; autoregressive extends by 3 latents per clip.",
 )
 register_table(
-    "lvdm_train_step", build_train_step_table, title="LVDM: training step on latents vs pixels (this machine)",
-    description="One AdamW step (forward + backward, batch 1, L1 eps loss) of the same UNet3D layout at a reduced "
+    "lvdm_train_step", build_train_step_table,
+               title="LVDM: training step on latents vs pixels (this machine)",
+    description="One AdamW step (forward + backward, batch 1, L1 eps loss) of the same UNet3D layout at a "
+                "reduced "
     "width and size (model_channels 32 at 64x64: 4x4x8x8 latents vs 3x16x64x64 pixels; quick: width 16; "
-    "128x128 ran out of the machine's 24 GB), timed on this machine's CPU. Not the paper's V100 numbers (0.8 s LVDM vs 4.9 s VDM), which use other models and batches.",
+    "128x128 ran out of the machine's 24 GB), timed on this machine's CPU. Not the paper's V100 numbers (0.8 "
+    "s LVDM vs 4.9 s VDM), which use other models and batches.",
 )

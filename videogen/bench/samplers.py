@@ -102,7 +102,8 @@ def cmd_task(demo_dir: str | Path) -> SamplerTask:
 
     def generate(sampler: str, steps: int) -> torch.Tensor:
         return pipe.generate(text=captions, num_steps=steps, content_steps=steps, sampler=sampler,
-                             guidance_scale=cfg.guidance_scale, motion_guidance_scale=cfg.motion_guidance_scale,
+                             guidance_scale=cfg.guidance_scale,
+                             motion_guidance_scale=cfg.motion_guidance_scale,
                              generator=torch.Generator().manual_seed(seed), progress=False)
 
     def score(videos: torch.Tensor) -> dict[str, float]:
@@ -126,7 +127,8 @@ def lvdm_task(demo_dir: str | Path, num_frames: int = 64, num_videos: int = 16) 
     demo_dir = Path(demo_dir)
     cfg, seed = _demo_setup(demo_dir, LVDMDemoConfig)
     pipe = LVDM.from_pretrained(demo_dir / "lvdm")
-    rule = SyntheticVideoDataset(1, num_frames=num_frames, seed=seed, **cfg.data_kwargs())  # the scorer's rule
+    # the scorer's rule
+    rule = SyntheticVideoDataset(1, num_frames=num_frames, seed=seed, **cfg.data_kwargs())
 
     def generate(sampler: str, steps: int) -> torch.Tensor:
         return pipe.generate_long(num_frames, batch=num_videos, mode="hierarchical", num_steps=steps,
@@ -142,7 +144,8 @@ def lvdm_task(demo_dir: str | Path, num_frames: int = 64, num_videos: int = 16) 
     return SamplerTask("LVDM", generate, score, clips * (2 if cfg.guidance else 1), num_videos)
 
 
-def sampler_study(task: SamplerTask, settings: tuple[tuple[str, int], ...] = SETTINGS) -> list[dict[str, Any]]:
+def sampler_study(task: SamplerTask,
+                  settings: tuple[tuple[str, int], ...] = SETTINGS) -> list[dict[str, Any]]:
     """One row per (sampler, steps); the first setting is the reference."""
     from videogen.toy.common import mean_psnr
 
@@ -189,9 +192,10 @@ def build_samplers_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
 
 register_table(
     "samplers", build_samplers_table, title="Fast samplers vs DDIM on the demo models (toy setting)",
-    description="Each model's held-out conditions sampled with every setting from the same seed (same initial "
-    "noise; all settings deterministic). Reference: DDIM 200 steps. 'worst metric / reference': the smallest ratio "
-    "of a task metric to the reference's; 'within 2%' when it is >= 0.98. 'PSNR vs reference': the videos against "
-    "the reference videos. CMD runs content and motion with the same sampler and steps; LVDM samples 64-frame "
-    "videos hierarchically, every clip with the setting. The models are the CPU "
+    description="Each model's held-out conditions sampled with every setting from the same seed (same "
+                "initial "
+    "noise; all settings deterministic). Reference: DDIM 200 steps. 'worst metric / reference': the smallest "
+    "ratio of a task metric to the reference's; 'within 2%' when it is >= 0.98. 'PSNR vs reference': the "
+    "videos against the reference videos. CMD runs content and motion with the same sampler and steps; LVDM "
+    "samples 64-frame videos hierarchically, every clip with the setting. The models are the CPU "
     "demos' (a few minutes of training): a study of the samplers on small models, not of the papers' models.")

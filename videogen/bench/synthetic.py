@@ -31,8 +31,8 @@ next to it.
 0.25; the shapes bounce in a 16-pixel frame, so real videos score about 0.7: the first row gives every
 score of the real videos), ``bounce-rule acc`` (the 8-frame clip follows the bouncing rule of
 ``videogen.toy.scoring.long_motion_accuracy``: tracked, at the set's speed, turning only at walls; a static
-video scores 0), ``colour acc`` and ``caption acc`` (colour, and colour and shape, of the object; chance 0.2 and
-1/15; the shape reader is weak on shapes 4 pixels wide, so real videos score about 0.6; for
+video scores 0), ``colour acc`` and ``caption acc`` (colour, and colour and shape, of the object; chance 0.2
+and 1/15; the shape reader is weak on shapes 4 pixels wide, so real videos score about 0.6; for
 image-to-video they say whether the object kept its looks), ``long motion acc`` (16-frame windows that
 follow the bouncing rule), held-out reconstruction PSNR of each autoencoder, sampling FLOPs of one video
 (``count_flops``: matmuls, convolutions and attention, a multiply-add = 2) and seconds per video on this
@@ -92,8 +92,8 @@ def model_configs(quick: bool) -> dict[str, Any]:
             # D 4: the demo's D 8 pays off with 1,600 autoencoder steps, more than this budget gives
             "cmd": config["cmd"](num_frames=SHORT_FRAMES, **cmd_data, ae_steps=800, ae_motion_channels=4,
                                  content_steps=400, motion_steps=400),
-            "lvdm": config["lvdm"](**lvdm_data, ae_steps=700, short_steps=300, long_steps=200, num_long=NUM_LONG,
-                                   long_frames=LONG_FRAMES),
+            "lvdm": config["lvdm"](**lvdm_data, ae_steps=700, short_steps=300, long_steps=200,
+                                   num_long=NUM_LONG, long_frames=LONG_FRAMES),
             "lvdm_t2v": config["lvdm_t2v"](**t2v_data, vae_steps=600, unet_steps=1000)}
 
 
@@ -110,11 +110,13 @@ def _steps(name: str, cfg: Any) -> tuple[int, int]:
     if name == "lamd":
         parts = [(cfg.vae_steps, cfg.vae_batch), (cfg.dmg_steps, cfg.dmg_batch)]
     elif name == "cmd":
-        parts = [(cfg.ae_steps, cfg.ae_batch), (cfg.content_steps, cfg.dit_batch), (cfg.motion_steps, cfg.dit_batch)]
+        parts = [(cfg.ae_steps, cfg.ae_batch), (cfg.content_steps, cfg.dit_batch),
+                 (cfg.motion_steps, cfg.dit_batch)]
     elif name == "lvdm_t2v":
         parts = [(cfg.vae_steps, cfg.vae_batch), (cfg.unet_steps, cfg.unet_batch)]
     else:
-        parts = [(cfg.ae_steps, cfg.ae_batch), (cfg.short_steps, cfg.unet_batch), (3 * cfg.long_steps, cfg.unet_batch)]
+        parts = [(cfg.ae_steps, cfg.ae_batch), (cfg.short_steps, cfg.unet_batch),
+                 (3 * cfg.long_steps, cfg.unet_batch)]
     return sum(s for s, _ in parts), sum(s * b for s, b in parts)
 
 
@@ -162,35 +164,47 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     long_captions = [it["caption"] for it in long_held.items]
 
     # each model's sampler setting: its demo's
-    lamd_cfg, cmd_cfg, lvdm_cfg, t2v_cfg = configs["lamd"], configs["cmd"], configs["lvdm"], configs["lvdm_t2v"]
+    lamd_cfg, cmd_cfg, lvdm_cfg, t2v_cfg = \
+        configs["lamd"], configs["cmd"], configs["lvdm"], configs["lvdm_t2v"]
     settings = {
-        "lamd": dict(num_steps=lamd_cfg.sample_steps, sampler=lamd_cfg.sampler, guidance_scale=lamd_cfg.guidance_scale),
+        "lamd": dict(num_steps=lamd_cfg.sample_steps, sampler=lamd_cfg.sampler,
+                     guidance_scale=lamd_cfg.guidance_scale),
         "cmd": dict(num_steps=cmd_cfg.motion_sample_steps, content_steps=cmd_cfg.content_sample_steps,
-                    guidance_scale=cmd_cfg.guidance_scale, motion_guidance_scale=cmd_cfg.motion_guidance_scale),
+                    guidance_scale=cmd_cfg.guidance_scale,
+                    motion_guidance_scale=cmd_cfg.motion_guidance_scale),
         # with an image CMD samples motion only, and guidance_scale is the motion CFG
-        "cmd_image": dict(num_steps=cmd_cfg.motion_sample_steps, guidance_scale=cmd_cfg.motion_guidance_scale),
-        "lvdm": dict(num_steps=lvdm_cfg.sample_steps, guidance_scale=1 + lvdm_cfg.guidance, eta=lvdm_cfg.sample_eta),
-        "lvdm_t2v": dict(num_steps=t2v_cfg.sample_steps, guidance_scale=t2v_cfg.guidance_scale, eta=t2v_cfg.sample_eta),
+        "cmd_image": dict(num_steps=cmd_cfg.motion_sample_steps,
+                          guidance_scale=cmd_cfg.motion_guidance_scale),
+        "lvdm": dict(num_steps=lvdm_cfg.sample_steps, guidance_scale=1 + lvdm_cfg.guidance,
+                     eta=lvdm_cfg.sample_eta),
+        "lvdm_t2v": dict(num_steps=t2v_cfg.sample_steps, guidance_scale=t2v_cfg.guidance_scale,
+                         eta=t2v_cfg.sample_eta),
     }
     sampling = {"lamd": f"DDIM {lamd_cfg.sample_steps}, CFG {lamd_cfg.guidance_scale}",
                 "cmd": f"DDIM {cmd_cfg.content_sample_steps} + {cmd_cfg.motion_sample_steps}, CFG "
                        f"{cmd_cfg.guidance_scale} / {cmd_cfg.motion_guidance_scale}",
-                "lvdm": f"DDIM {lvdm_cfg.sample_steps} (eta {lvdm_cfg.sample_eta}), guidance w {lvdm_cfg.guidance}",
-                "lvdm_t2v": f"DDIM {t2v_cfg.sample_steps} (eta {t2v_cfg.sample_eta}), CFG {t2v_cfg.guidance_scale}"}
+                "lvdm": f"DDIM {lvdm_cfg.sample_steps} (eta {lvdm_cfg.sample_eta}), guidance w "
+                        f"{lvdm_cfg.guidance}",
+                "lvdm_t2v": f"DDIM {t2v_cfg.sample_steps} (eta {t2v_cfg.sample_eta}), CFG "
+                            f"{t2v_cfg.guidance_scale}"}
 
     def generate(name: str, **kw: Any) -> torch.Tensor:
         setting = settings["cmd_image" if name == "cmd" and "image" in kw else name]
-        return pipes[name].generate(generator=torch.Generator().manual_seed(0), progress=False, **setting, **kw)
+        return pipes[name].generate(generator=torch.Generator().manual_seed(0), progress=False, **setting,
+                                    **kw)
 
     def scores(videos: torch.Tensor, long: bool) -> dict[str, float]:
         if long:
-            return {"long motion acc": round(long_motion_accuracy(videos, long_set)["long_motion_accuracy"], 3)}
+            return {"long motion acc": round(long_motion_accuracy(videos, long_set)["long_motion_accuracy"],
+                                             3)}
         clip = videos[:, :, :SHORT_FRAMES]
         cap = caption_accuracy(clip, captions)
         rule = long_motion_accuracy(clip, long_set, window=SHORT_FRAMES)["long_motion_accuracy"]
-        return {"direction acc": round(float(motion_accuracy(clip[:, :, :DIRECTION_FRAMES], directions, dirs)), 3),
+        return {"direction acc": round(float(motion_accuracy(clip[:, :, :DIRECTION_FRAMES], directions,
+                                                             dirs)), 3),
                 "bounce-rule acc": round(rule, 3),
-                "colour acc": round(cap["colour_accuracy"], 3), "caption acc": round(cap["caption_accuracy"], 3)}
+                "colour acc": round(cap["colour_accuracy"], 3),
+                "caption acc": round(cap["caption_accuracy"], 3)}
 
     rows: list[dict[str, Any]] = []
 
@@ -198,8 +212,8 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
             gflops: float | None = None, long: bool = False, note: str = "") -> None:
         steps, clips = _steps(name, configs[name])
         metrics = trained[name]
-        r = {"task": task, "model": {"lamd": "LaMD", "cmd": "CMD", "lvdm": "LVDM", "lvdm_t2v": "LVDM"}[name], "how": how,
-             "setting": "toy", **dict.fromkeys(SCORES, "—")}
+        r = {"task": task, "model": {"lamd": "LaMD", "cmd": "CMD", "lvdm": "LVDM", "lvdm_t2v": "LVDM"}[name],
+             "how": how, "setting": "toy", **dict.fromkeys(SCORES, "—")}
         if videos is not None:
             r.update(scores(videos, long))
         r.update({"frames": "—" if videos is None else int(videos.shape[2]),
@@ -220,7 +234,8 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
 
     # ---- image-to-video -------------------------------------------------------------------------
     i2v = {
-        "lamd": ("first frame + direction label", lambda n: generate("lamd", image=first[:n], label=labels[:n])),
+        "lamd": ("first frame + direction label",
+                 lambda n: generate("lamd", image=first[:n], label=labels[:n])),
         "cmd": ("first frame as content frame + caption",
                 lambda n: generate("cmd", image=first[:n], text=captions[:n])),
         "lvdm": ("first frame held f_t frames, then prediction (no direction given)",
@@ -234,8 +249,9 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     videos, seconds, gflops = _measure(lambda n: generate("cmd", text=captions[:n]), len(captions))
     row("text-to-video", "cmd", "caption -> content frame -> motion", videos, seconds, gflops)
     videos, seconds, gflops = _measure(lambda n: generate("lvdm_t2v", text=captions[:n]), len(captions))
-    row("text-to-video", "lvdm_t2v", "caption -> SD-style video UNet on per-frame VAE latents", videos, seconds,
-        gflops, note="LVDMTextToVideo's classes at toy size, trained from scratch (no SD weights here)")
+    row("text-to-video", "lvdm_t2v", "caption -> SD-style video UNet on per-frame VAE latents", videos,
+        seconds, gflops,
+        note="LVDMTextToVideo's classes at toy size, trained from scratch (no SD weights here)")
     try:
         pipes["lamd"].check_conditions(text=captions[:1])
         reason = ""
@@ -246,13 +262,16 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     # ---- long video ---------------------------------------------------------------------------------
     long_runs = {
         "lamd": ("clips chained from the last frame (first frame + label)",
-                 lambda n: generate("lamd", image=long_first[:n], label=long_labels[:n], num_frames=long_frames)),
+                 lambda n: generate("lamd", image=long_first[:n], label=long_labels[:n],
+                                    num_frames=long_frames)),
         "cmd": ("clips chained from the last frame (first frame + caption)",
-                lambda n: generate("cmd", image=long_first[:n], text=long_captions[:n], num_frames=long_frames)),
+                lambda n: generate("cmd", image=long_first[:n], text=long_captions[:n],
+                                   num_frames=long_frames)),
     }
     for mode in ("hierarchical", "autoregressive"):
         long_runs[f"lvdm:{mode}"] = (f"generate_long, {mode} (unconditional)",
-                                     lambda n, mode=mode: generate("lvdm", num_samples=n, num_frames=long_frames,
+                                     lambda n,
+                                     mode=mode: generate("lvdm", num_samples=n, num_frames=long_frames,
                                                                    mode=mode))
     for key, (how, fn) in long_runs.items():
         videos, seconds, gflops = _measure(fn, NUM_LONG)
@@ -262,13 +281,15 @@ def build_synthetic_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
 
 register_table(
     "synthetic", build_synthetic_table, title="The three models on one synthetic task set (toy setting)",
-    description="LaMD, CMD and LVDM trained on the same bouncing-shapes data (16 x 16; LaMD and CMD on 8-frame "
-    "clips, LVDM on 16; LVDM's text-to-video model, SD-style networks trained from scratch, on 8) with the same 1,600 "
-    "optimiser steps each (the demos' networks and batch sizes; 'clips seen' "
-    "and 'train s' give the resulting data and wall time on this 2-core CPU), then scored through the one generate "
-    "protocol on 64 held-out first frames / captions and 4 long videos. direction acc: the initial direction over 4 "
-    "frames (chance 0.25); bounce-rule acc: the clip moves by the bouncing rule (a static clip: 0); colour / caption "
-    "acc: the object's colour / colour and shape (chance 0.2 / 0.067); long motion acc: 16-frame windows that follow "
-    "the rule. The first row scores the real videos: the ceilings at 16 x 16. GFLOPs: one video's sampling "
-    "(matmuls, convolutions, attention; a multiply-add = 2). Small networks trained for minutes: a comparison of "
-    "the three designs at toy scale, not of the papers' models.")
+    description="LaMD, CMD and LVDM trained on the same bouncing-shapes data (16 x 16; LaMD and CMD on "
+                "8-frame "
+    "clips, LVDM on 16; LVDM's text-to-video model, SD-style networks trained from scratch, on 8) with the "
+    "same 1,600 optimiser steps each (the demos' networks and batch sizes; 'clips seen' "
+    "and 'train s' give the resulting data and wall time on this 2-core CPU), then scored through the one "
+    "generate protocol on 64 held-out first frames / captions and 4 long videos. direction acc: the initial "
+    "direction over 4 frames (chance 0.25); bounce-rule acc: the clip moves by the bouncing rule (a static "
+    "clip: 0); colour / caption acc: the object's colour / colour and shape (chance 0.2 / 0.067); long "
+    "motion acc: 16-frame windows that follow the rule. The first row scores the real videos: the ceilings "
+    "at 16 x 16. GFLOPs: one video's sampling (matmuls, convolutions, attention; a multiply-add = 2). Small "
+    "networks trained for minutes: a comparison of the three designs at toy scale, not of the papers' "
+    "models.")

@@ -135,8 +135,8 @@ class CMDAutoencoder(SavableModule, nn.Module):
             raise ValueError(f"mode must be 'pixel' or 'latent', got {mode!r}")
         p = patch_size
         if height % p or width % p or (height // p) % 2 or (width // p) % 2:
-            raise ValueError(f"height {height} and width {width} must be divisible by patch_size {p}, with even "
-                             f"H/p and W/p (the motion latent is patchified by 2)")
+            raise ValueError(f"height {height} and width {width} must be divisible by patch_size {p}, with "
+                             f"even H/p and W/p (the motion latent is patchified by 2)")
         if (hidden_size // heads) % 4:
             raise ValueError(f"head width hidden_size / heads = {hidden_size / heads} must be divisible by 4 "
                              "(axial rotary positions)")
@@ -172,7 +172,8 @@ class CMDAutoencoder(SavableModule, nn.Module):
             raise ValueError(f"video must be (B, C, L, H, W) = (B, {', '.join(map(str, expected))}), "
                              f"got {tuple(getattr(x, 'shape', ()))}")
         if self.mode == "pixel" and (float(x.min()) < -1.001 or float(x.max()) > 1.001):
-            raise ValueError(f"pixel videos must lie in [-1, 1], got [{float(x.min()):.3f}, {float(x.max()):.3f}]")
+            raise ValueError(f"pixel videos must lie in [-1, 1], got [{float(x.min()):.3f}, "
+                             f"{float(x.max()):.3f}]")
 
     # ---- pieces ---------------------------------------------------------------------------------
     def _patchify(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,9 +226,10 @@ class CMDAutoencoder(SavableModule, nn.Module):
         if tuple(content_frame.shape[1:]) != self.content_shape:
             raise ValueError(f"content_frame must be (B, {', '.join(map(str, self.content_shape))}), "
                              f"got {tuple(content_frame.shape)}")
-        if tuple(motion_latent.shape[1:]) != self.motion_shape or motion_latent.shape[0] != content_frame.shape[0]:
-            raise ValueError(f"motion_latent must be (B, {', '.join(map(str, self.motion_shape))}) with the content "
-                             f"frame's batch, got {tuple(motion_latent.shape)}")
+        if tuple(motion_latent.shape[1:]) != self.motion_shape \
+                or motion_latent.shape[0] != content_frame.shape[0]:
+            raise ValueError(f"motion_latent must be (B, {', '.join(map(str, self.motion_shape))}) with the "
+                             f"content frame's batch, got {tuple(motion_latent.shape)}")
         hp, wp = self.grid
         b, L = content_frame.shape[0], self.num_frames
         v_bar = self.content_embed(self._patchify(content_frame))  # (B, H'W', C')

@@ -33,8 +33,8 @@ def _positions(hidden: int, grid: tuple[int, int]) -> torch.Tensor:
 class _ConditionedDiT(SavableModule, nn.Module):
     """Shared part: timestep + (class | text) conditioning, the DiT blocks, save/load."""
 
-    def __init__(self, hidden_size: int, depth: int, num_heads: int, mlp_ratio: float, num_classes: int | None,
-                 text_dim: int | None, use_checkpoint: bool):
+    def __init__(self, hidden_size: int, depth: int, num_heads: int, mlp_ratio: float,
+                 num_classes: int | None, text_dim: int | None, use_checkpoint: bool):
         super().__init__()
         if num_classes is not None and text_dim is not None:
             raise ValueError("give num_classes (class-conditional) or text_dim (text-conditional), not both")
@@ -53,8 +53,10 @@ class _ConditionedDiT(SavableModule, nn.Module):
     def null_label(self) -> int | None:
         return None if self.y_embedder is None else self.y_embedder.null_class
 
-    def condition(self, t: torch.Tensor, label: torch.Tensor | None, text: torch.Tensor | None) -> torch.Tensor:
-        """``c = t_emb + e`` ``(B, hidden)``; a missing label is the null class, a missing text the zero feature."""
+    def condition(self, t: torch.Tensor, label: torch.Tensor | None,
+                  text: torch.Tensor | None) -> torch.Tensor:
+        """``c = t_emb + e`` ``(B, hidden)``; a missing label is the null class, a missing text the zero
+        feature."""
         c = self.t_embedder(t)
         b = c.shape[0]
         if self.y_embedder is not None:
@@ -67,7 +69,8 @@ class _ConditionedDiT(SavableModule, nn.Module):
             if text is None:
                 text = c.new_zeros(b, self.text_dim)
             if text.shape != (b, self.text_dim):
-                raise ValueError(f"text must be pooled features (B, {self.text_dim}), got {tuple(text.shape)}")
+                raise ValueError(f"text must be pooled features (B, {self.text_dim}), got "
+                                 f"{tuple(text.shape)}")
             c = c + self.text_proj(text.to(c.dtype))
         elif text is not None:
             raise ValueError("text given, but this model is not text-conditional (text_dim=None)")
@@ -75,7 +78,8 @@ class _ConditionedDiT(SavableModule, nn.Module):
 
     def _blocks(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         for block in self.blocks:
-            x = checkpoint(block, x, c, use_reentrant=False) if self.use_checkpoint and x.requires_grad else block(x, c)
+            x = checkpoint(block, x, c,
+                           use_reentrant=False) if self.use_checkpoint and x.requires_grad else block(x, c)
         return x
 
 
@@ -116,8 +120,10 @@ class MotionDiT(_ConditionedDiT):
 
     Args:
         motion_channels, num_frames, motion_width: ``D``, ``L`` and ``W' + H'`` of the motion latent.
-        content_channels, content_height, content_width: the content frame's ``C, H, W`` (pixels or SD latent).
-        patch_size: motion patch (2); content_patch_size: the content frame's patch (Table 6: 4; 8 at 512x1024).
+        content_channels, content_height, content_width: the content frame's ``C, H, W`` (pixels or SD
+        latent).
+        patch_size: motion patch (2); content_patch_size: the content frame's patch (Table 6: 4; 8 at
+        512x1024).
         hidden_size, depth, num_heads, mlp_ratio: DiT size (UCF: L/2 = 1024, 24, 16; WebVid: XL/2).
         num_classes / text_dim: class or text conditioning (neither: only the content frame and t).
     """
@@ -130,7 +136,8 @@ class MotionDiT(_ConditionedDiT):
         super().__init__(hidden_size, depth, num_heads, mlp_ratio, num_classes, text_dim,
                          use_checkpoint)
         if num_frames % patch_size or motion_width % patch_size:
-            raise ValueError(f"motion latent {num_frames}x{motion_width} must be divisible by patch_size {patch_size}")
+            raise ValueError(f"motion latent {num_frames}x{motion_width} must be divisible by patch_size "
+                             f"{patch_size}")
         if content_height % content_patch_size or content_width % content_patch_size:
             raise ValueError(f"content frame {content_height}x{content_width} must be divisible by "
                              f"content_patch_size {content_patch_size}")
@@ -142,7 +149,8 @@ class MotionDiT(_ConditionedDiT):
         self.x_embedder = PatchEmbed(patch_size, motion_channels, hidden_size)
         self.content_embedder = PatchEmbed(content_patch_size, content_channels, hidden_size)
         self.register_buffer("pos_embed", _positions(hidden_size, self.grid), persistent=False)
-        self.register_buffer("content_pos_embed", _positions(hidden_size, self.content_grid), persistent=False)
+        self.register_buffer("content_pos_embed", _positions(hidden_size, self.content_grid),
+                             persistent=False)
         self.final_layer = DiTFinalLayer(hidden_size, patch_size, motion_channels)
 
     @property
@@ -150,14 +158,14 @@ class MotionDiT(_ConditionedDiT):
         """(motion tokens, content tokens)."""
         return self.grid[0] * self.grid[1], self.content_grid[0] * self.content_grid[1]
 
-    def forward(self, z: torch.Tensor, t: torch.Tensor, content: torch.Tensor, label: torch.Tensor | None = None,
-                text: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, t: torch.Tensor, content: torch.Tensor,
+                label: torch.Tensor | None = None, text: torch.Tensor | None = None) -> torch.Tensor:
         """``z_t (B, D, L, W'+H')``, ``t (B,)``, ``content (B, C, H, W)`` -> eps like ``z_t``."""
         if tuple(z.shape[1:]) != self.motion_shape:
             raise ValueError(f"z must be (B, {', '.join(map(str, self.motion_shape))}), got {tuple(z.shape)}")
         if tuple(content.shape[1:]) != self.content_shape or content.shape[0] != z.shape[0]:
-            raise ValueError(f"content must be (B, {', '.join(map(str, self.content_shape))}) with z's batch, "
-                             f"got {tuple(content.shape)}")
+            raise ValueError(f"content must be (B, {', '.join(map(str, self.content_shape))}) with z's "
+                             f"batch, got {tuple(content.shape)}")
         motion = self.x_embedder(z) + self.pos_embed.to(z)  # (B, N_m, D)
         frame = self.content_embedder(content.to(z.dtype)) + self.content_pos_embed.to(z)  # (B, N_c, D)
         c = self.condition(t, label, text)

@@ -43,15 +43,17 @@ class CMD(VideoPipeline):
     clips, each animated from the last frame so far as its content frame.
     """
 
-    components = {name: name for name in ("autoencoder", "content_model", "motion_model", "text_encoder", "vae")}
+    components = {name: name for name
+                  in ("autoencoder", "content_model", "motion_model", "text_encoder", "vae")}
     component_hints = {"autoencoder": "the motion-stage checkpoint (recipes/cmd_*_motion.yaml) has it",
                        "content_model": "give the content-stage checkpoint too (recipes/cmd_*_content.yaml)",
                        "motion_model": "give the motion-stage checkpoint too (recipes/cmd_*_motion.yaml)"}
     default_num_steps = 100  # motion steps (B.4); the content model takes ``content_steps`` (50)
 
     def __init__(self, autoencoder: CMDAutoencoder, content_model: nn.Module, motion_model: MotionDiT,
-                 content_diffusion: dict[str, Any] | None = None, motion_diffusion: dict[str, Any] | None = None,
-                 text_encoder: TextEncoder | None = None, vae: FrameVAE | None = None, pool_masked: bool = False,
+                 content_diffusion: dict[str, Any] | None = None,
+                 motion_diffusion: dict[str, Any] | None = None, text_encoder: TextEncoder | None = None,
+                 vae: FrameVAE | None = None, pool_masked: bool = False,
                  motion_scale: float = 1.0):
         super().__init__()
         if not motion_scale > 0:
@@ -99,7 +101,8 @@ class CMD(VideoPipeline):
             return None
         n = getattr(model, "num_classes", None)
         if n is None:
-            raise ValueError(f"label given, but this CMD model is not class-conditional (it takes {self.conditions})")
+            raise ValueError("label given, but this CMD model is not class-conditional (it takes "
+                             f"{self.conditions})")
         label = torch.as_tensor(label, dtype=torch.long, device=self._device()).reshape(-1)
         if label.numel() == 1 and b > 1:
             label = label.expand(b)
@@ -111,7 +114,8 @@ class CMD(VideoPipeline):
         if text is None:
             return None
         if self.text_encoder is None:
-            raise ValueError(f"text given, but this CMD model has no text encoder (it takes {self.conditions})")
+            raise ValueError("text given, but this CMD model has no text encoder (it takes "
+                             f"{self.conditions})")
         texts = [text] * b if isinstance(text, str) else list(text)
         if len(texts) != b:
             raise ValueError(f"give one caption or {b} captions, got {len(texts)}")
@@ -132,20 +136,23 @@ class CMD(VideoPipeline):
         else:
             lab = self._label(label, num, self.content_model)
             texts = self._texts(text, num) if getattr(self.content_model, "text_dim", None) else None
-            tfeat = None if texts is None else self.text_encoder.pooled(texts, masked=self.pool_masked).to(device)
+            tfeat = None if texts is None else self.text_encoder.pooled(texts,
+                                                                        masked=self.pool_masked).to(device)
             cond = {"label": lab, "text": tfeat}
             uncond = {"label": None if lab is None else torch.full_like(lab, self.content_model.null_label),
                       "text": None if tfeat is None else torch.zeros_like(tfeat)}
             if lab is None and tfeat is None:
                 uncond, guidance_scale = None, 1.0
         out = self.content_diffusion.sample(self.content_model, shape, cond=cond, uncond=uncond,
-                                            guidance_scale=guidance_scale, sampler=sampler, num_steps=num_steps,
-                                            generator=generator, device=device, progress=progress)
+                                            guidance_scale=guidance_scale, sampler=sampler,
+                                            num_steps=num_steps, generator=generator, device=device,
+                                            progress=progress)
         return out.clamp(-1, 1) if self.autoencoder.mode == "pixel" else out
 
     @torch.no_grad()
-    def sample_motion(self, content_frame: torch.Tensor, label: Any = None, text: str | Sequence[str] | None = None,
-                      num_steps: int = 100, sampler: Any = "ddim", guidance_scale: float = 1.0,
+    def sample_motion(self, content_frame: torch.Tensor, label: Any = None,
+                      text: str | Sequence[str] | None = None, num_steps: int = 100, sampler: Any = "ddim",
+                      guidance_scale: float = 1.0,
                       generator: torch.Generator | None = None, progress: bool = True) -> torch.Tensor:
         """Motion latents ``(B, D, L, W'+H')`` given content frames (and the class / caption)."""
         device = self._device()
@@ -166,7 +173,8 @@ class CMD(VideoPipeline):
             guidance_scale = 1.0
         z = self.motion_diffusion.sample(self.motion_model, (b, *self.autoencoder.motion_shape), cond=cond,
                                          uncond=uncond, guidance_scale=guidance_scale, sampler=sampler,
-                                         num_steps=num_steps, generator=generator, device=device, progress=progress)
+                                         num_steps=num_steps, generator=generator, device=device,
+                                         progress=progress)
         return (z / self.motion_scale).clamp(-1, 1)  # the motion latent is a tanh output
 
     def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,8 +182,8 @@ class CMD(VideoPipeline):
         return self.vae.decode(x) if self.vae is not None else x.clamp(-1, 1)
 
     # ---- public API ---------------------------------------------------------------------------
-    def _generate(self, *, image: torch.Tensor | None, label: Any, text: str | Sequence[str] | None, batch: int,
-                  num_frames: None, num_steps: int, sampler: Any, guidance_scale: float | None,
+    def _generate(self, *, image: torch.Tensor | None, label: Any, text: str | Sequence[str] | None,
+                  batch: int, num_frames: None, num_steps: int, sampler: Any, guidance_scale: float | None,
                   generator: torch.Generator | None, progress: bool, content_steps: int = 50,
                   motion_guidance_scale: float = 1.0) -> torch.Tensor:
         """``generate``: class- or text-to-video ``(B, C, L, H, W)`` pixels in [-1, 1]; with ``image``,
@@ -186,11 +194,13 @@ class CMD(VideoPipeline):
         image the motion CFG (default 1); ``motion_guidance_scale``: motion CFG without an image (1 = off).
         """
         if image is not None:
-            return self.animate(image, label, text, num_steps, sampler, 1.0 if guidance_scale is None else guidance_scale,
-                                generator, progress)
+            return self.animate(image, label, text, num_steps, sampler,
+                                1.0 if guidance_scale is None else guidance_scale, generator, progress)
         guidance_scale = 4.0 if guidance_scale is None else guidance_scale
-        content = self.sample_content(batch, label, text, content_steps, sampler, guidance_scale, generator, progress)
-        z = self.sample_motion(content, label, text, num_steps, sampler, motion_guidance_scale, generator, progress)
+        content = self.sample_content(batch, label, text, content_steps, sampler, guidance_scale, generator,
+                                      progress)
+        z = self.sample_motion(content, label, text, num_steps, sampler, motion_guidance_scale, generator,
+                               progress)
         return self.to_pixels(self.autoencoder.decode(content, z))
 
     @torch.no_grad()
@@ -206,8 +216,10 @@ class CMD(VideoPipeline):
         if self.vae is not None:
             x_bar = self.vae.encode_frames(x_bar)
         if tuple(x_bar.shape[1:]) != self.autoencoder.content_shape:
-            raise ValueError(f"content frame must be (B, {', '.join(map(str, self.autoencoder.content_shape))})"
-                             f"{' after the SD VAE' if self.vae is not None else ''}, got {tuple(x_bar.shape)}")
+            raise ValueError("content frame must be (B, "
+                             f"{', '.join(map(str, self.autoencoder.content_shape))})"
+                             f"{' after the SD VAE' if self.vae is not None else ''}, "
+                             f"got {tuple(x_bar.shape)}")
         z = self.sample_motion(x_bar, label, text, num_steps, sampler, guidance_scale, generator, progress)
         return self.to_pixels(self.autoencoder.decode(x_bar, z))
 

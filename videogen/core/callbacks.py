@@ -191,7 +191,8 @@ def video_contact_sheet(videos: torch.Tensor) -> torch.Tensor:
 
 
 def _tensorboard_can_encode_video() -> bool:
-    """TensorBoard's ``add_video`` needs ``moviepy.editor`` (moviepy < 2) and prints, not raises, without it."""
+    """TensorBoard's ``add_video`` needs ``moviepy.editor`` (moviepy < 2) and prints, not raises, without
+    it."""
     try:
         importlib.import_module("moviepy.editor")
     except ImportError:
@@ -213,7 +214,8 @@ class VideoSampleLogger(Callback):
     def __init__(self, every_n_epochs: int = 1, num_samples: int = 4, fps: int = 8) -> None:
         if every_n_epochs < 1 or num_samples < 1 or fps < 1:
             raise ValueError(
-                f"every_n_epochs, num_samples and fps must be >= 1, got {every_n_epochs}, {num_samples}, {fps}"
+                f"every_n_epochs, num_samples and fps must be >= 1, got {every_n_epochs}, {num_samples}, "
+                f"{fps}"
             )
         self.every_n_epochs = every_n_epochs
         self.num_samples = num_samples
@@ -241,8 +243,8 @@ class VideoSampleLogger(Callback):
             return
         if not isinstance(pl_module, SupportsSampleVideos):
             warnings.warn(
-                f"VideoSampleLogger: {type(pl_module).__name__} has no sample_videos(batch, num); nothing logged",
-                stacklevel=1,
+                f"VideoSampleLogger: {type(pl_module).__name__} has no sample_videos(batch, num); nothing "
+                "logged", stacklevel=1,
             )
             return
         self._log(trainer, pl_module, batch)

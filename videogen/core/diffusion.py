@@ -1,4 +1,5 @@
-"""Gaussian diffusion: noise schedules, training targets and loss, one sampling loop, classifier-free guidance.
+"""Gaussian diffusion: noise schedules, training targets and loss, one sampling loop, classifier-free
+guidance.
 
 Notation (DDPM, Ho et al. 2020; v from Salimans & Ho 2022), with alpha_bar_t = prod_{s<=t} (1 - beta_s):
 
@@ -37,7 +38,8 @@ ModelFn = Callable[..., torch.Tensor]
 
 
 def make_betas(
-    schedule: str, num_train_timesteps: int = 1000, beta_start: float | None = None, beta_end: float | None = None
+    schedule: str, num_train_timesteps: int = 1000, beta_start: float | None = None,
+               beta_end: float | None = None
 ) -> torch.Tensor:
     """Noise schedule beta_1..beta_T as a float64 tensor of shape (num_train_timesteps,).
 
@@ -72,7 +74,8 @@ def classifier_free_guidance(out_cond: torch.Tensor, out_uncond: torch.Tensor, s
     scale = 1 gives the conditional output. LVDM writes it as eps_c + w (eps_c - eps_u), i.e. scale = 1 + w.
     """
     if out_cond.shape != out_uncond.shape:
-        raise ValueError(f"cond/uncond outputs differ in shape: {tuple(out_cond.shape)} vs {tuple(out_uncond.shape)}")
+        raise ValueError(f"cond/uncond outputs differ in shape: {tuple(out_cond.shape)} vs "
+                         f"{tuple(out_uncond.shape)}")
     return out_uncond + scale * (out_cond - out_uncond)
 
 
@@ -121,9 +124,11 @@ class GaussianDiffusion(nn.Module):
             self.alphas_cumprod = torch.cumprod(1 - self.betas, dim=0)
         return self
 
-    # ----------------------------------------------------------------------------------------- forward process
+    # ----------------------------------------------------------------------------------------- forward
+    # process
     def _alpha_sigma(self, t: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t) per sample, shaped (B, 1, ..., 1) in like's dtype/device."""
+        """sqrt(alpha_bar_t), sqrt(1 - alpha_bar_t) per sample, shaped (B, 1, ..., 1) in like's
+        dtype/device."""
         if not torch.is_tensor(t) or t.ndim != 1 or t.shape[0] != like.shape[0] or t.is_floating_point():
             raise ValueError(f"t must be an integer tensor of shape (B,) = ({like.shape[0]},), got "
                              f"{tuple(t.shape) if torch.is_tensor(t) else type(t).__name__}")
@@ -173,7 +178,8 @@ class GaussianDiffusion(nn.Module):
 
     # ---------------------------------------------------------------------------------------------- training
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
-        """Per-sample loss weight (B,) float64: ones, or Min-SNR-gamma (Hang et al. 2023) when snr_gamma is set.
+        """Per-sample loss weight (B,) float64: ones, or Min-SNR-gamma (Hang et al. 2023) when snr_gamma is
+        set.
 
         With SNR_t = alpha_bar_t / (1 - alpha_bar_t), weighting the x0-error by min(SNR_t, gamma) expressed in
         the network's own target gives min(SNR, gamma) / SNR for eps, min(SNR, gamma) / (SNR + 1) for v and
@@ -207,7 +213,8 @@ class GaussianDiffusion(nn.Module):
             noise = _randn(x0.shape, generator, x0.device, x0.dtype)
         if t is None:
             t = self.sample_timesteps(batch, x0.device, generator)
-        elif torch.is_tensor(t) and t.numel() and not (0 <= int(t.min()) and int(t.max()) < self.num_train_timesteps):
+        elif torch.is_tensor(t) and t.numel() and not (0 <= int(t.min()) and int(t.max())
+                                                       < self.num_train_timesteps):
             raise ValueError(f"t must lie in [0, {self.num_train_timesteps}), got {t.tolist()}")
         x_t = self.add_noise(x0, noise, t)
         out = model_fn(x_t, t, **cond)
@@ -225,14 +232,14 @@ class GaussianDiffusion(nn.Module):
 
         sampler: "ddpm" (DDPMScheduler), "ddim" (DDIMScheduler), "dpm++" (DPMSolverMultistepScheduler,
         algorithm_type "dpmsolver++", 2nd order), "unipc" (UniPCMultistepScheduler, bh2, 2nd order) or any
-        diffusers scheduler class name that takes `trained_betas`, e.g. "EulerDiscreteScheduler". `overrides` go to the
-        scheduler's constructor and win over the defaults below.
+        diffusers scheduler class name that takes `trained_betas`, e.g. "EulerDiscreteScheduler". `overrides`
+        go to the scheduler's constructor and win over the defaults below.
 
-        Defaults: clip_sample=False and thresholding=False (x0 is not confined to [-1, 1] in latent space), and
-        timestep_spacing="trailing" with set_alpha_to_one=True, steps_offset=0. We pick trailing over the LDM
-        convention (DDIM "leading" spacing, steps_offset=1, set_alpha_to_one=False) because (i) the first step
-        is at t = T-1, the level whose marginal is closest to the N(0, I) we start from (Lin et al. 2024 show
-        that leading spacing starts lower, at a level with signal left, which matters for scaled_linear
+        Defaults: clip_sample=False and thresholding=False (x0 is not confined to [-1, 1] in latent space),
+        and timestep_spacing="trailing" with set_alpha_to_one=True, steps_offset=0. We pick trailing over the
+        LDM convention (DDIM "leading" spacing, steps_offset=1, set_alpha_to_one=False) because (i) the first
+        step is at t = T-1, the level whose marginal is closest to the N(0, I) we start from (Lin et al. 2024
+        show that leading spacing starts lower, at a level with signal left, which matters for scaled_linear
         schedules), and (ii) the last step lands on alpha_bar = 1, returning the model's x0 estimate instead
         of a sample still carrying sqrt(1 - alpha_bar_0) noise. With T a multiple of the step count (1000 with
         50/100/200/250 steps) the steps are exactly uniform; otherwise diffusers' DDIM/DDPM step to
@@ -287,10 +294,10 @@ class GaussianDiffusion(nn.Module):
         be None in both) and every channel is guided (`classifier_free_guidance`).
 
         sampler: a name for `make_scheduler`, or a diffusers scheduler instance (e.g. made with overrides).
-        eta: DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like); only for schedulers whose step takes it.
-        generator draws x_T (unless given; x_T is unit-variance noise, scaled by init_noise_sigma) and the noise
-        of stochastic steps. dtype is what model_fn sees and what is returned; the running sample is kept in at
-        least float32. callback(step_index, t, x_t) is called after every step.
+        eta: DDIM stochasticity (0 = deterministic DDIM, 1 = DDPM-like); only for schedulers whose step takes
+        it. generator draws x_T (unless given; x_T is unit-variance noise, scaled by init_noise_sigma) and the
+        noise of stochastic steps. dtype is what model_fn sees and what is returned; the running sample is
+        kept in at least float32. callback(step_index, t, x_t) is called after every step.
         """
         shape = tuple(int(s) for s in shape)
         if len(shape) not in (4, 5):
@@ -319,7 +326,8 @@ class GaussianDiffusion(nn.Module):
         x = x * scheduler.init_noise_sigma
         model_batch = shape[0] * (2 if guided else 1)
         for i, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc=type(scheduler).__name__)):
-            t_model = torch.full((model_batch,), round(float(t)), dtype=torch.long, device=device)  # (B,) or (2B,)
+            # (B,) or (2B,)
+            t_model = torch.full((model_batch,), round(float(t)), dtype=torch.long, device=device)
             x_in = scheduler.scale_model_input(x, t).to(dtype)
             if guided:
                 out_cond, out_uncond = model_fn(torch.cat([x_in, x_in]), t_model, **cond).chunk(2)
@@ -335,7 +343,8 @@ class GaussianDiffusion(nn.Module):
 
 
 def _randn(shape, generator: torch.Generator | None, device, dtype) -> torch.Tensor:
-    """N(0, I) drawn on the generator's device (a CPU generator gives the same noise for any target device)."""
+    """N(0, I) drawn on the generator's device (a CPU generator gives the same noise for any target
+    device)."""
     gen_device = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype).to(device)
 
@@ -370,7 +379,8 @@ def _check_cond(cond: dict, uncond: Mapping | None, batch: int) -> None:
     """cond/uncond values are None or batch-first tensors of batch size B; uncond mirrors cond."""
     for name, values in (("cond", cond), ("uncond", uncond or {})):
         for key, value in values.items():
-            if value is not None and not (torch.is_tensor(value) and value.ndim >= 1 and value.shape[0] == batch):
+            if value is not None and not (torch.is_tensor(value) and value.ndim >= 1 and value.shape[0]
+                                          == batch):
                 raise ValueError(f"{name}[{key!r}] must be None or a tensor with batch size {batch} first")
     if uncond is None:
         return

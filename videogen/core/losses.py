@@ -31,17 +31,20 @@ __all__ = [
 def kl_diagonal_gaussian(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, I)) summed over all non-batch dims: ``(B, ...) -> (B,)``."""
     if mean.shape != logvar.shape:
-        raise ValueError(f"mean and logvar must have the same shape, got {tuple(mean.shape)} and {tuple(logvar.shape)}")
+        raise ValueError(f"mean and logvar must have the same shape, got {tuple(mean.shape)} and "
+                         f"{tuple(logvar.shape)}")
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar)
     return kl.flatten(1).sum(dim=1)
 
 
 class DiagonalGaussian:
-    """A diagonal Gaussian posterior q(z|x) given by ``mean`` and ``logvar`` (clamped to [-30, 20] as in LDM)."""
+    """A diagonal Gaussian posterior q(z|x) given by ``mean`` and ``logvar`` (clamped to [-30, 20] as in
+    LDM)."""
 
     def __init__(self, mean: torch.Tensor, logvar: torch.Tensor) -> None:
         if mean.shape != logvar.shape:
-            raise ValueError(f"mean and logvar must have the same shape, got {tuple(mean.shape)} and {tuple(logvar.shape)}")
+            raise ValueError(f"mean and logvar must have the same shape, got {tuple(mean.shape)} and "
+                             f"{tuple(logvar.shape)}")
         self.mean = mean
         self.logvar = logvar.clamp(-30.0, 20.0)
         self.std = torch.exp(0.5 * self.logvar)
@@ -54,7 +57,8 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """Reparameterised sample mean + std * eps (differentiable in mean and logvar)."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
+                          dtype=self.mean.dtype)
         return self.mean + self.std * eps
 
     def mode(self) -> torch.Tensor:
@@ -169,7 +173,8 @@ class ReconstructionLoss(nn.Module):
             lpips = LPIPSLoss()
         self.lpips = lpips
 
-    def forward(self, reconstruction: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, reconstruction: torch.Tensor,
+                target: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if reconstruction.shape != target.shape:
             raise ValueError(
                 f"reconstruction and target must have the same shape, got {tuple(reconstruction.shape)} "

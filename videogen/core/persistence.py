@@ -36,8 +36,8 @@ from typing import Any
 from huggingface_hub import ModelHubMixin
 
 __all__ = ["CKPT_KEY", "CONFIG_NAME", "INDEX_NAME", "WEIGHTS_NAME", "PipelineMixin", "SavableModule",
-           "UnknownClassError", "checkpoint_record", "component_record", "load_component", "load_pretrained", "register", "registered_name",
-           "resolve_class", "safe_load", "write_directory"]
+           "UnknownClassError", "checkpoint_record", "component_record", "load_component", "load_pretrained",
+           "register", "registered_name", "resolve_class", "safe_load", "write_directory"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -49,8 +49,9 @@ CKPT_KEY = "videogen_pipeline"
 _REGISTRY: dict[str, type] = {}
 #: videogen's own packages -> modules to import to find a ``videogen.*`` name not registered yet (classes
 #: register themselves when defined; the model packages export lazily, so an attribute lookup imports)
-_OWN_PACKAGES = {"videogen.core": ("videogen.core.sd", "videogen.core.text"), "videogen.lamd": ("videogen.lamd",),
-                 "videogen.cmd": ("videogen.cmd",), "videogen.lvdm": ("videogen.lvdm",), "videogen.toy": ("videogen.toy",)}
+_OWN_PACKAGES = {"videogen.core": ("videogen.core.sd", "videogen.core.text"),
+                 "videogen.lamd": ("videogen.lamd",), "videogen.cmd": ("videogen.cmd",),
+                 "videogen.lvdm": ("videogen.lvdm",), "videogen.toy": ("videogen.toy",)}
 
 
 class UnknownClassError(ValueError):
@@ -168,7 +169,8 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint", map_location: s
         text = str(exc)
         found = re.search(r"GLOBAL ([\w.]+)", text) or re.search(r"Unsupported global: ([\w.]+)", text)
         if found:
-            reason = f"it holds the Python object {found.group(1)}, which videogen does not unpickle (it could run code)"
+            reason = (f"it holds the Python object {found.group(1)}, which videogen does not unpickle "
+                      "(it could run code)")
         else:
             reason = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ValueError(f"{path} is not a readable {what}: {reason}") from None
@@ -205,12 +207,14 @@ class SavableModule(ModelHubMixin):
     def _save_pretrained(self, save_directory: Path) -> None:
         from safetensors.torch import save_file
 
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}  # type: ignore[attr-defined]
+        state = {k: v.detach().cpu().contiguous() for k,
+                 v in self.state_dict().items()}  # type: ignore[attr-defined]
         save_file(state, str(save_directory / WEIGHTS_NAME))
         (save_directory / CONFIG_NAME).write_text(
             json.dumps({"class": registered_name(type(self)), **self.config}, indent=2))
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Path:  # type: ignore[override]
+    def save_pretrained(self, save_directory: str | os.PathLike,
+                        **kwargs: Any) -> Path:  # type: ignore[override]
         """Write the directory (replacing an existing one as a whole); ``push_to_hub=True`` etc. as in
         huggingface_hub."""
         with write_directory(save_directory) as tmp:
@@ -226,8 +230,8 @@ class SavableModule(ModelHubMixin):
 
         directory = _local_dir(pretrained_model_name_or_path, CONFIG_NAME, cls.__name__)
         if not (directory / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"{directory / WEIGHTS_NAME} not found: expected a {cls.__name__}.save_pretrained "
-                                    "directory")
+            raise FileNotFoundError(f"{directory / WEIGHTS_NAME} not found: expected a "
+                                    f"{cls.__name__}.save_pretrained directory")
         config = _read_json(directory / CONFIG_NAME, f"{cls.__name__} config")
         saved = config.pop("class", None)
         if saved is None or resolve_class(saved, SavableModule, "network class") is not cls:
@@ -236,7 +240,8 @@ class SavableModule(ModelHubMixin):
         try:
             state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
         except (SafetensorError, OSError) as exc:
-            raise ValueError(f"{directory / WEIGHTS_NAME} is not a readable safetensors file: {exc}") from None
+            raise ValueError(f"{directory / WEIGHTS_NAME} is not a readable safetensors file: "
+                             f"{exc}") from None
         model.load_state_dict(state)  # type: ignore[attr-defined]
         return model
 
@@ -247,7 +252,8 @@ class SavableModule(ModelHubMixin):
 def _component_class(obj: Any) -> str:
     name = registered_name(type(obj))
     if _REGISTRY.get(name) is not type(obj):
-        raise TypeError(f"component {type(obj).__name__} is not a registered videogen class (register it first)")
+        raise TypeError(f"component {type(obj).__name__} is not a registered videogen class (register it "
+                        "first)")
     return name
 
 
@@ -285,8 +291,9 @@ class PipelineMixin(ModelHubMixin):
         attrs = set(self.components.values())
         loose = [k for k in self.state_dict() if k.split(".")[0] not in attrs]  # type: ignore[attr-defined]
         if loose:
-            raise TypeError(f"{type(self).__name__} has weights outside its components ({', '.join(loose[:3])}): "
-                            "keep every network in a component so that save_pretrained writes it")
+            raise TypeError(f"{type(self).__name__} has weights outside its components "
+                            f"({', '.join(loose[:3])}): keep every network in a component so that "
+                            "save_pretrained writes it")
         for name, part in parts.items():
             if part is not None:
                 _component_class(part)
@@ -296,7 +303,8 @@ class PipelineMixin(ModelHubMixin):
                  "config": self.pipeline_config()}
         (save_directory / INDEX_NAME).write_text(json.dumps(index, indent=2))
 
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs: Any) -> Path:  # type: ignore[override]
+    def save_pretrained(self, save_directory: str | os.PathLike,
+                        **kwargs: Any) -> Path:  # type: ignore[override]
         """Write the pipeline directory (replacing an existing one as a whole; ``push_to_hub=True`` as in
         huggingface_hub)."""
         with write_directory(save_directory) as tmp:
@@ -325,7 +333,8 @@ class PipelineMixin(ModelHubMixin):
         try:
             pipe = cls(**components, **config)
         except TypeError as exc:
-            raise ValueError(f"cannot build {cls.__name__} from the saved components and settings: {exc}") from None
+            raise ValueError(f"cannot build {cls.__name__} from the saved components and settings: "
+                             f"{exc}") from None
         return pipe.to(map_location).eval()
 
     @classmethod
@@ -334,10 +343,12 @@ class PipelineMixin(ModelHubMixin):
         import inspect
 
         params = inspect.signature(cls.__init__).parameters
-        return tuple(n for n in cls.components if n in params and params[n].default is inspect.Parameter.empty)
+        return tuple(n for n in cls.components if n in params and params[n].default
+                     is inspect.Parameter.empty)
 
     @classmethod
-    def from_checkpoints(cls, *paths: str | os.PathLike, map_location: str | Any = "cpu", **settings: Any) -> Any:
+    def from_checkpoints(cls, *paths: str | os.PathLike, map_location: str | Any = "cpu",
+                         **settings: Any) -> Any:
         """The pipeline from final-stage Lightning checkpoints (see :func:`load_checkpoints`); ``settings``
         override the recorded ones (e.g. ``video_size``)."""
         pipe = load_checkpoints(*paths, map_location=map_location, settings=settings)
@@ -347,7 +358,8 @@ class PipelineMixin(ModelHubMixin):
 
     # ---- checkpoints -------------------------------------------------------------------------------
     @classmethod
-    def checkpoint_record(cls, components: dict[str, tuple[Any, str]], config: dict[str, Any]) -> dict[str, Any]:
+    def checkpoint_record(cls, components: dict[str, tuple[Any, str]],
+                          config: dict[str, Any]) -> dict[str, Any]:
         """``checkpoint[CKPT_KEY]`` of a stage of this pipeline (see :func:`checkpoint_record`)."""
         return checkpoint_record(registered_name(cls), components, config)
 
@@ -396,11 +408,12 @@ def _merge_records(paths: list[Path], records: list[dict[str, Any]]) -> dict[str
     merged: dict[str, Any] = {"class": records[0]["class"], "config": {}, "components": {}, "source": {}}
     for path, rec in zip(paths, records):
         if rec.get("class") != merged["class"]:
-            raise ValueError(f"{path} is a checkpoint of {rec.get('class')}, {paths[0]} of {merged['class']}: give "
-                             "checkpoints of one model")
+            raise ValueError(f"{path} is a checkpoint of {rec.get('class')}, {paths[0]} of "
+                             f"{merged['class']}: give checkpoints of one model")
         for key, value in (rec.get("config") or {}).items():
             if key in merged["config"] and merged["config"][key] != value:
-                raise ValueError(f"{path} and {paths[0]} disagree on {key!r} ({value!r} vs {merged['config'][key]!r})")
+                raise ValueError(f"{path} and {paths[0]} disagree on {key!r} ({value!r} vs "
+                                 f"{merged['config'][key]!r})")
             merged["config"][key] = value
         for name, comp in (rec.get("components") or {}).items():  # a later checkpoint's part wins
             merged["components"][name] = comp
@@ -413,7 +426,8 @@ def _load_checkpoint_files(paths: list[Path]) -> tuple[list[dict], list[dict]]:
     ckpts, records = [], []
     for path in paths:
         if not path.is_file():
-            raise FileNotFoundError(f"checkpoint {path} not found" + (" (it is a directory)" if path.is_dir() else ""))
+            raise FileNotFoundError(f"checkpoint {path} not found"
+                                    + (" (it is a directory)" if path.is_dir() else ""))
         ckpt = safe_load(path, "videogen checkpoint")
         record = ckpt.get(CKPT_KEY) if isinstance(ckpt, dict) else None
         if not isinstance(record, dict):
@@ -449,10 +463,11 @@ def load_checkpoints(*paths: str | os.PathLike, map_location: str | Any = "cpu",
         components[name] = module
     missing = [n for n in pipe_cls.required_components() if n not in components]
     if missing:
-        hints = "; ".join(f"{n}: " + pipe_cls.component_hints.get(n, "give the checkpoint of the stage that trains it")
+        hints = "; ".join(f"{n}: "
+                          + pipe_cls.component_hints.get(n, "give the checkpoint of the stage that trains it")
                           for n in missing)
-        raise ValueError(f"{', '.join(str(f) for f in files)}: {pipe_cls.__name__} also needs {', '.join(missing)} "
-                         f"({hints})")
+        raise ValueError(f"{', '.join(str(f) for f in files)}: {pipe_cls.__name__} also needs "
+                         f"{', '.join(missing)} ({hints})")
     return pipe_cls._build(components, {**merged["config"], **(settings or {})}, map_location)
 
 

@@ -46,8 +46,8 @@ __all__ = ["CONDITIONS", "UnsupportedConditionError", "VideoPipeline"]
 CONDITIONS = ("image", "label", "text")
 # The keywords every ``_generate`` receives; its other keyword-only parameters are the model's options.
 _RANGE_TOL = 1e-3  # float images in [-1, 1] may overshoot by rounding
-_PROTOCOL = {"image", "label", "text", "batch", "num_frames", "num_steps", "sampler", "guidance_scale", "generator",
-             "progress"}
+_PROTOCOL = {"image", "label", "text", "batch", "num_frames", "num_steps", "sampler", "guidance_scale",
+             "generator", "progress"}
 
 
 class UnsupportedConditionError(ValueError):
@@ -76,9 +76,9 @@ class VideoPipeline(nn.Module, PipelineMixin):
     ``_generate(image, label, text, batch, num_frames, num_steps, sampler, guidance_scale, generator,
     progress, **options)``, which gets validated conditions and returns ``(B, C, T, H, W)`` in [-1, 1].
     ``default_num_steps`` / ``default_sampler`` fill ``num_steps=None`` / ``sampler=None`` before
-    ``_generate`` is called.  ``variable_length = True`` when ``_generate`` makes any ``num_frames`` itself; otherwise the base
-    cuts or chains clips, dropping the first ``chain_overlap`` frames of each chained clip (LaMD's clip
-    starts with the given frame).
+    ``_generate`` is called.  ``variable_length = True`` when ``_generate`` makes any ``num_frames`` itself;
+    otherwise the base cuts or chains clips, dropping the first ``chain_overlap`` frames of each chained clip
+    (LaMD's clip starts with the given frame).
 
     Persistence (``save_pretrained`` / ``from_pretrained`` / ``from_checkpoints``) comes from
     :class:`videogen.core.persistence.PipelineMixin`: a subclass lists its ``components``.
@@ -113,7 +113,8 @@ class VideoPipeline(nn.Module, PipelineMixin):
                 raise UnsupportedConditionError(f"{cond} given, but this {name} model takes {takes}")
         missing = [c for c in self.required_conditions if given[c] is None]
         if missing:
-            raise UnsupportedConditionError(f"this {name} model needs {', '.join(missing)} (it takes {takes})")
+            raise UnsupportedConditionError(f"this {name} model needs {', '.join(missing)} (it takes "
+                                            f"{takes})")
 
     def check_values(self, image: Any = None, label: Any = None, num_frames: int | None = None,
                      num_steps: int | None = None, guidance_scale: float | None = None,
@@ -134,12 +135,13 @@ class VideoPipeline(nn.Module, PipelineMixin):
             if size is not None:
                 want = (size, size) if isinstance(size, int) else tuple(size)
                 if tuple(image.shape[-2:]) != want:
-                    raise ValueError(f"image must be {want[0]}x{want[1]} for this {type(self).__name__} model, got "
-                                     f"{image.shape[-2]}x{image.shape[-1]}")
+                    raise ValueError(f"image must be {want[0]}x{want[1]} for this {type(self).__name__} "
+                                     f"model, got {image.shape[-2]}x{image.shape[-1]}")
         if label is not None and not isinstance(label, str):
             values = torch.as_tensor(label)
             if values.is_floating_point() and not torch.equal(values, values.round()):
-                raise ValueError(f"label must be integers (class indices), got {values.flatten()[:4].tolist()}")
+                raise ValueError("label must be integers (class indices), got "
+                                 f"{values.flatten()[:4].tolist()}")
         for name, value in (("guidance_scale", guidance_scale), ("eta", options.get("eta")),
                             ("motion_guidance_scale", options.get("motion_guidance_scale"))):
             if value is not None and not (math.isfinite(float(value)) and float(value) >= 0):
@@ -148,18 +150,20 @@ class VideoPipeline(nn.Module, PipelineMixin):
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
         budget = self.frame_budget if max_frames is None else max_frames
         if num_frames is not None and num_frames > budget:
-            raise ValueError(f"num_frames {num_frames} is above max_frames {budget} (that many frames can take "
-                             "hours); pass max_frames to go ahead")
+            raise ValueError(f"num_frames {num_frames} is above max_frames {budget} (that many frames can "
+                             "take hours); pass max_frames to go ahead")
 
     def _options(self) -> set[str]:
         params = inspect.signature(self._generate).parameters
         return {n for n, p in params.items() if p.kind == p.KEYWORD_ONLY} - _PROTOCOL
 
     @torch.no_grad()
-    def generate(self, image: torch.Tensor | None = None, *, label: Any = None, text: str | Sequence[str] | None = None,
-                 num_samples: int | None = None, num_frames: int | None = None, num_steps: int | None = None,
-                 sampler: Any = None, guidance_scale: float | None = None, generator: torch.Generator | None = None,
-                 device: str | torch.device | None = None, dtype: torch.dtype | None = None, progress: bool = True,
+    def generate(self, image: torch.Tensor | None = None, *, label: Any = None,
+                 text: str | Sequence[str] | None = None, num_samples: int | None = None,
+                 num_frames: int | None = None, num_steps: int | None = None,
+                 sampler: Any = None, guidance_scale: float | None = None,
+                 generator: torch.Generator | None = None, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None, progress: bool = True,
                  max_frames: int | None = None, **options: Any) -> torch.Tensor:
         """Videos ``(B, C, T, H, W)`` float32 in [-1, 1]; see the module docstring for every argument."""
         self.check_conditions(image, label, text)
@@ -168,11 +172,12 @@ class VideoPipeline(nn.Module, PipelineMixin):
             raise ValueError(f"{type(self).__name__}.generate has no option {unknown}; its model options are "
                              f"{sorted(self._options()) or 'none'}")
         sizes = {n: b for n, b in (("image", _batch_of("image", image)), ("label", _batch_of("label", label)),
-                                   ("text", _batch_of("text", text)), ("num_samples", num_samples)) if b is not None}
+                                   ("text", _batch_of("text", text)), ("num_samples", num_samples)) if b
+                 is not None}
         if len(set(sizes.values())) > 1:
             given = ", ".join(f"{n} {b}" for n, b in sizes.items())
-            raise ValueError(f"batch sizes disagree ({given}): give one label / text for all samples, or one per "
-                             "sample")
+            raise ValueError(f"batch sizes disagree ({given}): give one label / text for all samples, or one "
+                             "per sample")
         batch = next(iter(sizes.values()), 1)
         if batch < 1:
             raise ValueError(f"num_samples must be >= 1, got {batch}")
@@ -193,13 +198,14 @@ class VideoPipeline(nn.Module, PipelineMixin):
                 video = self._fixed_length(image, num_frames, kw)
         return video.float().clamp(-1, 1)
 
-    def _fixed_length(self, image: torch.Tensor | None, num_frames: int | None, kw: dict[str, Any]) -> torch.Tensor:
+    def _fixed_length(self, image: torch.Tensor | None, num_frames: int | None,
+                      kw: dict[str, Any]) -> torch.Tensor:
         """One clip, cut to ``num_frames``, or clips chained from the last frame so far."""
         video = self._generate(image=image, num_frames=None, **kw)
         want = num_frames or video.shape[2]
         if want > video.shape[2] and "image" not in self.conditions:
-            raise UnsupportedConditionError(f"{type(self).__name__} makes {video.shape[2]} frames per clip and "
-                                            f"cannot chain clips without an image condition")
+            raise UnsupportedConditionError(f"{type(self).__name__} makes {video.shape[2]} frames per clip "
+                                            f"and cannot chain clips without an image condition")
         clips = [video]
         total = video.shape[2]
         while total < want:

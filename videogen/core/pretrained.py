@@ -60,7 +60,8 @@ def resolve_weight_file(path: str | os.PathLike | None, filename: str, how_to_ge
 
 
 def submodule_state(checkpoint: dict, prefix: str) -> dict:
-    """The entries of a Lightning checkpoint's ``state_dict`` under ``prefix`` (``"autoencoder."``), prefix removed."""
+    """The entries of a Lightning checkpoint's ``state_dict`` under ``prefix`` (``"autoencoder."``), prefix
+    removed."""
     return {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
 
 

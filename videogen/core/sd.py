@@ -59,8 +59,8 @@ def _load_part(cls: Any, path: str | os.PathLike, subfolder: str) -> Any:
         if "local_files_only" not in kw:
             raise
         raise FileNotFoundError(f"Stable Diffusion checkpoint {str(path)!r} not found: no directory "
-                                f"{Path(path).expanduser().resolve()}, and no hub id {str(path)!r} in the Hugging "
-                                f"Face cache; {_HOW}") from exc
+                                f"{Path(path).expanduser().resolve()}, and no hub id {str(path)!r} in the "
+                                f"Hugging Face cache; {_HOW}") from exc
 
 
 class FrameVAE(nn.Module):
@@ -109,7 +109,8 @@ class FrameVAE(nn.Module):
         (Path(directory) / FRAME_VAE_CONFIG).write_text(json.dumps(settings, indent=2))
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> FrameVAE:
+    def from_pretrained(cls, directory: str | os.PathLike,
+                        map_location: str | torch.device = "cpu") -> FrameVAE:
         from diffusers import AutoencoderKL
 
         settings_file = Path(directory) / FRAME_VAE_CONFIG
@@ -117,12 +118,14 @@ class FrameVAE(nn.Module):
             raise FileNotFoundError(f"{settings_file} not found: not a FrameVAE.save_pretrained directory")
         settings = json.loads(settings_file.read_text())
         vae = AutoencoderKL.from_pretrained(str(directory))
-        return cls(vae=vae, scaling_factor=settings["scaling_factor"], chunk=settings.get("chunk", 16)).to(map_location)
+        return cls(vae=vae, scaling_factor=settings["scaling_factor"],
+                   chunk=settings.get("chunk", 16)).to(map_location)
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
                ) -> torch.Tensor:
-        """``(B, 3, L, H, W)`` in [-1, 1] -> scaled latents ``(B, 4, L, H/f, W/f)`` (posterior sample or mean)."""
+        """``(B, 3, L, H, W)`` in [-1, 1] -> scaled latents ``(B, 4, L, H/f, W/f)`` (posterior sample or
+        mean)."""
         if video.ndim != 5 or video.shape[1] != 3:
             raise ValueError(f"video must be (B, 3, L, H, W), got {tuple(video.shape)}")
         b, _, L, h, w = video.shape
@@ -141,7 +144,8 @@ class FrameVAE(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Scaled latents ``(B, 4, L, h, w)`` -> video ``(B, 3, L, h*f, w*f)`` in [-1, 1]."""
         if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
-            raise ValueError(f"latents must be (B, {self.latent_channels}, L, h, w), got {tuple(latents.shape)}")
+            raise ValueError(f"latents must be (B, {self.latent_channels}, L, h, w), got "
+                             f"{tuple(latents.shape)}")
         b, c, L, h, w = latents.shape
         z = latents.transpose(1, 2).reshape(b * L, c, h, w) / self.scaling_factor
         dtype = next(self.vae.parameters()).dtype
@@ -179,8 +183,8 @@ class SDUNet(nn.Module):
         gradient_checkpointing: diffusers' own checkpointing.
     """
 
-    def __init__(self, pretrained: str | None = None, unet: nn.Module | None = None, config: dict | None = None,
-                 subfolder: str = "unet", gradient_checkpointing: bool = False):
+    def __init__(self, pretrained: str | None = None, unet: nn.Module | None = None,
+                 config: dict | None = None, subfolder: str = "unet", gradient_checkpointing: bool = False):
         super().__init__()
         from diffusers import UNet2DConditionModel
 
@@ -212,16 +216,19 @@ class SDUNet(nn.Module):
         self.unet.save_pretrained(str(directory))
 
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> SDUNet:
+    def from_pretrained(cls, directory: str | os.PathLike,
+                        map_location: str | torch.device = "cpu") -> SDUNet:
         from diffusers import UNet2DConditionModel
 
         if not (Path(directory) / "config.json").is_file():
-            raise FileNotFoundError(f"{Path(directory) / 'config.json'} not found: not a diffusers UNet directory")
+            raise FileNotFoundError(f"{Path(directory) / 'config.json'} not found: not a diffusers UNet "
+                                    "directory")
         return cls(unet=UNet2DConditionModel.from_pretrained(str(directory))).to(map_location)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
         if text_states.ndim != 3 or text_states.shape[-1] != self.context_dim:
-            raise ValueError(f"text_states must be (B, L, {self.context_dim}), got {tuple(text_states.shape)}")
+            raise ValueError(f"text_states must be (B, L, {self.context_dim}), got "
+                             f"{tuple(text_states.shape)}")
         return self.unet(x, t, encoder_hidden_states=text_states.to(x.dtype)).sample
 
 
@@ -236,14 +243,16 @@ def sd_text_encoder(path: str | os.PathLike, max_length: int = 77) -> HFTextEnco
 
 
 def sd_diffusion_config(path: str | os.PathLike) -> dict[str, Any]:
-    """``GaussianDiffusion`` kwargs of a checkpoint's training schedule (``scheduler/scheduler_config.json``)."""
+    """``GaussianDiffusion`` kwargs of a checkpoint's training schedule
+    (``scheduler/scheduler_config.json``)."""
     file = Path(path).expanduser() / "scheduler" / "scheduler_config.json"
     if not file.is_file():
         raise FileNotFoundError(f"{file} not found: {_HOW}")
     cfg = json.loads(file.read_text())
     return {"num_train_timesteps": int(cfg.get("num_train_timesteps", 1000)),
             "beta_schedule": cfg.get("beta_schedule", "scaled_linear"),
-            "beta_start": float(cfg.get("beta_start", 0.00085)), "beta_end": float(cfg.get("beta_end", 0.012)),
+            "beta_start": float(cfg.get("beta_start", 0.00085)),
+            "beta_end": float(cfg.get("beta_end", 0.012)),
             "prediction_type": cfg.get("prediction_type", "epsilon")}
 
 

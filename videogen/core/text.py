@@ -62,7 +62,8 @@ class TextEncoder(nn.Module):
 
     # the component protocol of videogen.core.persistence: the encoder's own directory + text_encoder.json
     @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> TextEncoder:
+    def from_pretrained(cls, directory: str | os.PathLike,
+                        map_location: str | torch.device = "cpu") -> TextEncoder:
         return load_text_encoder(directory).to(map_location)
 
     def component_config(self) -> dict:
@@ -126,22 +127,25 @@ class HFTextEncoder(TextEncoder):
                        "local_files_only": local_files_only, "tokenizer": tokenizer,
                        "use_attention_mask": use_attention_mask}
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or name_or_path, local_files_only=local_files_only)
+            self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or name_or_path,
+                                                           local_files_only=local_files_only)
             model = AutoModel.from_pretrained(name_or_path, local_files_only=local_files_only)
         except OSError as exc:  # a name that is neither a directory nor a hub id transformers can reach
             if Path(name_or_path).is_dir():
                 raise
             raise FileNotFoundError(
-                f"text encoder {name_or_path!r} not found: neither a directory ({Path(name_or_path).resolve()}) nor "
-                "a hub id that could be loaded (offline, the Hugging Face cache only); download the model into a "
-                "directory (`hf download <hub id> --local-dir <dir>`) and give that directory") from exc
+                f"text encoder {name_or_path!r} not found: neither a directory "
+                f"({Path(name_or_path).resolve()}) nor a hub id that could be loaded (offline, the Hugging "
+                "Face cache only); download the model into a directory (`hf download <hub id> --local-dir "
+                "<dir>`) and give that directory") from exc
         # A full CLIP / encoder-decoder checkpoint: keep only its text encoder.
         if hasattr(model, "text_model"):
             model = model.text_model
         elif getattr(model.config, "is_encoder_decoder", False):
             model = model.get_encoder()
         self.model = model
-        self.dim = int(model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.d_model)
+        self.dim = int(model.config.hidden_size if hasattr(model.config, "hidden_size")
+                       else model.config.d_model)
         self.freeze()
 
     @torch.no_grad()
@@ -160,7 +164,8 @@ class HFTextEncoder(TextEncoder):
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save_pretrained(directory)
         self.model.save_pretrained(directory)
-        (directory / CONFIG_NAME).write_text(json.dumps({"kind": "transformers", "max_length": self.max_length,
+        (directory
+         / CONFIG_NAME).write_text(json.dumps({"kind": "transformers", "max_length": self.max_length,
                                                          "use_attention_mask": self.use_attention_mask}))
 
 
@@ -251,7 +256,8 @@ def load_text_encoder(directory: str | os.PathLike) -> TextEncoder:
     directory = _existing_dir(directory, "text encoder")
     cfg_path = directory / CONFIG_NAME
     if not cfg_path.is_file():
-        raise FileNotFoundError(f"{cfg_path} not found: not a directory written by TextEncoder.save_pretrained")
+        raise FileNotFoundError(f"{cfg_path} not found: not a directory written by "
+                                "TextEncoder.save_pretrained")
     cfg = json.loads(cfg_path.read_text())
     if cfg["kind"] == "transformers":
         return HFTextEncoder(str(directory), max_length=cfg["max_length"], local_files_only=True,

@@ -61,17 +61,20 @@ def to_uint8(video: torch.Tensor) -> torch.Tensor:
     """
     if video.ndim not in (4, 5) or not video.is_floating_point():
         raise ValueError(
-            f"to_uint8 expects a float video (B, C, T, H, W) or (C, T, H, W), got {video.dtype} {tuple(video.shape)}"
+            f"to_uint8 expects a float video (B, C, T, H, W) or (C, T, H, W), got {video.dtype} "
+            f"{tuple(video.shape)}"
         )
     x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.movedim(-4, -1)  # (..., C, T, H, W) -> (..., T, H, W, C)
 
 
 def from_uint8(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """uint8 ``(B, T, H, W, C)`` -> float32 ``(B, C, T, H, W)`` in [-1, 1] (also ``(T,H,W,C) -> (C,T,H,W)``)."""
+    """uint8 ``(B, T, H, W, C)`` -> float32 ``(B, C, T, H, W)`` in [-1, 1] (also
+    ``(T,H,W,C) -> (C,T,H,W)``)."""
     x = torch.as_tensor(np.ascontiguousarray(frames) if isinstance(frames, np.ndarray) else frames)
     if x.ndim not in (4, 5) or x.dtype != torch.uint8:
-        raise ValueError(f"from_uint8 expects uint8 (B, T, H, W, C) or (T, H, W, C), got {x.dtype} {tuple(x.shape)}")
+        raise ValueError(f"from_uint8 expects uint8 (B, T, H, W, C) or (T, H, W, C), got {x.dtype} "
+                         f"{tuple(x.shape)}")
     x = x.movedim(-1, -4)  # (..., T, H, W, C) -> (..., C, T, H, W)
     return x.float() / 127.5 - 1.0
 
@@ -83,7 +86,8 @@ def clip_indices(
     start: str | int = "first",
     generator: np.random.Generator | None = None,
 ) -> list[int]:
-    """Frame indices of a clip of ``num_frames`` frames, ``frame_stride`` apart, in a video of ``length`` frames.
+    """Frame indices of a clip of ``num_frames`` frames, ``frame_stride`` apart, in a video of ``length``
+    frames.
 
     ``start`` is an int (first index), ``"first"``, ``"center"`` or ``"random"`` (drawn with
     ``generator``). ``num_frames=None`` takes every ``frame_stride``-th frame of the whole video.
@@ -164,7 +168,8 @@ def _read_frames_ffmpeg(path: Path) -> np.ndarray:
 
 
 def _as_uint8_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:
-    """One video as uint8 ``(T, H, W, 3)`` numpy: accepts uint8 ``(T,H,W,C)`` or float ``(C,T,H,W)`` in [-1, 1]."""
+    """One video as uint8 ``(T, H, W, 3)`` numpy: accepts uint8 ``(T,H,W,C)`` or float ``(C,T,H,W)`` in [-1,
+    1]."""
     x = torch.as_tensor(video)
     if x.ndim == 5 and x.shape[0] == 1:
         x = x[0]
@@ -266,7 +271,8 @@ def resize_center_crop(video: torch.Tensor, size: int | Sequence[int]) -> torch.
     when shrinking) so that it covers the target, then the centre is cut out.
     """
     if video.ndim not in (4, 5) or not video.is_floating_point():
-        raise ValueError(f"resize_center_crop expects float (C,T,H,W) or (B,C,T,H,W), got {tuple(video.shape)}")
+        raise ValueError("resize_center_crop expects float (C,T,H,W) or (B,C,T,H,W), got "
+                         f"{tuple(video.shape)}")
     out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"size must be positive, got {size}")

@@ -37,7 +37,8 @@ def natural_key(text: str) -> list:
 
 @dataclass(frozen=True)
 class ClipSource:
-    """One video: a file (``path``) or an ordered list of frame images (``frames``), with optional annotations."""
+    """One video: a file (``path``) or an ordered list of frame images (``frames``), with optional
+    annotations."""
 
     path: Path
     label: int | None = None

@@ -166,7 +166,8 @@ class VideoDataModule(L.LightningDataModule):
             return None
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        seed = self.shuffle_seed if self.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        seed = self.shuffle_seed if self.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED",
+                                                                                          0))
         return EpochSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
 
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:

@@ -19,11 +19,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["CAPTION_WORDS", "COLORS", "DIRECTION_NAMES", "DIRECTION_VECTORS", "SHAPES", "SyntheticVideoDataset",
-           "direction_vectors"]
+__all__ = ["CAPTION_WORDS", "COLORS", "DIRECTION_NAMES", "DIRECTION_VECTORS", "SHAPES",
+           "SyntheticVideoDataset", "direction_vectors"]
 
 #: Direction names in label order; 4-direction sets use the first four.
-DIRECTION_NAMES: tuple[str, ...] = ("right", "left", "down", "up", "down-right", "down-left", "up-right", "up-left")
+DIRECTION_NAMES: tuple[str, ...] = ("right", "left", "down", "up", "down-right", "down-left", "up-right",
+                                    "up-left")
 _S = 2**-0.5
 #: Unit (dx, dy) per direction in image coordinates (y points down), float32 (8, 2).
 DIRECTION_VECTORS = torch.tensor(
@@ -38,7 +39,8 @@ COLORS: dict[str, tuple[float, float, float]] = {
     "yellow": (0.95, 0.9, 0.1),
     "white": (1.0, 1.0, 1.0),
 }
-#: Every word of the captions ("the red circle moves left"): the vocabulary of the demos' word-level text encoder.
+#: Every word of the captions ("the red circle moves left"): the vocabulary of the demos' word-level text
+#: encoder.
 CAPTION_WORDS: tuple[str, ...] = ("the", "moves", *COLORS, *SHAPES, *DIRECTION_NAMES)
 _TASKS = ("direction", "shape_direction")
 
@@ -67,7 +69,8 @@ def _shape_alpha(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> n
 
 
 def reflect(points: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """Fold unbounded straight-line positions into ``[lo, hi]`` as a ball bouncing off the walls would move."""
+    """Fold unbounded straight-line positions into ``[lo, hi]`` as a ball bouncing off the walls would
+    move."""
     span = hi - lo
     phase = np.mod(points - lo, 2 * span)
     return lo + np.where(phase > span, 2 * span - phase, phase)
@@ -139,7 +142,8 @@ class SyntheticVideoDataset(Dataset):
             if not colors or missing:
                 raise ValueError(f"unknown colour names {missing}; known: {tuple(COLORS)}")
             colors = {c: COLORS[c] for c in colors}
-        speed_range = (float(speed), float(speed)) if isinstance(speed, (int, float)) else tuple(map(float, speed))
+        speed_range = (float(speed), float(speed)) if isinstance(speed,
+                                                                 (int, float)) else tuple(map(float, speed))
         if not 0 < speed_range[0] <= speed_range[1]:
             raise ValueError(f"speed must be positive with low <= high, got {speed}")
         if task not in _TASKS:
@@ -160,13 +164,15 @@ class SyntheticVideoDataset(Dataset):
         self.num_videos, self.num_frames, self.size, self.seed = num_videos, num_frames, size, seed
         self.directions, self.shapes, self.task = directions, tuple(shapes), task
         self.colors = {k: np.asarray(v, dtype=np.float32) for k, v in colors.items()}
-        self.speed, self.num_distractors, self.min_color_distance = speed_range, num_distractors, min_color_distance
+        self.speed, self.num_distractors, self.min_color_distance = \
+            speed_range, num_distractors, min_color_distance
         self.motion = motion
         self.background = None if background is None else np.asarray(background, dtype=np.float32)
         if self.background is not None:
             if self.background.shape != (3,) or not ((0 <= self.background) & (self.background <= 1)).all():
                 raise ValueError(f"background must be 3 values in [0, 1], got {tuple(background)}")
-            near = [n for n, c in self.colors.items() if np.linalg.norm(self.background - c) < min_color_distance]
+            near = [n for n,
+                    c in self.colors.items() if np.linalg.norm(self.background - c) < min_color_distance]
             if near:
                 raise ValueError(f"background {tuple(background)} is closer than min_color_distance "
                                  f"{min_color_distance} to the object colours {near}")
@@ -185,7 +191,8 @@ class SyntheticVideoDataset(Dataset):
         return label % self.directions
 
     def _background(self, rng: np.random.Generator, avoid: list[np.ndarray]) -> np.ndarray:
-        """A random RGB background at least ``min_color_distance`` from every colour in ``avoid`` (or the fixed one)."""
+        """A random RGB background at least ``min_color_distance`` from every colour in ``avoid`` (or the
+        fixed one)."""
         if self.background is not None:  # (drawn last: the other properties do not depend on it)
             return self.background
         for _ in range(1000):
@@ -203,7 +210,8 @@ class SyntheticVideoDataset(Dataset):
         shape_idx = int(rng.integers(len(self.shapes)))
         color_name = list(self.colors)[int(rng.integers(len(self.colors)))]
         unit = self.direction_vectors[direction].numpy()
-        step = unit * rng.uniform(*self.speed) * s / ((t if self.motion == "linear" else 16) - 1)  # px per frame
+        # px per frame
+        step = unit * rng.uniform(*self.speed) * s / ((t if self.motion == "linear" else 16) - 1)
         if self.motion == "linear":
             path = step * (t - 1)
             lo, hi = self.margin - np.minimum(path, 0), s - 1 - self.margin - np.maximum(path, 0)
@@ -229,7 +237,8 @@ class SyntheticVideoDataset(Dataset):
         dx = xs[None] - c32[:, 0, None, None]  # (T, H, W)
         dy = ys[None] - c32[:, 1, None, None]
         alpha = _shape_alpha(self.shapes[shape_idx], dx, dy, r)[None]  # (1, T, H, W)
-        video = frame[:, None] * (1 - alpha) + self.colors[color_name][:, None, None, None] * alpha  # (3,T,H,W)
+        # (3,T,H,W)
+        video = frame[:, None] * (1 - alpha) + self.colors[color_name][:, None, None, None] * alpha
         video = torch.from_numpy((video * 2 - 1).astype(np.float32, copy=False))
         label = direction if self.task == "direction" else shape_idx * self.directions + direction
         return {

@@ -112,7 +112,8 @@ class ClassFolderVideos(_ListedFiles):
             pairs = [line.split() for line in class_ind.read_text().splitlines() if line.strip()]
             self.classes = [name for _, name in sorted(pairs, key=lambda p: int(p[0]))]
         else:
-            self.classes = sorted((d.name for d in self.root.iterdir() if d.is_dir() and d.name != "ucfTrainTestlist"),
+            self.classes = sorted((d.name for d in self.root.iterdir() if d.is_dir() and d.name
+                                   != "ucfTrainTestlist"),
                                   key=natural_key)
         index = {name: i for i, name in enumerate(self.classes)}
 
@@ -171,14 +172,17 @@ class CsvCaptionVideos(_ListedFiles):
             columns = set(reader.fieldnames or ())
             needed = {caption_column, *re.findall(r"{(\w+)", path_template)}
             if not needed <= columns:
-                raise ValueError(f"{csv_path} lacks columns {sorted(needed - columns)}; it has {sorted(columns)}")
-            sources = [ClipSource(self.root / path_template.format(**row), caption=row[caption_column].strip())
+                raise ValueError(f"{csv_path} lacks columns {sorted(needed - columns)}; it has "
+                                 f"{sorted(columns)}")
+            sources = [ClipSource(self.root / path_template.format(**row),
+                                  caption=row[caption_column].strip())
                        for row in reader]
         self._set_listed(sources, str(csv_path))
 
 
 class JsonCaptionVideos(_ListedFiles):
-    """Captioned videos listed in JSON ``{idx: {"video": file, "caption": text}}`` or a list of such dicts (CATER-GEN)."""
+    """Captioned videos listed in JSON ``{idx: {"video": file, "caption": text}}`` or a list of such dicts
+    (CATER-GEN)."""
 
     def __init__(
         self,
@@ -200,7 +204,8 @@ class JsonCaptionVideos(_ListedFiles):
         sources = []
         for entry in entries:
             if not isinstance(entry, dict) or video_key not in entry or caption_key not in entry:
-                raise ValueError(f"{json_path}: every entry needs {video_key!r} and {caption_key!r}, got {entry!r}")
+                raise ValueError(f"{json_path}: every entry needs {video_key!r} and {caption_key!r}, got "
+                                 f"{entry!r}")
             sources.append(ClipSource(self.root / entry[video_key], caption=str(entry[caption_key])))
         self._set_listed(sources, str(json_path))
 

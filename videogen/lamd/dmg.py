@@ -82,9 +82,11 @@ class MotionGenerator(SavableModule, nn.Module):
             layer = nn.TransformerEncoderLayer(
                 cond_transformer_dim, cond_transformer_heads, 4 * cond_transformer_dim, dropout=dropout,
                 activation="gelu", batch_first=True, norm_first=True)
-            self.cond_transformer = nn.TransformerEncoder(layer, cond_transformer_depth, enable_nested_tensor=False)
+            self.cond_transformer = nn.TransformerEncoder(layer, cond_transformer_depth,
+                                                          enable_nested_tensor=False)
             self.cond_norm = nn.LayerNorm(cond_transformer_dim)
-            self.context_out = nn.Linear(token_dim, context_dim) if token_dim != context_dim else nn.Identity()
+            self.context_out = nn.Linear(token_dim,
+                                         context_dim) if token_dim != context_dim else nn.Identity()
         else:
             self.cond_transformer = None
         self.unet = UNet2D(
@@ -107,7 +109,8 @@ class MotionGenerator(SavableModule, nn.Module):
         """Raise ``ValueError`` naming the constraint when a shape, label or modality does not fit."""
         s, b = self.latent_size, z_t.shape[0]
         if z_t.ndim != 4 or tuple(z_t.shape[1:]) != (self.z_channels, s, s):
-            raise ValueError(f"z_t must be (B, d, h, w) = (B, {self.z_channels}, {s}, {s}), got {tuple(z_t.shape)}")
+            raise ValueError(f"z_t must be (B, d, h, w) = (B, {self.z_channels}, {s}, {s}), got "
+                             f"{tuple(z_t.shape)}")
         if content.ndim != 4 or tuple(content.shape) != (b, self.content_dim, s, s):
             raise ValueError(f"content f_x0 must be (B, d', h, w) = ({b}, {self.content_dim}, {s}, {s}), "
                              f"got {tuple(content.shape)}")
@@ -117,15 +120,17 @@ class MotionGenerator(SavableModule, nn.Module):
             if label.shape != (b,):
                 raise ValueError(f"label must have shape (B,) = ({b},), got {tuple(label.shape)}")
             if label.numel() and (int(label.min()) < 0 or int(label.max()) > self.num_classes):
-                raise ValueError(f"label must lie in [0, {self.num_classes - 1}] (or {self.num_classes} = null), "
-                                 f"got [{int(label.min())}, {int(label.max())}]")
+                raise ValueError(f"label must lie in [0, {self.num_classes - 1}] (or {self.num_classes} = "
+                                 f"null), got [{int(label.min())}, {int(label.max())}]")
         if text is not None:
             if self.text_dim is None:
                 raise ValueError("text given, but this MotionGenerator was built without text_dim")
             if text.ndim != 3 or text.shape[0] != b or text.shape[2] != self.text_dim:
-                raise ValueError(f"text must be (B, L, text_dim) = ({b}, L, {self.text_dim}), got {tuple(text.shape)}")
+                raise ValueError(f"text must be (B, L, text_dim) = ({b}, L, {self.text_dim}), got "
+                                 f"{tuple(text.shape)}")
             if text_mask is not None and tuple(text_mask.shape) != tuple(text.shape[:2]):
-                raise ValueError(f"text_mask must be (B, L) = {tuple(text.shape[:2])}, got {tuple(text_mask.shape)}")
+                raise ValueError(f"text_mask must be (B, L) = {tuple(text.shape[:2])}, got "
+                                 f"{tuple(text_mask.shape)}")
         elif text_mask is not None:
             raise ValueError("text_mask given without text")
 
@@ -162,7 +167,8 @@ class MotionGenerator(SavableModule, nn.Module):
                 label: torch.Tensor | None = None, text: torch.Tensor | None = None,
                 text_mask: torch.Tensor | None = None, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``z_t (B, d, h, w)``, ``t (B,)``, ``content = f_x0 (B, d', h, w)`` -> predicted noise ``(B, d, h, w)``.
+        """``z_t (B, d, h, w)``, ``t (B,)``, ``content = f_x0 (B, d', h, w)`` -> predicted noise
+        ``(B, d, h, w)``.
 
         The condition does not depend on ``t``: a sampler may build it once with ``encode_condition`` and
         pass ``context`` (``(B, M, context_dim)``) and ``context_mask`` instead of content/label/text.

@@ -10,14 +10,15 @@ Three networks:
   ``folded_frames`` frames; these are folded into channels so that ``r_t = L`` and the temporal axis
   disappears; a conv then gives the information bottleneck's ``(mean, logvar)`` (Eq. 1).
 * ``FusionDecoder`` (D_V): the mirror.  ``z_m`` is unfolded back into ``folded_frames`` frames and
-  fused with ``f_x0`` (concatenate + 1x1 conv, at the latent scale), a 3D decoder restores the spatial size with one content-integration layer per scale (concatenate the
-  same-scale content feature broadcast over time + 1x1 conv), then temporal interpolation blocks
-  (temporal upsample + ResBlock) restore ``L`` frames, and an output conv gives the video.
+  fused with ``f_x0`` (concatenate + 1x1 conv, at the latent scale), a 3D decoder restores the spatial size
+  with one content-integration layer per scale (concatenate the same-scale content feature broadcast over time
+  + 1x1 conv), then temporal interpolation blocks (temporal upsample + ResBlock) restore ``L`` frames, and an
+    output conv gives the video.
 
 D_V reads ``f_x0`` so that the stage-1 loss trains every layer of the DMG's content condition (with
 ``f^1..f^k`` alone the ``f_x0`` head would never get a gradient and the DMG would be conditioned on an
-untrained projection).  The motion latent passes through ``LatentNorm`` (the paper's normalisation layer) before the decoder
-and the DMG.  Choices the paper leaves open are listed in ``docs/lamd.md``.
+untrained projection).  The motion latent passes through ``LatentNorm`` (the paper's normalisation layer)
+before the decoder and the DMG.  Choices the paper leaves open are listed in ``docs/lamd.md``.
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ class FusionDecoder(nn.Module):
                 blocks.append(Upsample(width, widths[i + 1], dims=3, scale=(1, 2, 2)))
             self.scales.append(nn.Sequential(*blocks))
         temporal: list[nn.Module] = []
-        for _ in range(num_temporal_stages):  # temporal interpolation: nearest x2 in time + temporal conv, ResBlock
+        # temporal interpolation: nearest x2 in time + temporal conv, ResBlock
+        for _ in range(num_temporal_stages):
             temporal += [Upsample(widths[-1], dims=3, scale=(2, 1, 1), kernel_size=(3, 1, 1)),
                          ResBlock(widths[-1], widths[-1], **rb)]
         self.temporal = nn.ModuleList(temporal)
@@ -199,7 +201,8 @@ class FusionDecoder(nn.Module):
         h = self.fuse_content(torch.cat([h, f.to(h.dtype)], dim=1))
         h = _run(self.mid, h, self.use_checkpoint)
         for fuse, stage, feat in zip(self.fuse, self.scales, content):
-            feat = feat.unsqueeze(2).expand(-1, -1, h.shape[2], -1, -1)  # (B, C', H', W') -> (B, C', T', H', W')
+            # (B, C', H', W') -> (B, C', T', H', W')
+            feat = feat.unsqueeze(2).expand(-1, -1, h.shape[2], -1, -1)
             h = fuse(torch.cat([h, feat.to(h.dtype)], dim=1))
             h = _run(stage, h, self.use_checkpoint)
         for layer in self.temporal:
@@ -224,19 +227,22 @@ class MCDVAE(SavableModule, nn.Module):
 
     def __init__(self, resolution: int, num_frames: int, in_channels: int = 3, spatial_downsample: int = 4,
                  z_channels: int = 3, image_channels: int = 128, motion_channels: int = 64,
-                 decoder_channels: int = 128, channel_mult: Sequence[int] = (1, 2, 4), num_res_blocks: int = 2,
-                 folded_frames: int = 4, dropout: float = 0.0, norm_groups: int = 32,
+                 decoder_channels: int = 128, channel_mult: Sequence[int] = (1, 2, 4),
+                 num_res_blocks: int = 2, folded_frames: int = 4, dropout: float = 0.0, norm_groups: int = 32,
                  latent_norm_momentum: float = 0.01, use_checkpoint: bool = False):
         super().__init__()
         channel_mult = tuple(int(m) for m in channel_mult)
         if spatial_downsample != 2 ** (len(channel_mult) - 1):
-            raise ValueError(f"spatial_downsample (r_s={spatial_downsample}) must equal 2 ** (len(channel_mult) - 1)"
-                             f" = {2 ** (len(channel_mult) - 1)} for channel_mult={channel_mult}")
+            raise ValueError(f"spatial_downsample (r_s={spatial_downsample}) must equal 2 ** "
+                             f"(len(channel_mult) - 1) = {2 ** (len(channel_mult) - 1)} for "
+                             f"channel_mult={channel_mult}")
         if resolution % spatial_downsample:
-            raise ValueError(f"resolution {resolution} must be divisible by spatial_downsample {spatial_downsample}")
+            raise ValueError(f"resolution {resolution} must be divisible by spatial_downsample "
+                             f"{spatial_downsample}")
         ratio = num_frames // folded_frames if folded_frames > 0 else 0
         if folded_frames < 1 or num_frames % folded_frames or ratio & (ratio - 1):
-            raise ValueError(f"num_frames / folded_frames must be a power of two, got {num_frames} / {folded_frames}")
+            raise ValueError(f"num_frames / folded_frames must be a power of two, got {num_frames} / "
+                             f"{folded_frames}")
         self.resolution, self.num_frames, self.in_channels = resolution, num_frames, in_channels
         self.spatial_downsample, self.z_channels = spatial_downsample, z_channels
         n_t = int(math.log2(ratio))
@@ -248,8 +254,8 @@ class MCDVAE(SavableModule, nn.Module):
         content_widths = [image_channels * m for m in reversed(channel_mult)]
         self.decoder = FusionDecoder(in_channels, decoder_channels, num_temporal_stages=n_t,
                                      folded_frames=folded_frames, z_channels=z_channels,
-                                     content_widths=content_widths, content_dim=self.image_encoder.content_dim,
-                                     **common)
+                                     content_widths=content_widths,
+                                     content_dim=self.image_encoder.content_dim, **common)
         self.latent_norm = LatentNorm(z_channels, momentum=latent_norm_momentum)
 
     # ---- shapes -------------------------------------------------------------------------------
@@ -272,7 +278,8 @@ class MCDVAE(SavableModule, nn.Module):
     # ---- validation ---------------------------------------------------------------------------
     def _check_range(self, x: torch.Tensor, what: str) -> None:
         if x.device.type != "meta" and x.numel() and (x.min() < -1 - 1e-3 or x.max() > 1 + 1e-3):
-            raise ValueError(f"{what} values must lie in [-1, 1], got [{x.min().item():.3f}, {x.max().item():.3f}]")
+            raise ValueError(f"{what} values must lie in [-1, 1], got [{x.min().item():.3f}, "
+                             f"{x.max().item():.3f}]")
 
     def _check_frame(self, shape: Sequence[int], what: str) -> None:
         c, hh, ww = shape
@@ -282,21 +289,26 @@ class MCDVAE(SavableModule, nn.Module):
         if hh % r or ww % r:
             raise ValueError(f"{what} H and W must be divisible by spatial_downsample r_s={r}, got {hh}x{ww}")
         if hh != self.resolution or ww != self.resolution:
-            raise ValueError(f"{what} must be {self.resolution}x{self.resolution} (resolution), got {hh}x{ww}")
+            raise ValueError(f"{what} must be {self.resolution}x{self.resolution} (resolution), got "
+                             f"{hh}x{ww}")
 
     def validate_video(self, video: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``video`` is ``(B, C, L, H, W)`` with this model's sizes, in [-1, 1]."""
+        """Raise ``ValueError`` unless ``video`` is ``(B, C, L, H, W)`` with this model's sizes, in [-1,
+        1]."""
         if not torch.is_tensor(video) or video.ndim != 5:
-            raise ValueError(f"video must be a 5-D tensor (B, C, T, H, W), got shape {tuple(getattr(video, 'shape', ()))}")
+            raise ValueError("video must be a 5-D tensor (B, C, T, H, W), got shape "
+                             f"{tuple(getattr(video, 'shape', ()))}")
         if video.shape[2] != self.num_frames:
-            raise ValueError(f"video must have T=num_frames={self.num_frames} frames (r_t = L), got {video.shape[2]}")
+            raise ValueError(f"video must have T=num_frames={self.num_frames} frames (r_t = L), got "
+                             f"{video.shape[2]}")
         self._check_frame((video.shape[1], *video.shape[3:]), "video")
         self._check_range(video, "video")
 
     def validate_image(self, x0: torch.Tensor) -> None:
         """Raise ``ValueError`` unless ``x0`` is ``(B, C, H, W)`` with this model's sizes, in [-1, 1]."""
         if not torch.is_tensor(x0) or x0.ndim != 4:
-            raise ValueError(f"x0 must be a 4-D tensor (B, C, H, W), got shape {tuple(getattr(x0, 'shape', ()))}")
+            raise ValueError("x0 must be a 4-D tensor (B, C, H, W), got shape "
+                             f"{tuple(getattr(x0, 'shape', ()))}")
         self._check_frame(x0.shape[1:], "x0")
         self._check_range(x0, "x0")
 
@@ -306,8 +318,8 @@ class MCDVAE(SavableModule, nn.Module):
                              f"got {tuple(z_m.shape)}")
         n = len(self.decoder.fuse) + 1
         if len(content) != n:
-            raise ValueError(f"content must be the list [f_x0, f^1, ..., f^k] of {n} tensors from encode_content, "
-                             f"got {len(content)}")
+            raise ValueError(f"content must be the list [f_x0, f^1, ..., f^k] of {n} tensors from "
+                             f"encode_content, got {len(content)}")
         if any(f.shape[0] != z_m.shape[0] for f in content):
             raise ValueError("content features and z_m must have the same batch size")
 

@@ -52,7 +52,8 @@ class MCDVAEModule(AutoencoderGANStage):
         beta: KL weight (Table 1: 1e-2; 1e-1 for MUG).
         lpips_weight: 0 disables LPIPS (no backbone is built).
         lpips_net / lpips_pretrained / lpips_random: backbone of ``core.losses.LPIPSLoss``: ``True`` finds
-            torchvision's file in the caches, a path loads it; ``lpips_random=True`` = random backbone (tests).
+            torchvision's file in the caches, a path loads it; ``lpips_random=True`` = random backbone
+            (tests).
         disc_weight: scale of the adaptive GAN weight; 0 disables the GAN (no discriminator, one optimiser).
         disc_start: generator steps before the GAN terms start.
         disc_loss: ``"vanilla"`` (the paper's log D / log(1 - D)) or ``"hinge"``.
@@ -147,5 +148,5 @@ def load_mcdvae(path: str | Path, map_location: str | torch.device = "cpu") -> M
     pipeline record (``videogen.core.persistence``).
     """
     return load_stage_network(path, MCDVAE, "mcdvae", r"(lamd_\w+?_mcdvae)",
-                              "give the .ckpt that a stage-1 recipe writes, or an MCDVAE.save_pretrained directory",
-                              map_location)
+                              "give the .ckpt that a stage-1 recipe writes, or an MCDVAE.save_pretrained "
+                              "directory", map_location)

@@ -63,7 +63,8 @@ class LaMD(VideoPipeline):
 
     @property
     def conditions(self) -> tuple[str, ...]:
-        """The conditions ``generate`` takes: always ``"image"``; ``"label"`` / ``"text"`` when the DMG has them."""
+        """The conditions ``generate`` takes: always ``"image"``; ``"label"`` / ``"text"`` when the DMG has
+        them."""
         return ("image",) + (("label",) if self.dmg.num_classes is not None else ()) + \
             (("text",) if self.text_encoder is not None else ())
 
@@ -90,12 +91,14 @@ class LaMD(VideoPipeline):
         if label.numel() == 1 and batch > 1:
             label = label.expand(batch)
         if label.shape != (batch,):
-            raise ValueError(f"label must be one int or {batch} ints (one per image), got shape {tuple(label.shape)}")
+            raise ValueError(f"label must be one int or {batch} ints (one per image), got shape "
+                             f"{tuple(label.shape)}")
         if int(label.min()) < 0 or int(label.max()) >= self.dmg.num_classes:
             raise ValueError(f"label must lie in [0, {self.dmg.num_classes - 1}], got {label.tolist()}")
         return label
 
-    def _text(self, text: str | Sequence[str] | None, batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _text(self, text: str | Sequence[str] | None,
+              batch: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         if text is None:
             return None, None
         if self.text_encoder is None:
@@ -139,7 +142,8 @@ class LaMD(VideoPipeline):
             cond, uncond = _same_mask_kind(cond, uncond)
         z_m = self.diffusion.sample(
             self.dmg, (b, *self.mcdvae.latent_shape), cond=cond, uncond=uncond, guidance_scale=guidance_scale,
-            sampler=sampler, num_steps=num_steps, eta=eta, generator=generator, device=device, progress=progress)
+            sampler=sampler, num_steps=num_steps, eta=eta, generator=generator, device=device,
+                                    progress=progress)
         return self.mcdvae.decode(z_m, content).clamp(-1, 1)  # (B, C, T, H, W)
 
     def _context(self, content, label, text, text_mask) -> dict[str, torch.Tensor | None]:
@@ -157,7 +161,8 @@ class LaMD(VideoPipeline):
         self.mcdvae.validate_image(x0)
         self.mcdvae.validate_video(motion_video)
         if x0.shape[0] != motion_video.shape[0]:
-            raise ValueError(f"content and motion_video batch sizes differ: {x0.shape[0]} vs {motion_video.shape[0]}")
+            raise ValueError(f"content and motion_video batch sizes differ: {x0.shape[0]} vs "
+                             f"{motion_video.shape[0]}")
         device = self._device()
         z_m, _, _ = self.mcdvae.encode_motion(motion_video.to(device), sample=False)
         return self.mcdvae.decode(z_m, self.mcdvae.encode_content(x0.to(device))).clamp(-1, 1)

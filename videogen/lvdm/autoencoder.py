@@ -80,8 +80,9 @@ class AEResBlock(nn.Module):
 
     def __init__(self, channels: int, norm_groups: int = 32):
         super().__init__()
-        self.block = nn.Sequential(_norm(channels, norm_groups), nn.SiLU(), SamePadConv3d(channels, channels, 3),
-                                   _norm(channels, norm_groups), nn.SiLU(), SamePadConv3d(channels, channels, 3))
+        self.block = nn.Sequential(_norm(channels, norm_groups), nn.SiLU(),
+                                   SamePadConv3d(channels, channels, 3), _norm(channels, norm_groups),
+                                   nn.SiLU(), SamePadConv3d(channels, channels, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.block(x)
@@ -114,7 +115,8 @@ class VideoAutoencoder3D(SavableModule, nn.Module):
         enc: list[nn.Module] = [SamePadConv3d(in_channels, hidden, 3)]
         prev = hidden
         for width, stride in zip(widths, strides):
-            enc += [SamePadConv3d(prev, width, 4, stride), *(AEResBlock(width, norm_groups) for _ in range(encoder_res_blocks))]
+            enc += [SamePadConv3d(prev, width, 4, stride),
+                    *(AEResBlock(width, norm_groups) for _ in range(encoder_res_blocks))]
             prev = width
         enc += [_norm(prev, norm_groups), nn.SiLU(), SamePadConv3d(prev, 2 * z_channels, 3)]
         self.encoder = nn.Sequential(*enc)
@@ -138,40 +140,47 @@ class VideoAutoencoder3D(SavableModule, nn.Module):
 
     def validate_video(self, x: torch.Tensor) -> None:
         if not torch.is_tensor(x) or x.ndim != 5 or x.shape[1] != self.in_channels:
-            raise ValueError(f"video must be (B, {self.in_channels}, T, H, W), got {tuple(getattr(x, 'shape', ()))}")
+            raise ValueError(f"video must be (B, {self.in_channels}, T, H, W), got "
+                             f"{tuple(getattr(x, 'shape', ()))}")
         _, _, t, h, w = x.shape
         if t % self.temporal_factor or h % self.spatial_factor or w % self.spatial_factor:
-            raise ValueError(f"T must be a multiple of {self.temporal_factor} and H, W of {self.spatial_factor}, "
-                             f"got {t}x{h}x{w}")
+            raise ValueError(f"T must be a multiple of {self.temporal_factor} and H, W of "
+                             f"{self.spatial_factor}, got {t}x{h}x{w}")
         if x.device.type != "meta" and (float(x.min()) < -1.001 or float(x.max()) > 1.001):
             raise ValueError(f"videos must lie in [-1, 1], got [{float(x.min()):.3f}, {float(x.max()):.3f}]")
 
     # ---- encode / decode ----------------------------------------------------------------------
     def encode_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean, logvar)`` of the posterior, each ``(B, 4, T/4, H/8, W/8)`` (logvar clamped to [-30, 20])."""
+        """``(mean, logvar)`` of the posterior, each ``(B, 4, T/4, H/8, W/8)`` (logvar clamped to [-30,
+        20])."""
         self.validate_video(x)
         mean, logvar = self.quant_conv(self.encoder(x)).chunk(2, dim=1)
         return mean, logvar.clamp(-30.0, 20.0)
 
     def encode(self, x: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None,
                normalize: bool = True) -> torch.Tensor:
-        """Latents (posterior sample or mean), normalised by ``scale * (z + shift)`` unless ``normalize=False``."""
+        """Latents (posterior sample or mean), normalised by ``scale * (z + shift)`` unless
+        ``normalize=False``."""
         mean, logvar = self.encode_moments(x)
         z = mean
         if sample:
-            z = mean + torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype) * (0.5 * logvar).exp()
+            z = mean + torch.randn(mean.shape, generator=generator, device=mean.device,
+                                   dtype=mean.dtype) * (0.5 * logvar).exp()
         return self.scale * (z + self.shift) if normalize else z
 
     def decode(self, z: torch.Tensor, normalized: bool = True) -> torch.Tensor:
-        """Latents ``(B, 4, t, h, w)`` -> video ``(B, 3, 4t, 8h, 8w)`` (un-normalised first if ``normalized``)."""
+        """Latents ``(B, 4, t, h, w)`` -> video ``(B, 3, 4t, 8h, 8w)`` (un-normalised first if
+        ``normalized``)."""
         if z.ndim != 5 or z.shape[1] != self.z_channels:
             raise ValueError(f"latents must be (B, {self.z_channels}, t, h, w), got {tuple(z.shape)}")
         if normalized:
             z = z / self.scale - self.shift
         return self.decoder(self.post_quant_conv(z))
 
-    def forward(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x`` -> ``(reconstruction, mean, logvar)`` (unnormalised latents: the scale does not matter here)."""
+    def forward(self, x: torch.Tensor,
+                sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``x`` -> ``(reconstruction, mean, logvar)`` (unnormalised latents: the scale does not matter
+        here)."""
         mean, logvar = self.encode_moments(x)
         z = mean + torch.randn_like(mean) * (0.5 * logvar).exp() if sample else mean
         return self.decoder(self.post_quant_conv(z)), mean, logvar
@@ -185,7 +194,8 @@ class VideoAutoencoder3D(SavableModule, nn.Module):
         total, total_sq, count, clips = 0.0, 0.0, 0, 0
         for batch in videos:
             z = self.encode(batch, sample=True, normalize=False).double()
-            total, total_sq, count = total + float(z.sum()), total_sq + float(z.square().sum()), count + z.numel()
+            total, total_sq, count = \
+                total + float(z.sum()), total_sq + float(z.square().sum()), count + z.numel()
             clips += batch.shape[0]
             if max_latents is not None and clips >= max_latents:
                 break

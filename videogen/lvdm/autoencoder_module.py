@@ -56,8 +56,9 @@ class VideoAutoencoder3DModule(AutoencoderGANStage):
     def __init__(self, autoencoder: VideoAutoencoder3D | dict[str, Any], lpips_weight: float = 1.0,
                  lpips_net: str = "vgg", lpips_pretrained: bool | str = True, lpips_random: bool = False,
                  learn_logvar: bool = True, logvar_init: float = 0.0, kl_weight: float = 0.0,
-                 disc_weight: float = 0.5, disc_start: int = 50001, disc_channels: int = 64, disc_layers: int = 3,
-                 lr: float = 3.6e-5, betas: tuple[float, float] = (0.5, 0.9), scale_lr: bool = False,
+                 disc_weight: float = 0.5, disc_start: int = 50001, disc_channels: int = 64,
+                 disc_layers: int = 3, lr: float = 3.6e-5, betas: tuple[float, float] = (0.5, 0.9),
+                 scale_lr: bool = False,
                  pixel_loss: str = "l1", nan_policy: str = "raise", grad_clip: float | None = None):
         if pixel_loss not in ("l1", "l2"):
             raise ValueError(f"pixel_loss must be 'l1' or 'l2', got {pixel_loss!r}")

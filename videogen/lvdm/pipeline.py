@@ -5,8 +5,8 @@
 * ``generate_long(num_frames)``: keyframes by autoregressive prediction, then every adjacent pair filled by
   interpolation (the official loop fills about a third of the pairs), or ``mode="autoregressive"`` (the
   paper's baseline: consecutive latents chained by a prediction model trained with keyframe stride 1,
-  ``autoregressive``; spec §3.3); exactly ``num_frames`` frames come back; decoding is chunked with overlap, and
-  ``on_chunk`` receives decoded frames as they are ready (memory bounded in the number of frames).
+  ``autoregressive``; spec §3.3); exactly ``num_frames`` frames come back; decoding is chunked with overlap,
+  and ``on_chunk`` receives decoded frames as they are ready (memory bounded in the number of frames).
 * ``predict(frames, num_frames)``: the ``num_frames`` frames that follow a given video (the same
   hierarchy, started from the video's last latent); ``interpolate(first, last)``: the frames between two
   videos' boundary latents.
@@ -40,7 +40,8 @@ class LVDM(VideoPipeline):
 
     Args:
         autoencoder: the (calibrated) 3D autoencoder.
-        prediction, interpolation: ``ConditionalUNet3D`` models (interpolation only for hierarchical sampling).
+        prediction, interpolation: ``ConditionalUNet3D`` models (interpolation only for hierarchical
+        sampling).
         diffusion: the ``GaussianDiffusion`` kwargs they were trained with.
         keyframe_stride: latents between keyframes (the interpolation clip is ``stride + 1`` latents).
         short: the unconditional short model (optional).
@@ -55,7 +56,8 @@ class LVDM(VideoPipeline):
     samples hierarchically; ``generate(image=...)`` predicts the frames after the image.
     """
 
-    components = {name: name for name in ("autoencoder", "prediction", "interpolation", "short", "autoregressive")}
+    components = {name: name for name
+                  in ("autoencoder", "prediction", "interpolation", "short", "autoregressive")}
     component_hints = {"prediction": "give the checkpoint of recipes/lvdm_*_prediction.yaml",
                        "autoencoder": "the prediction checkpoint has it"}
     variable_length = True  # generate makes any num_frames (short clip, or generate_long)
@@ -68,10 +70,12 @@ class LVDM(VideoPipeline):
 
     def __init__(self, autoencoder: VideoAutoencoder3D, prediction: ConditionalUNet3D,
                  interpolation: ConditionalUNet3D | None = None, diffusion: dict[str, Any] | None = None,
-                 keyframe_stride: int = 4, short: UNet3D | None = None, video_size: tuple[int, int] | None = None,
-                 clip_frames: int = 16, autoregressive: ConditionalUNet3D | None = None):
+                 keyframe_stride: int = 4, short: UNet3D | None = None,
+                 video_size: tuple[int, int] | None = None, clip_frames: int = 16,
+                 autoregressive: ConditionalUNet3D | None = None):
         super().__init__()
-        self.autoencoder, self.prediction, self.interpolation, self.short = autoencoder, prediction, interpolation, short
+        self.autoencoder, self.prediction, self.interpolation, self.short = \
+            autoencoder, prediction, interpolation, short
         self.autoregressive = autoregressive
         self.diffusion_config = {**DEFAULT_DIFFUSION, **(diffusion or {})}
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
@@ -99,10 +103,12 @@ class LVDM(VideoPipeline):
     # ---- one clip -----------------------------------------------------------------------------
     @torch.no_grad()
     def sample_clip(self, model: ConditionalUNet3D, frames: int, latent_hw: tuple[int, int], batch: int,
-                    given: torch.Tensor | None = None, given_at: tuple[int, ...] = (), cond_noise_level: int = 100,
-                    guidance: float = 0.1, num_steps: int = 50, eta: float = 1.0, sampler: Any = "ddim",
+                    given: torch.Tensor | None = None, given_at: tuple[int, ...] = (),
+                    cond_noise_level: int = 100, guidance: float = 0.1, num_steps: int = 50, eta: float = 1.0,
+                    sampler: Any = "ddim",
                     generator: torch.Generator | None = None) -> torch.Tensor:
-        """A latent clip ``(B, C, frames, h, w)``; ``given (B, C, len(given_at), h, w)`` sit at ``given_at``."""
+        """A latent clip ``(B, C, frames, h, w)``; ``given (B, C, len(given_at), h, w)`` sit at
+        ``given_at``."""
         dev = self._device()
         c = model.latent_channels
         z0 = torch.zeros(batch, c, frames, *latent_hw, device=dev)
@@ -111,25 +117,27 @@ class LVDM(VideoPipeline):
             z0[:, :, list(given_at)] = given.to(dev)
             mask[:, list(given_at)] = True
         s = torch.full((batch,), cond_noise_level, dtype=torch.long, device=dev)
-        noise = torch.randn(z0.shape, generator=generator, device=generator.device if generator else dev).to(dev)
+        noise = torch.randn(z0.shape, generator=generator,
+                            device=generator.device if generator else dev).to(dev)
         z_s = self.diffusion.add_noise(z0, noise, s)  # noised once, written in at every step
 
         def model_fn(x, t, mask, z_s, noise_level):
             return model(mix_given(x, z_s, mask), t, mask=mask, noise_level=noise_level)
 
         conditional = given is not None
-        cond = {"mask": mask, "z_s": z_s, "noise_level": s if conditional else torch.full_like(s, model.null_level)}
+        cond = {"mask": mask, "z_s": z_s,
+                "noise_level": s if conditional else torch.full_like(s, model.null_level)}
         uncond = {"mask": torch.zeros_like(mask), "z_s": torch.zeros_like(z_s),
                   "noise_level": torch.full_like(s, model.null_level)} if conditional and guidance else None
         scale = 1.0 + guidance if uncond is not None else 1.0  # eps_c + w (eps_c - eps_u)
         out = self.diffusion.sample(model_fn, tuple(z0.shape), cond=cond, uncond=uncond, guidance_scale=scale,
-                                    sampler=sampler, num_steps=num_steps, eta=eta, generator=generator, device=dev,
-                                    progress=False)
+                                    sampler=sampler, num_steps=num_steps, eta=eta, generator=generator,
+                                    device=dev, progress=False)
         return torch.where(mask[:, None, :, None, None], z0, out)  # the given latents, exactly
 
     # ---- short clips ----------------------------------------------------------------------------
-    def _generate(self, *, image: torch.Tensor | None, label: None, text: None, batch: int, num_frames: int | None,
-                  num_steps: int, sampler: Any, guidance_scale: float | None,
+    def _generate(self, *, image: torch.Tensor | None, label: None, text: None, batch: int,
+                  num_frames: int | None, num_steps: int, sampler: Any, guidance_scale: float | None,
                   generator: torch.Generator | None, progress: bool, height: int | None = None,
                   width: int | None = None, mode: str = "hierarchical", eta: float = 1.0,
                   cond_noise_level: int = 100) -> torch.Tensor:
@@ -143,8 +151,8 @@ class LVDM(VideoPipeline):
         as ``1 + w`` (default w = 0.1, i.e. s = 1.1).
         """
         w = 0.1 if guidance_scale is None else guidance_scale - 1.0
-        long = dict(mode=mode, num_steps=num_steps, sampler=sampler, guidance=w, cond_noise_level=cond_noise_level,
-                    generator=generator, progress=progress, eta=eta)
+        long = dict(mode=mode, num_steps=num_steps, sampler=sampler, guidance=w,
+                    cond_noise_level=cond_noise_level, generator=generator, progress=progress, eta=eta)
         num_frames = num_frames or self.clip_frames
         if image is not None:
             hold = self.context_latents(mode) * self.autoencoder.temporal_factor
@@ -172,10 +180,10 @@ class LVDM(VideoPipeline):
             return self.autoregressive
         if self.keyframe_stride == 1:
             return self.prediction
-        raise ValueError(f"mode='autoregressive' chains consecutive latents: it needs a prediction model trained "
-                         f"with keyframe_stride 1 (LVDMLongModule(mode='prediction', keyframe_stride=1)), given as "
-                         f"LVDM(..., autoregressive=model); this pipeline's prediction model makes keyframes "
-                         f"{self.keyframe_stride} latents apart")
+        raise ValueError("mode='autoregressive' chains consecutive latents: it needs a prediction model "
+                         "trained with keyframe_stride 1 (LVDMLongModule(mode='prediction', "
+                         "keyframe_stride=1)), given as LVDM(..., autoregressive=model); this pipeline's "
+                         f"prediction model makes keyframes {self.keyframe_stride} latents apart")
 
     def context_latents(self, mode: str = "hierarchical") -> int:
         """Latents of given video that ``predict`` continues from in ``mode``: the prediction model's
@@ -192,14 +200,15 @@ class LVDM(VideoPipeline):
             return self.prediction.num_given, self.keyframe_stride
         return self._autoregressive_model().num_given, 1
 
-    def _predict_chain(self, model: ConditionalUNet3D, count: int, kw: dict[str, Any], start: torch.Tensor | None,
-                       bar) -> torch.Tensor:
+    def _predict_chain(self, model: ConditionalUNet3D, count: int, kw: dict[str, Any],
+                       start: torch.Tensor | None, bar) -> torch.Tensor:
         """At least ``count`` latents by chained prediction: each 4-latent clip is given the last
         ``n = model.num_given`` latents so far (the first clip ``start``, or nothing), and adds ``4 - n``."""
         n = model.num_given
         if start is not None and start.shape[2] != n:
             raise ValueError(f"this prediction model is given {n} latents, got {start.shape[2]}")
-        z = self.sample_clip(model, 4, given=start, given_at=tuple(range(n)) if start is not None else (), **kw)
+        z = self.sample_clip(model, 4, given=start, given_at=tuple(range(n)) if start is not None else (),
+                             **kw)
         bar.update()
         while z.shape[2] < count:
             nxt = self.sample_clip(model, 4, given=z[:, :, -n:], given_at=tuple(range(n)), **kw)
@@ -216,7 +225,8 @@ class LVDM(VideoPipeline):
         if mode not in ("hierarchical", "autoregressive"):
             raise ValueError(f"mode must be 'hierarchical' or 'autoregressive', got {mode!r}")
         if mode == "hierarchical" and self.interpolation is None:
-            raise ValueError("hierarchical sampling needs the interpolation model (or use mode='autoregressive')")
+            raise ValueError("hierarchical sampling needs the interpolation model (or use "
+                             "mode='autoregressive')")
         kw = dict(latent_hw=latent_hw, batch=batch, **kw)
         f_t, r = self.autoencoder.temporal_factor, self.keyframe_stride
         if mode == "autoregressive":
@@ -227,27 +237,33 @@ class LVDM(VideoPipeline):
         plan = hierarchical_plan(num_frames, f_t, r, given=self.prediction.num_given)
         with tqdm(total=plan["prediction_clips"] + plan["interpolation_clips"], desc="LVDM clips",
                   disable=not progress) as bar:
-            keys = self._predict_chain(self.prediction, plan["keyframes"], kw, start, bar)[:, :, : plan["keyframes"]]
+            keys = self._predict_chain(self.prediction, plan["keyframes"], kw, start,
+                                       bar)[:, :, : plan["keyframes"]]
             latents = [keys[:, :, :1]]
             for i in range(keys.shape[2] - 1):
-                clip = self.sample_clip(self.interpolation, r + 1, given=keys[:, :, i:i + 2], given_at=(0, r), **kw)
+                clip = self.sample_clip(self.interpolation, r + 1, given=keys[:, :, i:i + 2], given_at=(0, r),
+                                        **kw)
                 latents.append(clip[:, :, 1:])
                 bar.update()
         return torch.cat(latents, dim=2)
 
     @torch.no_grad()
-    def generate_long(self, num_frames: int, height: int | None = None, width: int | None = None, batch: int = 1,
-                      mode: str = "hierarchical", num_steps: int = 50, sampler: Any = "ddim", guidance: float = 0.1,
-                      cond_noise_level: int = 100, generator: torch.Generator | None = None, chunk_latents: int = 16,
-                      overlap: int = 2, on_chunk: Callable[[torch.Tensor], None] | None = None,
+    def generate_long(self, num_frames: int, height: int | None = None, width: int | None = None,
+                      batch: int = 1, mode: str = "hierarchical", num_steps: int = 50, sampler: Any = "ddim",
+                      guidance: float = 0.1,
+                      cond_noise_level: int = 100, generator: torch.Generator | None = None,
+                      chunk_latents: int = 16, overlap: int = 2,
+                      on_chunk: Callable[[torch.Tensor], None] | None = None,
                       progress: bool = True, eta: float = 1.0) -> torch.Tensor | None:
-        """``(B, 3, num_frames, H, W)`` in [-1, 1] (or None when ``on_chunk`` takes the frames as they decode);
+        """``(B, 3, num_frames, H, W)`` in [-1, 1] (or None when ``on_chunk`` takes the frames as they
+        decode);
         ``eta``: DDIM stochasticity of every clip (1 as LVDM; 0 deterministic)."""
         height, width = self._size(height, width)
         ae = self.autoencoder
         hw = (height // ae.spatial_factor, width // ae.spatial_factor)
         z = self._long_latents(num_frames, hw, batch, mode, None, progress, cond_noise_level=cond_noise_level,
-                               guidance=guidance, num_steps=num_steps, sampler=sampler, generator=generator, eta=eta)
+                               guidance=guidance, num_steps=num_steps, sampler=sampler, generator=generator,
+                               eta=eta)
         return self.decode_chunked(z, num_frames, chunk_latents, overlap, on_chunk)
 
     def _encode(self, frames: torch.Tensor, name: str) -> torch.Tensor:
@@ -255,47 +271,56 @@ class LVDM(VideoPipeline):
             raise ValueError(f"{name} must be videos (B, 3, T, H, W) in [-1, 1], got {tuple(frames.shape)}")
         f_t = self.autoencoder.temporal_factor
         if frames.shape[2] < f_t or frames.shape[2] % f_t:
-            raise ValueError(f"{name} needs a multiple of {f_t} frames (one latent per {f_t}), got {frames.shape[2]}")
+            raise ValueError(f"{name} needs a multiple of {f_t} frames (one latent per {f_t}), got "
+                             f"{frames.shape[2]}")
         return self.autoencoder.encode(frames.to(self._device()), sample=False)
 
     @torch.no_grad()
     def predict(self, frames: torch.Tensor, num_frames: int, mode: str = "hierarchical", num_steps: int = 50,
                 sampler: Any = "ddim", guidance: float = 0.1, cond_noise_level: int = 100,
-                generator: torch.Generator | None = None, progress: bool = True, eta: float = 1.0) -> torch.Tensor:
-        """The ``num_frames`` frames ``(B, 3, num_frames, H, W)`` that follow the videos ``frames (B, 3, T, H, W)``."""
+                generator: torch.Generator | None = None, progress: bool = True,
+                eta: float = 1.0) -> torch.Tensor:
+        """The ``num_frames`` frames ``(B, 3, num_frames, H, W)`` that follow the videos
+        ``frames (B, 3, T, H, W)``."""
         z = self._encode(frames, "frames")
         f_t, context = self.autoencoder.temporal_factor, self.context_latents(mode)
         if z.shape[2] < context:
             raise ValueError(f"predict in mode {mode!r} continues from {context} latents of the given video "
                              f"({context * f_t} frames), got {frames.shape[2]} frames")
-        start = z[:, :, z.shape[2] - context :: self._given_layout(mode)[1]]  # the model's given latents, ending at the last one
+        # the model's given latents, ending at the last one
+        start = z[:, :, z.shape[2] - context :: self._given_layout(mode)[1]]
         # The plan starts at the first given latent: plan the context's frames too, and drop them.
-        out = self._long_latents(num_frames + context * f_t, tuple(z.shape[3:]), z.shape[0], mode, start, progress,
-                                 cond_noise_level=cond_noise_level, guidance=guidance, num_steps=num_steps,
+        out = self._long_latents(num_frames + context * f_t, tuple(z.shape[3:]), z.shape[0], mode, start,
+                                 progress, cond_noise_level=cond_noise_level, guidance=guidance,
+                                 num_steps=num_steps,
                                  sampler=sampler, generator=generator, eta=eta)
-        out[:, :, :context] = z[:, :, -context:]  # decode the continuation next to the given video's own latents
+        # decode the continuation next to the given video's own latents
+        out[:, :, :context] = z[:, :, -context:]
         return self.decode_chunked(out, context * f_t + num_frames)[:, :, context * f_t:]
 
     @torch.no_grad()
     def interpolate(self, first: torch.Tensor, last: torch.Tensor, num_steps: int = 50, sampler: Any = "ddim",
                     guidance: float = 0.1, cond_noise_level: int = 100,
                     generator: torch.Generator | None = None) -> torch.Tensor:
-        """The ``(stride - 1) * f_t`` frames between the end of ``first`` and the start of ``last`` (videos)."""
+        """The ``(stride - 1) * f_t`` frames between the end of ``first`` and the start of ``last``
+        (videos)."""
         if self.interpolation is None:
             raise ValueError("this LVDM pipeline has no interpolation model")
         a, b = self._encode(first, "first")[:, :, -1:], self._encode(last, "last")[:, :, :1]
         if a.shape != b.shape:
-            raise ValueError(f"first and last must have the same batch and frame size, got {tuple(first.shape)} "
-                             f"and {tuple(last.shape)}")
+            raise ValueError("first and last must have the same batch and frame size, got "
+                             f"{tuple(first.shape)} and {tuple(last.shape)}")
         r, f_t = self.keyframe_stride, self.autoencoder.temporal_factor
-        clip = self.sample_clip(self.interpolation, r + 1, tuple(a.shape[3:]), a.shape[0], given=torch.cat([a, b], 2),
-                                given_at=(0, r), cond_noise_level=cond_noise_level, guidance=guidance,
+        clip = self.sample_clip(self.interpolation, r + 1, tuple(a.shape[3:]), a.shape[0],
+                                given=torch.cat([a, b], 2), given_at=(0, r),
+                                cond_noise_level=cond_noise_level, guidance=guidance,
                                 num_steps=num_steps, sampler=sampler, generator=generator)
         return self.decode_chunked(clip)[:, :, f_t:r * f_t]
 
     @torch.no_grad()
     def decode_chunked(self, z: torch.Tensor, num_frames: int | None = None, chunk_latents: int = 16,
-                       overlap: int = 2, on_chunk: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor | None:
+                       overlap: int = 2,
+                       on_chunk: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor | None:
         """Decode ``(B, C, T, h, w)`` latents ``chunk_latents`` at a time, each with ``overlap`` latents of
         context on both sides (dropped after decoding); the first ``num_frames`` frames are kept.
 
@@ -333,8 +358,9 @@ class LVDM(VideoPipeline):
         if autoregressive_ckpt is not None:
             baseline = super().from_checkpoints(autoregressive_ckpt, map_location=map_location)
             if baseline.keyframe_stride != 1:
-                raise ValueError(f"{autoregressive_ckpt} was trained with keyframe_stride {baseline.keyframe_stride}; "
-                                 "the autoregressive model needs 1 (consecutive latents)")
+                raise ValueError(f"{autoregressive_ckpt} was trained with keyframe_stride "
+                                 f"{baseline.keyframe_stride}; the autoregressive model needs 1 (consecutive "
+                                 "latents)")
             pipe.autoregressive = baseline.prediction
         return pipe
 
@@ -356,7 +382,8 @@ def hierarchical_plan(num_frames: int, temporal_factor: int = 4, stride: int = 4
             "interpolation_clips": keyframes - 1, "latents": out, "frames": out * temporal_factor}
 
 
-def autoregressive_clips(num_frames: int, temporal_factor: int = 4, pred_length: int = 4, given: int = 1) -> int:
+def autoregressive_clips(num_frames: int, temporal_factor: int = 4, pred_length: int = 4,
+                         given: int = 1) -> int:
     """Prediction clips of autoregressive sampling: the first gives ``pred_length`` latents, each next one
     ``pred_length - given`` more, until ``ceil(F / f_t)`` latents (1024 frames: 1 + 84 = 85 clips)."""
     latents = math.ceil(num_frames / temporal_factor)

@@ -52,7 +52,8 @@ class VideoUNetFromSD(nn.Module):
         for name, module in self.sd.unet.named_modules():
             if isinstance(module, Transformer2DModel):
                 channels = module.config.in_channels
-                layers[name.replace(".", "_")] = _AttentionHalf(channels, heads if channels % heads == 0 else 1,
+                layers[name.replace(".", "_")] = _AttentionHalf(channels,
+                                                                heads if channels % heads == 0 else 1,
                                                                 max_relative_distance)
                 module.register_forward_hook(self._temporal_hook(name.replace(".", "_")))
                 self.spatial_names.append(name)
@@ -92,7 +93,8 @@ class VideoUNetFromSD(nn.Module):
         directory = Path(directory)
         for name in ("config.json", TEMPORAL_WEIGHTS, "unet"):
             if not (directory / name).exists():
-                raise FileNotFoundError(f"{directory / name} not found: not a VideoUNetFromSD.save_pretrained directory")
+                raise FileNotFoundError(f"{directory / name} not found: not a "
+                                        "VideoUNetFromSD.save_pretrained directory")
         settings = json.loads((directory / "config.json").read_text())
         unet = cls(SDUNet.from_pretrained(directory / "unet"), heads=settings["heads"],
                    max_relative_distance=settings["max_relative_distance"])
@@ -101,7 +103,8 @@ class VideoUNetFromSD(nn.Module):
 
     @classmethod
     def from_sd(cls, path: str, **kwargs: Any) -> VideoUNetFromSD:
-        """Convert Stable Diffusion weights: the SD UNet unchanged, new temporal layers that start as the identity."""
+        """Convert Stable Diffusion weights: the SD UNet unchanged, new temporal layers that start as the
+        identity."""
         return cls(pretrained=path, **kwargs)
 
     def _temporal_hook(self, key: str):

@@ -58,8 +58,9 @@ class LVDMTextToVideo(VideoPipeline):
     def _device(self) -> torch.device:
         return next(self.unet.parameters()).device
 
-    def _generate(self, *, image: None, label: None, text: Sequence[str] | str, batch: int, num_frames: int | None,
-                  num_steps: int, sampler: Any, guidance_scale: float | None, generator: torch.Generator | None,
+    def _generate(self, *, image: None, label: None, text: Sequence[str] | str, batch: int,
+                  num_frames: int | None, num_steps: int, sampler: Any, guidance_scale: float | None,
+                  generator: torch.Generator | None,
                   progress: bool, height: int | None = None, width: int | None = None, eta: float = 1.0
                   ) -> torch.Tensor:
         """``generate``: videos for ``text``; ``guidance_scale`` default 15 (against ""), ``eta`` 1."""
@@ -69,13 +70,15 @@ class LVDMTextToVideo(VideoPipeline):
             height, width = self.video_size
         f = self.vae.downsample
         if height % f or width % f:
-            raise ValueError(f"height and width must be divisible by the VAE's downsampling {f}, got {height}x{width}")
+            raise ValueError(f"height and width must be divisible by the VAE's downsampling {f}, got "
+                             f"{height}x{width}")
         texts = [text] * batch if isinstance(text, str) else list(text)
         dev = self._device()
         shape = (batch, self.vae.latent_channels, num_frames or self.clip_frames, height // f, width // f)
         scale = 15.0 if guidance_scale is None else guidance_scale
         cond = {"text_states": self.text_encoder(texts)[0].to(dev)}
         uncond = {"text_states": self.text_encoder([""] * batch)[0].to(dev)} if scale != 1.0 else None
-        z = self.diffusion.sample(self.unet, shape, cond=cond, uncond=uncond, guidance_scale=scale, sampler=sampler,
-                                  num_steps=num_steps, eta=eta, generator=generator, device=dev, progress=progress)
+        z = self.diffusion.sample(self.unet, shape, cond=cond, uncond=uncond, guidance_scale=scale,
+                                  sampler=sampler, num_steps=num_steps, eta=eta, generator=generator,
+                                  device=dev, progress=progress)
         return self.vae.decode(z)

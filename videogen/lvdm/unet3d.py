@@ -44,7 +44,8 @@ from videogen.core.nn import (
 )
 from videogen.core.persistence import SavableModule
 
-__all__ = ["DEFAULT_DIFFUSION", "ConditionalUNet3D", "FactorizedAttention", "UNet3D", "mix_given", "relative_attention"]
+__all__ = ["DEFAULT_DIFFUSION", "ConditionalUNet3D", "FactorizedAttention", "UNet3D", "mix_given",
+           "relative_attention"]
 
 #: the schedule of LVDM's official configs (what the short and long models train and sample with)
 DEFAULT_DIFFUSION = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.0015,
@@ -63,7 +64,8 @@ def relative_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_k:
 
 
 class _AttentionHalf(nn.Module):
-    """GN -> Conv1d qkv -> multi-head attention -> zero-init Conv1d -> residual, over the last axis of ``(N, C, L)``."""
+    """GN -> Conv1d qkv -> multi-head attention -> zero-init Conv1d -> residual, over the last axis of
+    ``(N, C, L)``."""
 
     def __init__(self, channels: int, heads: int, relative: int | None):
         super().__init__()
@@ -87,14 +89,16 @@ class _AttentionHalf(nn.Module):
             out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, L, d)
         else:
             pos = torch.arange(length, device=x.device)
-            idx = (pos[None, :] - pos[:, None]).clamp(-self.max_distance, self.max_distance) + self.max_distance
+            idx = (pos[None, :] - pos[:, None]).clamp(-self.max_distance,
+                                                      self.max_distance) + self.max_distance
             out = relative_attention(q, k, v, self.rel_k[idx].to(q.dtype), self.rel_v[idx].to(q.dtype))
         out = out.permute(0, 1, 3, 2).reshape(n, c, length)  # (N, heads, L, d) -> (N, C, L)
         return x + self.proj_out(out)
 
 
 class FactorizedAttention(nn.Module):
-    """Spatial attention per frame, then temporal attention (relative positions) per position: ``(B, C, T, H, W)``."""
+    """Spatial attention per frame, then temporal attention (relative positions) per position:
+    ``(B, C, T, H, W)``."""
 
     def __init__(self, channels: int, heads: int, max_relative_distance: int | None = 4):
         super().__init__()
@@ -156,8 +160,8 @@ class UNet3D(SavableModule, UNetSkeleton):
     def _apply_block(self, block: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         for layer in block:
             if isinstance(layer, ResBlock):
-                h = checkpoint(layer, h, emb, use_reentrant=False) if self.use_checkpoint and h.requires_grad \
-                    else layer(h, emb)
+                h = checkpoint(layer, h, emb, use_reentrant=False) \
+                    if self.use_checkpoint and h.requires_grad else layer(h, emb)
             elif self.use_checkpoint and h.requires_grad and isinstance(layer, FactorizedAttention):
                 h = checkpoint(layer, h, use_reentrant=False)
             else:
@@ -185,13 +189,16 @@ class UNet3D(SavableModule, UNetSkeleton):
 class ConditionalUNet3D(UNet3D):
     """``UNet3D`` + mask channel + conditioning-noise-level embedding.  See the module docstring."""
 
-    def __init__(self, latent_channels: int = 4, max_noise_level: int = 250, num_given: int = 1, **unet_kwargs: Any):
+    def __init__(self, latent_channels: int = 4, max_noise_level: int = 250, num_given: int = 1,
+                 **unet_kwargs: Any):
         """``num_given``: how many leading latents a prediction model is given (official ``n_prevs [1]``);
         the sampler gives it that many of the last latents of each clip.  Interpolation ignores it."""
         if not 1 <= num_given <= 3:
-            raise ValueError(f"num_given must be 1, 2 or 3 of the 4 latents of a prediction clip, got {num_given}")
+            raise ValueError("num_given must be 1, 2 or 3 of the 4 latents of a prediction clip, got "
+                             f"{num_given}")
         super().__init__(in_channels=latent_channels + 1, out_channels=latent_channels, **unet_kwargs)
-        self.latent_channels, self.max_noise_level, self.num_given = latent_channels, max_noise_level, num_given
+        self.latent_channels, self.max_noise_level, self.num_given = \
+            latent_channels, max_noise_level, num_given
         self.noise_level_embed = nn.Embedding(max_noise_level + 1, 4 * self.model_channels)  # last row: null
         nn.init.zeros_(self.noise_level_embed.weight)
 
@@ -201,9 +208,11 @@ class ConditionalUNet3D(UNet3D):
 
     @classmethod
     def from_short(cls, short: UNet3D, max_noise_level: int = 250, num_given: int = 1) -> ConditionalUNet3D:
-        """Every weight of ``short``; the mask channel's input weights and the level embedding start at zero."""
+        """Every weight of ``short``; the mask channel's input weights and the level embedding start at
+        zero."""
         cfg = {k: v for k, v in short.config.items() if k not in ("in_channels", "out_channels")}
-        model = cls(latent_channels=short.in_channels, max_noise_level=max_noise_level, num_given=num_given, **cfg)
+        model = cls(latent_channels=short.in_channels, max_noise_level=max_noise_level, num_given=num_given,
+                    **cfg)
         state = short.state_dict()
         conv = "input_blocks.0.0.weight"
         weight = torch.zeros_like(model.state_dict()[conv])
@@ -211,12 +220,14 @@ class ConditionalUNet3D(UNet3D):
         state[conv] = weight
         missing, unexpected = model.load_state_dict(state, strict=False)
         if unexpected or set(missing) != {"noise_level_embed.weight"}:
-            raise ValueError(f"cannot initialise from this short model: missing {missing}, unexpected {unexpected}")
+            raise ValueError(f"cannot initialise from this short model: missing {missing}, unexpected "
+                             f"{unexpected}")
         return model
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None,
                 noise_level: torch.Tensor | None = None) -> torch.Tensor:
-        """``x (B, C, T, h, w)`` (given latents already in place), ``mask (B, T)`` bool, ``noise_level (B,)``."""
+        """``x (B, C, T, h, w)`` (given latents already in place), ``mask (B, T)`` bool,
+        ``noise_level (B,)``."""
         b, _, frames, h, w = x.shape
         mask = torch.zeros(b, frames, dtype=torch.bool, device=x.device) if mask is None else mask
         if mask.shape != (b, frames):
@@ -228,6 +239,7 @@ class ConditionalUNet3D(UNet3D):
 
 
 def mix_given(z_t: torch.Tensor, z_s: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``z_t`` where ``mask (B, t)`` is 0, the given (perturbed) latents ``z_s`` where it is 1: ``(B, C, t, h, w)``."""
+    """``z_t`` where ``mask (B, t)`` is 0, the given (perturbed) latents ``z_s`` where it is 1:
+    ``(B, C, t, h, w)``."""
     m = mask[:, None, :, None, None].to(z_t.dtype)
     return z_t * (1 - m) + z_s * m

@@ -42,7 +42,8 @@ class CMDDemoConfig:
     size: int = 32
     num_frames: int = 8
     object_size: float = 0.3
-    speed: tuple[float, float] = (1 / 3, 1 / 2)  # distance over the clip (bounce: per 16 frames), fraction of the frame
+    # distance over the clip (bounce: per 16 frames), fraction of the frame
+    speed: tuple[float, float] = (1 / 3, 1 / 2)
     motion: str = "linear"  # or "bounce" (the synthetic benchmark's common data)
     directions: int = 4
     num_train: int = 2000
@@ -55,7 +56,8 @@ class CMDDemoConfig:
     ae_motion_channels: int = 8  # D; the paper's 8 (D 4 at 800 steps: shape read back from recons 0.34)
     ae_patch: int = 4
     content_patch: int = 4  # the content DiT's patch on the 32 x 32 content frame: 8 x 8 tokens
-    motion_content_patch: int = 8  # the motion DiT's second patch embedding, over the content frame: 4 x 4 tokens
+    # the motion DiT's second patch embedding, over the content frame: 4 x 4 tokens
+    motion_content_patch: int = 8
     pixel_loss: str = "l2"
     ae_lr: float = 1e-3
     ae_steps: int = 1600  # 800: 27.2 dB, shape 0.42 from recons; 1600: 29.75 dB, shape 0.78 (docs/cmd.md)
@@ -69,7 +71,8 @@ class CMDDemoConfig:
     content_steps: int = 1500
     motion_steps: int = 1500
     dit_batch: int = 32
-    dit_ema: float | None = 0.995  # EMA of the DiTs' weights (core's EMA callback, with warm-up); None: last weights
+    # EMA of the DiTs' weights (core's EMA callback, with warm-up); None: last weights
+    dit_ema: float | None = 0.995
     cond_drop_prob: float = 0.1
     # the motion DiT's data: motion_scale * z; "std": 1 / std of the cached training latents (spec O14)
     motion_scale: float | str = 1.0
@@ -98,12 +101,13 @@ class CMDDemoConfig:
 
 
 def _data_kw(cfg: CMDDemoConfig) -> dict[str, Any]:
-    return dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions, object_size=cfg.object_size,
-                speed=tuple(cfg.speed), motion=cfg.motion)
+    return dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions,
+                object_size=cfg.object_size, speed=tuple(cfg.speed), motion=cfg.motion)
 
 
 def heldout_set(cfg: CMDDemoConfig, seed: int):
-    """The demo's held-out captioned videos (another seed than the training set's), as an ``InMemoryDataset``."""
+    """The demo's held-out captioned videos (another seed than the training set's), as an
+    ``InMemoryDataset``."""
     from videogen.data import SyntheticVideoDataset
 
     return materialise(SyntheticVideoDataset(cfg.num_heldout, seed=seed + 10_000, **_data_kw(cfg)))
@@ -143,8 +147,8 @@ def run_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool
 
     def fit(module, data, steps: int, name: str) -> None:
         first = name.startswith("stage 1")
-        fit_stage(module, data, steps, cfg.ae_batch if first else cfg.dit_batch, name, loader_gen, stage_seconds,
-                  ema_decay=None if first else cfg.dit_ema)
+        fit_stage(module, data, steps, cfg.ae_batch if first else cfg.dit_batch, name, loader_gen,
+                  stage_seconds, ema_decay=None if first else cfg.dit_ema)
 
     text = word_level_clip(out / "text_encoder", CAPTION_WORDS, width=cfg.text_width, seed=seed)
 
@@ -154,7 +158,8 @@ def run_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool
                         patch_size=cfg.ae_patch, hidden_size=cfg.ae_hidden, depth=cfg.ae_depth, heads=4,
                         motion_channels=cfg.ae_motion_channels)
     # 4 * L2 pixel loss; no LPIPS (its backbone would need downloaded weights)
-    stage1 = CMDAutoencoderModule(ae, lpips_weight=0.0, pixel_loss=cfg.pixel_loss, lr=cfg.ae_lr, betas=(0.9, 0.99))
+    stage1 = CMDAutoencoderModule(ae, lpips_weight=0.0, pixel_loss=cfg.pixel_loss, lr=cfg.ae_lr,
+                                  betas=(0.9, 0.99))
     fit(stage1, train, cfg.ae_steps, "stage 1 (autoencoder)")
     ae.eval()
     with torch.no_grad():
@@ -166,12 +171,13 @@ def run_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool
     # ---- stage 2a / 2b: content DiT and motion DiT (text = pooled caption features) --------------
     c, h, w = ae.content_shape
     d, frames, m = ae.motion_shape
-    dit = dict(hidden_size=cfg.dit_hidden, depth=cfg.dit_depth, num_heads=4, text_dim=text.dim, num_classes=None)
+    dit = dict(hidden_size=cfg.dit_hidden, depth=cfg.dit_depth, num_heads=4, text_dim=text.dim,
+               num_classes=None)
     torch.manual_seed(seed + 1)
     content_model = ContentDiT(in_channels=c, height=h, width=w, patch_size=cfg.content_patch, **dit)
     diffusion = {"prediction_type": cfg.dit_prediction}  # DiT's linear 1e-4..0.02 schedule otherwise
-    stage2a = CMDContentModule(content_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr,
-                               diffusion=diffusion)
+    stage2a = CMDContentModule(content_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob,
+                               lr=cfg.dit_lr, diffusion=diffusion)
     fit(stage2a, latents, cfg.content_steps, "stage 2a (content-frame DiT)")
     torch.manual_seed(seed + 2)
     motion_model = MotionDiT(motion_channels=d, num_frames=frames, motion_width=m, content_channels=c,
@@ -180,17 +186,17 @@ def run_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool
     z_std = motion_latent_std(latents)
     motion_scale = 1.0 / z_std if cfg.motion_scale == "std" else float(cfg.motion_scale)
     print(f"[demo] motion latent std {z_std:.4f}; the motion DiT trains on {motion_scale:.4f} * z")
-    stage2b = CMDMotionModule(motion_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob, lr=cfg.dit_lr,
-                              diffusion=diffusion, motion_scale=motion_scale)
+    stage2b = CMDMotionModule(motion_model, ae, text_encoder=text, cond_drop_prob=cfg.cond_drop_prob,
+                              lr=cfg.dit_lr, diffusion=diffusion, motion_scale=motion_scale)
     fit(stage2b, latents, cfg.motion_steps, "stage 2b (motion DiT)")
 
     # ---- generation from held-out captions ----------------------------------------------------
-    pipe = CMD(ae, content_model.eval(), motion_model.eval(), stage2a.diffusion_config, stage2b.diffusion_config,
-               text_encoder=text, motion_scale=motion_scale).eval()
+    pipe = CMD(ae, content_model.eval(), motion_model.eval(), stage2a.diffusion_config,
+               stage2b.diffusion_config, text_encoder=text, motion_scale=motion_scale).eval()
     gen = torch.Generator().manual_seed(seed)
     print(f"[demo] generating {len(captions)} videos from held-out captions ({cfg.sampler}; content "
-          f"{cfg.content_sample_steps} steps, CFG {cfg.guidance_scale}; motion {cfg.motion_sample_steps} steps, "
-          f"CFG {cfg.motion_guidance_scale})")
+          f"{cfg.content_sample_steps} steps, CFG {cfg.guidance_scale}; motion {cfg.motion_sample_steps} "
+          f"steps, CFG {cfg.motion_guidance_scale})")
     content = pipe.sample_content(len(captions), text=captions, num_steps=cfg.content_sample_steps,
                                   sampler=cfg.sampler, guidance_scale=cfg.guidance_scale, generator=gen)
     z = pipe.sample_motion(content, text=captions, num_steps=cfg.motion_sample_steps, sampler=cfg.sampler,

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["InMemoryDataset", "demo_trainer", "fit_stage", "materialise", "mean_psnr", "stack_items", "start_demo",
-           "tile", "upscale"]
+__all__ = ["InMemoryDataset", "demo_trainer", "fit_stage", "materialise", "mean_psnr", "stack_items",
+           "start_demo", "tile", "upscale"]
 
 
 class InMemoryDataset(Dataset):
@@ -37,17 +37,20 @@ def stack_items(dataset: InMemoryDataset, key: str) -> torch.Tensor:
 
 
 def demo_trainer(max_steps: int, stage: str, **kwargs: Any):
-    """A 1-CPU Lightning trainer for ``max_steps`` steps: progress bar on; no logger, checkpoints or validation."""
+    """A 1-CPU Lightning trainer for ``max_steps`` steps: progress bar on; no logger, checkpoints or
+    validation."""
     import lightning.pytorch as pl
 
     print(f"[demo] {stage}: {max_steps} steps")
-    return pl.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+    return pl.Trainer(max_steps=max_steps, accelerator="cpu", devices=1, logger=False,
+                      enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=0,
                       enable_progress_bar=True, deterministic=True, **kwargs)
 
 
 def start_demo(out_dir: str | Path, seed: int) -> Path:
-    """Create ``out_dir`` and make the run reproducible: Lightning's ``seed_everything`` and deterministic ops."""
+    """Create ``out_dir`` and make the run reproducible: Lightning's ``seed_everything`` and deterministic
+    ops."""
     import lightning.pytorch as pl
 
     out = Path(out_dir)

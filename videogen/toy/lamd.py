@@ -48,7 +48,8 @@ class LaMDDemoConfig:
     num_frames: int = 8
     directions: int = 4
     object_size: float = 0.25
-    speed: tuple[float, float] = (1 / 3, 1 / 2)  # distance over the clip (bounce: per 16 frames), fraction of the frame
+    # distance over the clip (bounce: per 16 frames), fraction of the frame
+    speed: tuple[float, float] = (1 / 3, 1 / 2)
     motion: str = "linear"  # or "bounce" (the synthetic benchmark's common data)
     num_train: int = 2000
     num_heldout: int = 64
@@ -89,8 +90,8 @@ class LaMDDemoConfig:
 
 
 def _data_kw(cfg: LaMDDemoConfig) -> dict[str, Any]:
-    return dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions, object_size=cfg.object_size,
-                speed=tuple(cfg.speed), motion=cfg.motion)
+    return dict(num_frames=cfg.num_frames, size=cfg.size, directions=cfg.directions,
+                object_size=cfg.object_size, speed=tuple(cfg.speed), motion=cfg.motion)
 
 
 def heldout_set(cfg: LaMDDemoConfig, seed: int):
@@ -102,7 +103,8 @@ def heldout_set(cfg: LaMDDemoConfig, seed: int):
 
 def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = False,
              config: LaMDDemoConfig | None = None) -> dict[str, Any]:
-    """Train both LaMD stages on synthetic data, generate, score and write the demo files; return the metrics."""
+    """Train both LaMD stages on synthetic data, generate, score and write the demo files; return the
+    metrics."""
     from videogen.core.video import save_contact_sheet, write_video
     from videogen.data import SyntheticVideoDataset, direction_vectors
     from videogen.lamd import MCDVAE, DMGModule, LaMD, MCDVAEModule, MotionGenerator
@@ -121,8 +123,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     # ---- stage 1: MCD-VAE ---------------------------------------------------------------------
     mcdvae = MCDVAE(resolution=cfg.size, num_frames=cfg.num_frames, z_channels=cfg.z_channels,
                     image_channels=cfg.vae_channels, motion_channels=cfg.vae_motion_channels,
-                    decoder_channels=cfg.vae_channels, channel_mult=(1, 2, 4), num_res_blocks=cfg.vae_res_blocks,
-                    folded_frames=cfg.num_frames, norm_groups=8)
+                    decoder_channels=cfg.vae_channels, channel_mult=(1, 2, 4),
+                    num_res_blocks=cfg.vae_res_blocks, folded_frames=cfg.num_frames, norm_groups=8)
     # No LPIPS (its backbone would need downloaded weights) and no GAN on the CPU: L2 pixel loss + beta*KL.
     stage1 = MCDVAEModule(mcdvae, beta=cfg.beta, lpips_weight=0.0, disc_weight=0.0, lr=cfg.vae_lr,
                           betas=(0.9, 0.99), rec_loss=cfg.rec_loss)
@@ -132,7 +134,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     with torch.no_grad():
         recon = torch.cat([mcdvae(v, sample=False)[0] for v in videos.split(16)]).clamp(-1, 1)
     recon_psnr = mean_psnr(recon, videos)
-    copy_psnr = mean_psnr(videos[:, :, :1].expand_as(videos), videos)  # a static "video": the bar motion must beat
+    # a static "video": the bar motion must beat
+    copy_psnr = mean_psnr(videos[:, :, :1].expand_as(videos), videos)
     print(f"[demo] stage 1 held-out reconstruction PSNR: {recon_psnr:.2f} dB")
 
     # ---- stage 2: DMG (class = direction) -----------------------------------------------------
@@ -162,7 +165,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     show = fake[:8]
     write_video(out / "samples.mp4", tile(up(show)), fps=4)
     write_video(out / "samples.gif", tile(up(show)), fps=4)
-    sheet = torch.cat([first[:8, :, None], show], dim=2)  # (N, C, 1 + T, H, W): given frame + generated frames
+    # (N, C, 1 + T, H, W): given frame + generated frames
+    sheet = torch.cat([first[:8, :, None], show], dim=2)
     save_contact_sheet(out / "contact_sheet.png", up(sheet))
     # motion transfer (Sec. 4.2.2): content of video A (first half of the held-out set), motion of video B
     half = len(videos) // 2
@@ -201,7 +205,8 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     return metrics
 
 
-def _colocated_partners(trajectory: torch.Tensor, labels: torch.Tensor, half: int) -> tuple[torch.Tensor, float]:
+def _colocated_partners(trajectory: torch.Tensor, labels: torch.Tensor,
+                        half: int) -> tuple[torch.Tensor, float]:
     """For each video A in ``[0, half)``, the video B in ``[half, 2*half)`` whose shape starts nearest to A's
     and moves in another direction; returns B's indices and the mean start distance in pixels.
 

@@ -102,12 +102,13 @@ class LVDMDemoConfig:
         """The :class:`videogen.data.SyntheticVideoDataset` keywords of this demo's bouncing shapes (the
         scorer ``long_motion_accuracy`` reads its motion rule from such a dataset)."""
         return dict(size=self.size, object_size=self.object_size, speed=tuple(self.speed), motion="bounce",
-                    colors=tuple(self.colors), background=None if self.background is None else tuple(self.background))
+                    colors=tuple(self.colors),
+                    background=None if self.background is None else tuple(self.background))
 
     @classmethod
     def fast(cls) -> LVDMDemoConfig:
-        return cls(num_train=8, num_heldout=2, long_frames=32, num_long=1, ae_steps=2, short_steps=2, long_steps=2,
-                   ae_batch=2, unet_batch=2, unet_channels=8, sample_steps=2)
+        return cls(num_train=8, num_heldout=2, long_frames=32, num_long=1, ae_steps=2, short_steps=2,
+                   long_steps=2, ae_batch=2, unet_batch=2, unet_channels=8, sample_steps=2)
 
 
 def _unet_kwargs(cfg: LVDMDemoConfig) -> dict[str, Any]:
@@ -133,9 +134,10 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
     out = start_demo(out_dir, seed)
 
     data_kw = cfg.data_kwargs()
-    train = materialise(SyntheticVideoDataset(cfg.num_train, num_frames=cfg.clip_frames, seed=seed, **data_kw))
-    heldout = materialise(SyntheticVideoDataset(cfg.num_heldout, num_frames=cfg.clip_frames, seed=seed + 10_000,
-                                                **data_kw))
+    train = materialise(SyntheticVideoDataset(cfg.num_train, num_frames=cfg.clip_frames, seed=seed,
+                                              **data_kw))
+    heldout = materialise(SyntheticVideoDataset(cfg.num_heldout, num_frames=cfg.clip_frames,
+                                                seed=seed + 10_000, **data_kw))
     long_real = SyntheticVideoDataset(cfg.num_long, num_frames=cfg.long_frames, seed=seed + 20_000, **data_kw)
     videos = stack_items(heldout, "video")
     loader_gen = torch.Generator().manual_seed(seed)
@@ -147,8 +149,9 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
 
     # ---- stage 1: 3D autoencoder ------------------------------------------------------------------
     torch.manual_seed(seed)
-    ae = VideoAutoencoder3D(hidden=cfg.ae_hidden, strides=cfg.ae_strides, z_channels=4, norm_groups=cfg.ae_norm_groups,
-                            encoder_res_blocks=cfg.ae_res_blocks, decoder_res_blocks=cfg.ae_res_blocks)
+    ae = VideoAutoencoder3D(hidden=cfg.ae_hidden, strides=cfg.ae_strides, z_channels=4,
+                            norm_groups=cfg.ae_norm_groups, encoder_res_blocks=cfg.ae_res_blocks,
+                            decoder_res_blocks=cfg.ae_res_blocks)
     stage1 = VideoAutoencoder3DModule(ae, lpips_weight=0.0, disc_weight=0.0, lr=cfg.ae_lr, betas=(0.9, 0.99),
                                       pixel_loss=cfg.ae_pixel_loss)
     # The autoencoder is convolutional in time: it trains on 8-frame clips (half the cost) and encodes 16.
@@ -156,8 +159,10 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
     fit(stage1, short_clips, cfg.ae_steps, cfg.ae_batch, "stage 1 (3D autoencoder)")
     ae.eval()
     with torch.no_grad():
-        recon_psnr = mean_psnr(torch.cat([ae(v, sample=False)[0].clamp(-1, 1) for v in videos.split(8)]), videos)
-        ae.calibrate((b["video"] for b in DataLoader(train, batch_size=16)), max_latents=1024)  # latent scale / shift from data
+        recon_psnr = mean_psnr(torch.cat([ae(v, sample=False)[0].clamp(-1, 1) for v in videos.split(8)]),
+                               videos)
+        # latent scale / shift from data
+        ae.calibrate((b["video"] for b in DataLoader(train, batch_size=16)), max_latents=1024)
     print(f"[demo] stage 1 held-out reconstruction PSNR: {recon_psnr:.2f} dB")
     latents = cache_latents(ae, train.items)  # one autoencoder pass per clip, not per step
 
@@ -172,7 +177,8 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
                                ("interpolation", "interpolation", cfg.keyframe_stride),
                                ("autoregressive", "prediction", 1)):
         net = ConditionalUNet3D.from_short(short, num_given=cfg.num_given)
-        module = LVDMLongModule(net, ae, mode=mode, keyframe_stride=stride, lr=cfg.unet_lr, diffusion=diffusion)
+        module = LVDMLongModule(net, ae, mode=mode, keyframe_stride=stride, lr=cfg.unet_lr,
+                                diffusion=diffusion)
         fit(module, latents, cfg.long_steps, cfg.unet_batch, f"stage 3 ({name})", cfg.unet_ema)
         long_models[name] = net.eval()
 
@@ -187,10 +193,12 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
         t0 = time.perf_counter()
         print(f"[demo] {cfg.num_long} videos of {cfg.long_frames} frames, {mode}")
         fake = pipe.generate_long(cfg.long_frames, batch=cfg.num_long, mode=mode, num_steps=cfg.sample_steps,
-                                  sampler=cfg.sampler, guidance=cfg.guidance, generator=gen, eta=cfg.sample_eta)
+                                  sampler=cfg.sampler, guidance=cfg.guidance, generator=gen,
+                                  eta=cfg.sample_eta)
         score = long_motion_accuracy(fake, long_real)
         samples[mode] = fake
-        results[mode] = {"num_frames": int(fake.shape[2]), "long_motion_accuracy": round(score["long_motion_accuracy"], 4),
+        results[mode] = {"num_frames": int(fake.shape[2]),
+                         "long_motion_accuracy": round(score["long_motion_accuracy"], 4),
                          "per_video": [round(v, 3) for v in score["per_video"]],
                          "seconds_per_video": round((time.perf_counter() - t0) / cfg.num_long, 2)}
     f_t, r = ae.temporal_factor, cfg.keyframe_stride
@@ -198,7 +206,8 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
     ar_clips = autoregressive_clips(cfg.long_frames, f_t, given=cfg.num_given)
     calls = 2 * cfg.sample_steps  # guidance: a conditional and an unconditional call per step
     results["hierarchical"].update(clips=plan["prediction_clips"] + plan["interpolation_clips"],
-                                   unet_calls=calls * (plan["prediction_clips"] + plan["interpolation_clips"]))
+                                   unet_calls=calls
+                                   * (plan["prediction_clips"] + plan["interpolation_clips"]))
     results["autoregressive"].update(clips=ar_clips, unet_calls=calls * ar_clips)
     real = torch.stack([long_real[i]["video"] for i in range(cfg.num_long)])
     real_score = long_motion_accuracy(real, long_real)["long_motion_accuracy"]
@@ -213,7 +222,8 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
 
     metrics = {
         "num_frames": results["hierarchical"]["num_frames"],
-        "long_motion_accuracy": {m: results[m]["long_motion_accuracy"] for m in ("hierarchical", "autoregressive")},
+        "long_motion_accuracy": {m: results[m]["long_motion_accuracy"] for m
+                                 in ("hierarchical", "autoregressive")},
         "modes": results,
         "recon_psnr": round(recon_psnr, 3),
         "long_motion_accuracy_of_real_videos": round(real_score, 4),

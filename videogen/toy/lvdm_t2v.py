@@ -77,8 +77,9 @@ class LVDMT2VDemoConfig:
 
     @classmethod
     def fast(cls) -> LVDMT2VDemoConfig:
-        return cls(num_train=8, num_heldout=2, vae_steps=2, unet_steps=2, vae_batch=2, unet_batch=2, text_width=16,
-                   vae_channels=(8, 16), unet_channels=(8, 16), unet_head_dim=4, temporal_heads=2, sample_steps=2)
+        return cls(num_train=8, num_heldout=2, vae_steps=2, unet_steps=2, vae_batch=2, unet_batch=2,
+                   text_width=16, vae_channels=(8, 16), unet_channels=(8, 16), unet_head_dim=4,
+                   temporal_heads=2, sample_steps=2)
 
 
 class FrameVAEModule(TrainingModule):
@@ -138,7 +139,8 @@ def run_demo(out_dir: str | Path = "outputs/lvdm_t2v_toy", seed: int = 0, fast: 
     # ---- stage 1: per-frame VAE, then its latent scale from data ------------------------------------
     torch.manual_seed(seed)
     groups = min(8, cfg.vae_channels[0])
-    vae = AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(cfg.vae_channels),
+    vae = AutoencoderKL(in_channels=3, out_channels=3,
+                        down_block_types=("DownEncoderBlock2D",) * len(cfg.vae_channels),
                         up_block_types=("UpDecoderBlock2D",) * len(cfg.vae_channels),
                         block_out_channels=tuple(cfg.vae_channels), latent_channels=4, norm_num_groups=groups,
                         layers_per_block=1, sample_size=cfg.size)
@@ -158,10 +160,12 @@ def run_demo(out_dir: str | Path = "outputs/lvdm_t2v_toy", seed: int = 0, fast: 
     unet2d = UNet2DConditionModel(sample_size=cfg.size // frame_vae.downsample, in_channels=4, out_channels=4,
                                   layers_per_block=1, block_out_channels=tuple(cfg.unet_channels),
                                   down_block_types=("CrossAttnDownBlock2D",) * levels,
-                                  up_block_types=("CrossAttnUpBlock2D",) * levels, cross_attention_dim=text.dim,
-                                  attention_head_dim=cfg.unet_head_dim, norm_num_groups=min(8, cfg.unet_channels[0]))
+                                  up_block_types=("CrossAttnUpBlock2D",) * levels,
+                                  cross_attention_dim=text.dim, attention_head_dim=cfg.unet_head_dim,
+                                  norm_num_groups=min(8, cfg.unet_channels[0]))
     unet = VideoUNetFromSD(SDUNet(unet=unet2d), heads=cfg.temporal_heads)
-    stage2 = LVDMTextToVideoModule(unet, frame_vae, text, train_spatial=True, cond_drop_prob=cfg.cond_drop_prob,
+    stage2 = LVDMTextToVideoModule(unet, frame_vae, text, train_spatial=True,
+                                   cond_drop_prob=cfg.cond_drop_prob,
                                    diffusion={"prediction_type": cfg.prediction_type}, lr=cfg.unet_lr)
     fit_stage(stage2, train, cfg.unet_steps, cfg.unet_batch, "stage 2 (text-to-video UNet)", loader_gen,
               stage_seconds, ema_decay=cfg.unet_ema)
@@ -176,7 +180,8 @@ def run_demo(out_dir: str | Path = "outputs/lvdm_t2v_toy", seed: int = 0, fast: 
     dirs = direction_vectors(cfg.directions)
     cap = caption_accuracy(fake, captions)
     metrics = {
-        "direction_accuracy_first_4_frames": round(float(motion_accuracy(fake[:, :, :4], directions, dirs)), 4),
+        "direction_accuracy_first_4_frames": round(float(motion_accuracy(fake[:, :, :4], directions, dirs)),
+                                                   4),
         "caption_accuracy": round(cap["caption_accuracy"], 4),
         "colour_accuracy": round(cap["colour_accuracy"], 4),
         "shape_accuracy": round(cap["shape_accuracy"], 4),

@@ -115,7 +115,8 @@ def motion_accuracy(
 
 
 class MotionAccuracy(Metric):
-    """Streaming (and distributed) version of :func:`motion_accuracy`: ``update(videos, labels)``, ``compute()``."""
+    """Streaming (and distributed) version of :func:`motion_accuracy`: ``update(videos, labels)``,
+    ``compute()``."""
 
     is_differentiable = False
     higher_is_better = True

@@ -50,7 +50,8 @@ def parse_caption(caption: str) -> tuple[str, str, str]:
 
 @torch.no_grad()
 def describe_objects(videos: torch.Tensor, colors: dict[str, Sequence[float]] | None = None,
-                     shapes: Sequence[str] = SHAPES, threshold: float = 0.3) -> list[tuple[str | None, str | None]]:
+                     shapes: Sequence[str] = SHAPES,
+                     threshold: float = 0.3) -> list[tuple[str | None, str | None]]:
     """``(colour, shape)`` of the object in each video ``(B, C, T, H, W)`` in [-1, 1]; ``(None, None)`` if
     no frame shows an object.  ``colors``: name -> RGB in [0, 1] (default: the set's ``COLORS``)."""
     colors = dict(COLORS if colors is None else colors)
@@ -89,8 +90,9 @@ def describe_objects(videos: torch.Tensor, colors: dict[str, Sequence[float]] | 
 
 
 @torch.no_grad()
-def caption_accuracy(videos: torch.Tensor, captions: Sequence[str], colors: dict[str, Sequence[float]] | None = None,
-                     shapes: Sequence[str] = SHAPES, threshold: float = 0.3) -> dict[str, float]:
+def caption_accuracy(videos: torch.Tensor, captions: Sequence[str],
+                     colors: dict[str, Sequence[float]] | None = None, shapes: Sequence[str] = SHAPES,
+                     threshold: float = 0.3) -> dict[str, float]:
     """Fractions of videos whose object has the caption's colour, shape, and both (``caption_accuracy``)."""
     if len(captions) != videos.shape[0]:
         raise ValueError(f"give one caption per video: {len(captions)} captions for {videos.shape[0]} videos")
@@ -134,8 +136,8 @@ def long_motion_accuracy(videos: torch.Tensor, dataset: SyntheticVideoDataset, w
             good = 0.5 * v_lo <= float(speed.median()) <= 1.5 * v_hi and float(speed.max()) <= 2 * v_hi + 1
             ok.append(good and not _reverses_off_wall(p, steps, lo, hi, near))
         per_video.append(sum(ok) / len(ok))
-    return {"long_motion_accuracy": sum(per_video) / len(per_video), "windows": len(per_video) * (t // window),
-            "per_video": per_video}
+    return {"long_motion_accuracy": sum(per_video) / len(per_video),
+            "windows": len(per_video) * (t // window), "per_video": per_video}
 
 
 def _reverses_off_wall(p: torch.Tensor, steps: torch.Tensor, lo: float, hi: float, near: float) -> bool:

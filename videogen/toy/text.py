@@ -45,6 +45,7 @@ def word_level_clip(directory: str | os.PathLike, words: Sequence[str], width: i
         torch.manual_seed(seed)
         config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=width, intermediate_size=2 * width,
                                 num_hidden_layers=layers, num_attention_heads=heads,
-                                max_position_embeddings=max_length, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+                                max_position_embeddings=max_length, bos_token_id=2, eos_token_id=3,
+                                pad_token_id=0)
         CLIPTextModel(config).save_pretrained(directory)
     return HFTextEncoder(str(directory), max_length=max_length, local_files_only=True)

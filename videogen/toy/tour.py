@@ -21,11 +21,12 @@ __all__ = ["HEADLINES", "demo_runners", "run_tour", "write_summary_page"]
 
 #: Per model: what its demo shows, and the metrics the summary table lists (key in metrics.json, label).
 HEADLINES: dict[str, tuple[str, list[tuple[str, str]]]] = {
-    "lamd": ("LaMD: image-to-video. Each row: the given first frame, then the frames generated for a requested "
-             "direction (the class label).",
-             [("motion_accuracy", "motion accuracy (chance 0.25)"), ("recon_psnr", "MCD-VAE held-out PSNR, dB")]),
-    "cmd": ("CMD: text-to-video from held-out captions (\"the red circle moves left\"). Each row: the generated "
-            "content frame, then the frames.",
+    "lamd": ("LaMD: image-to-video. Each row: the given first frame, then the frames generated for a "
+             "requested direction (the class label).",
+             [("motion_accuracy", "motion accuracy (chance 0.25)"),
+              ("recon_psnr", "MCD-VAE held-out PSNR, dB")]),
+    "cmd": ("CMD: text-to-video from held-out captions (\"the red circle moves left\"). Each row: the "
+            "generated content frame, then the frames.",
             [("motion_accuracy", "motion accuracy (chance 0.25)"),
              ("caption_accuracy", "caption accuracy, colour and shape (chance 0.067)"),
              ("recon_psnr", "autoencoder held-out PSNR, dB")]),
@@ -36,7 +37,8 @@ HEADLINES: dict[str, tuple[str, list[tuple[str, str]]]] = {
               ("long_motion_accuracy.autoregressive", "long motion accuracy, autoregressive"),
               ("recon_psnr", "3D autoencoder held-out PSNR, dB")]),
 }
-_VIDEOS = {"lamd": ["samples.gif"], "cmd": ["samples.gif"], "lvdm": ["hierarchical.mp4", "autoregressive.mp4"]}
+_VIDEOS = {"lamd": ["samples.gif"], "cmd": ["samples.gif"],
+           "lvdm": ["hierarchical.mp4", "autoregressive.mp4"]}
 
 
 def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
@@ -55,7 +57,8 @@ def demo_runners() -> dict[str, tuple[Callable[..., dict[str, Any]], type]]:
 
 
 def run_tour(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = False) -> dict[str, Any]:
-    """Run the three demos briefly (``fast``: their seconds-long smoke versions) and write the summary page."""
+    """Run the three demos briefly (``fast``: their seconds-long smoke versions) and write the summary
+    page."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -73,16 +76,20 @@ def run_tour(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
 
 
 def write_summary_page(out: Path, results: dict[str, dict[str, Any]], wall_seconds: float) -> Path:
-    """``out/index.html``: per model its contact sheet, videos and headline metrics (files relative to ``out``)."""
+    """``out/index.html``: per model its contact sheet, videos and headline metrics (files relative to
+    ``out``)."""
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>videogen demo</title>",
-             "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}img,video{image-rendering:pixelated;"
-             "max-width:100%}table{border-collapse:collapse}td{border:1px solid #ccc;padding:.2em .6em}</style>",
+             "<style>body{font-family:sans-serif;max-width:70em;margin:2em "
+             "auto}img,video{image-rendering:pixelated;max-width:100%}"
+             "table{border-collapse:collapse}td{border:1px solid #ccc;padding:.2em .6em}</style>",
              "</head><body><h1>videogen: three models on synthetic moving shapes</h1>",
-             f"<p>Trained and sampled on this machine's CPU in {wall_seconds:.0f} s. Toy setting: small models, "
-             "minutes of training; the numbers show that each pipeline learns, not the papers' quality.</p>"]
+             f"<p>Trained and sampled on this machine's CPU in {wall_seconds:.0f} s. Toy setting: small "
+             "models, minutes of training; the numbers show that each pipeline learns, not the papers' "
+             "quality.</p>"]
     for name, metrics in results.items():
         what, keys = HEADLINES[name]
-        rows = "".join(f"<tr><td>{html.escape(label)}</td><td>{html.escape(str(_lookup(metrics, key)))}</td></tr>"
+        rows = "".join(f"<tr><td>{html.escape(label)}</td>"
+                       f"<td>{html.escape(str(_lookup(metrics, key)))}</td></tr>"
                        for key, label in keys)
         rows += f"<tr><td>wall time, s</td><td>{metrics.get('wall_seconds')}</td></tr>"
         media = "".join(f"<p><img src='{name}/{f}' alt='{f}'></p>" if f.endswith(".gif") else

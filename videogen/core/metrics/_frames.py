@@ -24,6 +24,8 @@ def check_video_pair(preds: torch.Tensor, target: torch.Tensor, channels: int | 
     check_video(preds, "preds")
     check_video(target, "target")
     if preds.shape != target.shape:
-        raise ValueError(f"preds and target must have the same shape, got {tuple(preds.shape)} and {tuple(target.shape)}")
+        raise ValueError(f"preds and target must have the same shape, got {tuple(preds.shape)} and "
+                         f"{tuple(target.shape)}")
     if channels is not None and preds.shape[1] != channels:
-        raise ValueError(f"videos must have {channels} channels (B, {channels}, T, H, W), got {tuple(preds.shape)}")
+        raise ValueError(f"videos must have {channels} channels (B, {channels}, T, H, W), got "
+                         f"{tuple(preds.shape)}")

@@ -117,7 +117,8 @@ def clip_similarity_per_video(
     frames = to_frames(videos)  # (B, C, T, H, W) -> (B*T, C, H, W)
     image = torch.cat(
         [
-            model.encode_image(preprocess_frames(frames[i : i + frame_chunk], size, mean, std, resize)).float()
+            model.encode_image(preprocess_frames(frames[i : i + frame_chunk], size, mean, std,
+                                                 resize)).float()
             for i in range(0, frames.shape[0], frame_chunk)
         ]
     )

@@ -39,12 +39,14 @@ def _inception_weights(path: str | os.PathLike | None) -> tuple[str, dict]:
     this already-read state dict instead (:func:`_handed_over`), so the user's file is unpickled once,
     safely, and never by torch-fidelity.
     """
-    file = resolve_weight_file(path, INCEPTION_FILENAME, f"It is torch-fidelity's FID Inception-v3, {_INCEPTION_URL}.")
+    file = resolve_weight_file(path, INCEPTION_FILENAME,
+                               f"It is torch-fidelity's FID Inception-v3, {_INCEPTION_URL}.")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # any unpickling failure means: not a plain tensor state dict
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise ValueError(f"{file} is not a plain state dict of tensors (refused to unpickle it: {first})") from None
+        raise ValueError(f"{file} is not a plain state dict of tensors (refused to unpickle it: "
+                         f"{first})") from None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise ValueError(f"{file} is not a state dict of tensors")
     return str(file), state

@@ -168,7 +168,8 @@ class _VideoFeatureMetric(Metric):
         Args:
             index: optional (B,) dataset indices (>= 0); videos with the same index are counted once in
                 compute(), which drops DistributedSampler padding. Give it in every update or in none.
-            group: optional (B,) integer labels (class / subject) for :meth:`FrechetVideoDistance.compute_grouped`.
+            group: optional (B,) integer labels (class / subject) for
+            :meth:`FrechetVideoDistance.compute_grouped`.
         """
         split = "real" if real else "fake"
         _check_videos(videos)
@@ -240,7 +241,8 @@ class FrechetVideoDistance(_VideoFeatureMetric):
                  cov_normalization: str = "unbiased", eps: float = 1e-6, **kwargs):
         super().__init__(feature_extractor, resize, image_size, **kwargs)
         if cov_normalization not in COV_NORMALIZATIONS:
-            raise ValueError(f"cov_normalization must be one of {COV_NORMALIZATIONS}, got {cov_normalization!r}")
+            raise ValueError(f"cov_normalization must be one of {COV_NORMALIZATIONS}, got "
+                             f"{cov_normalization!r}")
         self.cov_normalization, self.eps = cov_normalization, eps
         self._real_stats: dict | None = None  # set by load_real_stats; survives reset()
 
@@ -265,7 +267,8 @@ class FrechetVideoDistance(_VideoFeatureMetric):
             raise ValueError(f"real videos have {real_frames} frames, generated {int(self.fake_num_frames)}")
         mu_f, sigma_f = feature_statistics(fake, unbiased=self.cov_normalization == "unbiased")
         value = frechet_distance(mu_r, sigma_r, mu_f, sigma_f, eps=self.eps)
-        self.protocol = self._base_protocol(num_real, fake.shape[0]) | {"cov_normalization": self.cov_normalization}
+        self.protocol = self._base_protocol(num_real,
+                                            fake.shape[0]) | {"cov_normalization": self.cov_normalization}
         return torch.tensor(value, dtype=torch.float64)
 
     def compute_grouped(self) -> tuple[float, float, dict]:
@@ -360,7 +363,8 @@ class KernelVideoDistance(_VideoFeatureMetric):
             return torch.tensor(polynomial_mmd(real, fake), dtype=torch.float64)
         n_subsets, size = self.subsets
         if size > min(real.shape[0], fake.shape[0]):
-            raise ValueError(f"subset_size {size} exceeds the number of videos ({real.shape[0]}, {fake.shape[0]})")
+            raise ValueError(f"subset_size {size} exceeds the number of videos ({real.shape[0]}, "
+                             f"{fake.shape[0]})")
         rng = np.random.default_rng(self.seed)
         values = []
         for _ in range(n_subsets):

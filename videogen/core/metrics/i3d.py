@@ -150,7 +150,8 @@ class I3D(nn.Module):
         for name, (in_ch, out) in _MIXED.items():
             self.add_module(name, InceptionBlock(in_ch, out))
         self.avg_pool = nn.AvgPool3d(kernel_size=_POOL_WINDOW, stride=1)
-        self.logits = Unit3D(384 + 384 + 128 + 128, num_classes, batch_norm=False, activation=False, bias=True)
+        self.logits = Unit3D(384 + 384 + 128 + 128, num_classes, batch_norm=False, activation=False,
+                             bias=True)
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ValueError unless x is (B, in_channels, T >= 9, 193..224, 193..224)."""

@@ -58,7 +58,8 @@ def _load_backbone(model: lpips.LPIPS, file: Path) -> None:
         if key not in state:
             raise ValueError(f"{file} lacks {key!r}: not a torchvision {model.pnet_type} state dict")
         if state[key].shape != param.shape:
-            raise ValueError(f"{file}: {key} has shape {tuple(state[key].shape)}, expected {tuple(param.shape)}")
+            raise ValueError(f"{file}: {key} has shape {tuple(state[key].shape)}, expected "
+                             f"{tuple(param.shape)}")
         mapped[name] = state[key]
     model.net.load_state_dict(mapped, strict=True)
 
@@ -96,7 +97,8 @@ def build_lpips(
     lin_state = safe_load(lin_file, "LPIPS weight file", map_location="cpu")
     unexpected = model.load_state_dict(lin_state, strict=False).unexpected_keys
     if unexpected or not lin_state:
-        raise RuntimeError(f"lpips linear weights {lin_file} do not match the model (unexpected: {unexpected})")
+        raise RuntimeError(f"lpips linear weights {lin_file} do not match the model (unexpected: "
+                           f"{unexpected})")
     if backbone_file is not None:
         _load_backbone(model, backbone_file)
     model.requires_grad_(False)
@@ -115,7 +117,8 @@ def lpips_per_video(
     b, t = preds.shape[0], preds.shape[2]
     min_size = MIN_FRAME_SIZE.get(model.pnet_type, 1)
     if min(preds.shape[-2:]) < min_size:
-        raise ValueError(f"LPIPS-{model.pnet_type} needs frames of at least {min_size}x{min_size}, got {tuple(preds.shape)}")
+        raise ValueError(f"LPIPS-{model.pnet_type} needs frames of at least {min_size}x{min_size}, got "
+                         f"{tuple(preds.shape)}")
     x, y = to_frames(preds), to_frames(target)  # (B, C, T, H, W) -> (B*T, C, H, W)
     chunk = frame_chunk or x.shape[0]
     use_ckpt = torch.is_grad_enabled() and (x.requires_grad or y.requires_grad) and chunk < x.shape[0]

@@ -52,7 +52,8 @@ class Attention(nn.Module):
         self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``x`` ``(B, N, D)``, ``context`` ``(B, M, context_dim)``, ``mask`` ``(B, M)`` bool key
-        padding mask (True = attend; each row needs at least one True, else SDPA gives NaN) -> ``(B, N, D)``."""
+        padding mask (True = attend; each row needs at least one True, else SDPA gives NaN) ->
+        ``(B, N, D)``."""
         context = x if context is None else context
         if context.shape[-1] != self.context_dim:
             raise ValueError(f"context width {context.shape[-1]} != context_dim {self.context_dim}")
@@ -60,7 +61,8 @@ class Attention(nn.Module):
         m = context.shape[1]
         if mask is not None:
             if mask.shape != (b, m):
-                raise ValueError(f"key padding mask must have shape (B, M) = {(b, m)}, got {tuple(mask.shape)}")
+                raise ValueError(f"key padding mask must have shape (B, M) = {(b, m)}, got "
+                                 f"{tuple(mask.shape)}")
             mask = mask.to(torch.bool)[:, None, None, :]  # (B, 1, 1, M) broadcast over heads and queries
 
         def split(t: torch.Tensor) -> torch.Tensor:  # (B, L, h*d) -> (B, h, L, d)

@@ -28,7 +28,8 @@ class PatchGANDiscriminator(nn.Module):
         norm: ``"batch"`` (pix2pix/VQGAN) or ``"group"`` (batch-size independent).
     """
 
-    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, dims: int = 2, norm: str = "batch"):
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, dims: int = 2,
+                 norm: str = "batch"):
         super().__init__()
         if dims not in (2, 3):
             raise ValueError(f"dims must be 2 or 3, got {dims}")
@@ -54,7 +55,8 @@ class PatchGANDiscriminator(nn.Module):
             return [conv(ch_in, ch_out, kernel, stride(s), padding, bias=False), norm_layer(ch_out),
                     nn.LeakyReLU(0.2, True)]
 
-        layers: list[nn.Module] = [conv(in_channels, ndf, kernel, stride(2), padding), nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [conv(in_channels, ndf, kernel, stride(2), padding),
+                                   nn.LeakyReLU(0.2, True)]
         mult = 1
         for n in range(1, n_layers):
             prev, mult = mult, min(2**n, 8)
@@ -77,8 +79,8 @@ class PatchGANDiscriminator(nn.Module):
         """Patch logits: ``(B, C, H, W)`` -> ``(B, 1, h, w)``; ``(B, C, T, H, W)`` -> ``(B, 1, t, h, w)``."""
         if x.shape[1] != self.in_channels or x.ndim not in ((4, 5) if self.dims == 2 else (5,)):
             layout = "(B, C, H, W) or (B, C, T, H, W)" if self.dims == 2 else "(B, C, T, H, W)"
-            raise ValueError(f"PatchGANDiscriminator(dims={self.dims}) expects {layout} with C={self.in_channels}, "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(f"PatchGANDiscriminator(dims={self.dims}) expects {layout} with "
+                             f"C={self.in_channels}, got {tuple(x.shape)}")
         if self.dims == 2 and x.ndim == 5:
             b, c, t, h, w = x.shape
             frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # (B, C, T, H, W) -> (B*T, C, H, W)

@@ -70,14 +70,16 @@ class DiTBlock(nn.Module):
         self.attn = Attention(hidden_size, num_heads, hidden_size // num_heads, qkv_bias=True)
         self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mlp = nn.Sequential(
-            nn.Linear(hidden_size, hidden_mlp), nn.GELU(approximate="tanh"), nn.Linear(hidden_mlp, hidden_size)
+            nn.Linear(hidden_size, hidden_mlp), nn.GELU(approximate="tanh"),
+                                 nn.Linear(hidden_mlp, hidden_size)
         )
         _xavier_linears(self)
         self.adaLN_modulation = _ada_ln(hidden_size, 6)
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """``x`` ``(B, N, D)``, conditioning ``c`` ``(B, D)`` -> ``(B, N, D)``."""
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6,
+                                                                                                        dim=1)
         x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         return x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
 
@@ -110,7 +112,8 @@ def unpatchify(
         h, w = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
     if h * w != n or d != p * p * c:
         raise ValueError(
-            f"unpatchify: got {n} tokens of width {d}, expected grid {h}x{w} = {h * w} tokens of width p*p*C = {p * p * c}"
+            f"unpatchify: got {n} tokens of width {d}, expected grid {h}x{w} = {h * w} tokens of width p*p*C "
+            f"= {p * p * c}"
         )
     x = x.reshape(b, h, w, p, p, c)
     x = torch.einsum("bhwpqc->bchpwq", x)  # (B, h, w, p, p, C) -> (B, C, h, p, w, p)

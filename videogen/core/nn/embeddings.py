@@ -109,7 +109,8 @@ class LabelEmbedder(nn.Module):
             raise ValueError(f"labels must have shape (B,), got {tuple(labels.shape)}")
         n_rows = self.embedding_table.num_embeddings
         if labels.numel() and not labels.is_meta and (int(labels.min()) < 0 or int(labels.max()) >= n_rows):
-            raise ValueError(f"labels must lie in [0, {n_rows - 1}], got [{int(labels.min())}, {int(labels.max())}]")
+            raise ValueError(f"labels must lie in [0, {n_rows - 1}], got [{int(labels.min())}, "
+                             f"{int(labels.max())}]")
         train = self.training if train is None else train
         if (train and self.dropout_prob > 0) or force_drop_ids is not None:
             labels = self.token_drop(labels, force_drop_ids)
@@ -135,7 +136,8 @@ def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int | tuple[int, int]) ->
     h, w = (grid_size, grid_size) if isinstance(grid_size, int) else tuple(grid_size)
     if embed_dim % 4:
         raise ValueError(f"2D sin-cos position embedding needs embed_dim divisible by 4, got {embed_dim}")
-    grid_h, grid_w = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    grid_h, grid_w = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64),
+                                 indexing="ij")
     emb_w = get_1d_sincos_pos_embed(embed_dim // 2, grid_w)  # (h*w, D/2)
     emb_h = get_1d_sincos_pos_embed(embed_dim // 2, grid_h)  # (h*w, D/2)
     return np.concatenate([emb_w, emb_h], axis=1)

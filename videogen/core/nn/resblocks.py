@@ -94,7 +94,8 @@ class ResBlock(nn.Module):
         self.in_channels, self.out_channels, self.dims = in_channels, out_channels, dims
         self.emb_dim, self.use_scale_shift_norm = emb_dim, use_scale_shift_norm
         self.in_layers = nn.Sequential(
-            normalization(in_channels, groups), nn.SiLU(), conv_nd(dims, in_channels, out_channels, kernel, **conv_kw)
+            normalization(in_channels, groups), nn.SiLU(),
+                                       conv_nd(dims, in_channels, out_channels, kernel, **conv_kw)
         )
         if emb_dim is not None:
             emb_out = 2 * out_channels if use_scale_shift_norm else out_channels
@@ -119,7 +120,8 @@ class ResBlock(nn.Module):
             return self.skip_connection(x) + self.out_layers(h)
         if emb is None or emb.shape != (x.shape[0], self.emb_dim):
             got = None if emb is None else tuple(emb.shape)
-            raise ValueError(f"ResBlock needs emb of shape (B, emb_dim) = {(x.shape[0], self.emb_dim)}, got {got}")
+            raise ValueError(f"ResBlock needs emb of shape (B, emb_dim) = {(x.shape[0], self.emb_dim)}, got "
+                             f"{got}")
         emb_out = self.emb_layers(emb).to(h.dtype)
         emb_out = emb_out.view(*emb_out.shape, *([1] * self.dims))  # (B, E) -> (B, E, 1, ..., 1)
         if self.use_scale_shift_norm:

@@ -45,7 +45,8 @@ class UNet2D(UNetSkeleton):
     """Denoiser ``forward(x (B,C,H,W), t (B,), context=None, y=None) -> (B, out_channels, H, W)``.
 
     Args:
-        in_channels, out_channels, model_channels: widths; level ``i`` has ``model_channels * channel_mult[i]``.
+        in_channels, out_channels, model_channels: widths; level ``i`` has
+        ``model_channels * channel_mult[i]``.
         channel_mult: width multiplier per level; H and W must be divisible by ``2 ** (len - 1)``.
         num_res_blocks: ResBlocks per encoder level (the decoder has one more).
         attention_resolutions: downsample factors (1, 2, 4, ...) that get a SpatialTransformer.
@@ -102,10 +103,11 @@ class UNet2D(UNetSkeleton):
 
         conv_in = nn.Conv2d(in_channels, model_channels, 3, padding=1)
         ch = self.build_skeleton(conv_in, model_channels, self.channel_mult, num_res_blocks,
-                                 attention_resolutions, res, attn, lambda c: Downsample(c, dims=2), lambda c: Upsample(c, dims=2),
-                                 TimestepEmbedSequential)
+                                 attention_resolutions, res, attn, lambda c: Downsample(c, dims=2),
+                                 lambda c: Upsample(c, dims=2), TimestepEmbedSequential)
         self.out = nn.Sequential(
-            normalization(ch, groups), nn.SiLU(), zero_module(nn.Conv2d(model_channels, out_channels, 3, padding=1))
+            normalization(ch, groups), nn.SiLU(),
+                                 zero_module(nn.Conv2d(model_channels, out_channels, 3, padding=1))
         )
 
     @property
@@ -126,10 +128,12 @@ class UNet2D(UNetSkeleton):
         if t.shape != (x.shape[0],):
             raise ValueError(f"t must be a scalar or have shape (B,) = ({x.shape[0]},), got {tuple(t.shape)}")
         if (context is None) != (self.context_dim is None):
-            raise ValueError(f"context must be given exactly when context_dim is set (context_dim={self.context_dim})")
+            raise ValueError("context must be given exactly when context_dim is set "
+                             f"(context_dim={self.context_dim})")
         if (y is None) != (self.num_classes is None):
-            raise ValueError(f"y must be given exactly when num_classes is set (num_classes={self.num_classes}; "
-                             "pass y = null_class for unconditional samples)")
+            raise ValueError("y must be given exactly when num_classes is set "
+                             f"(num_classes={self.num_classes}; pass y = null_class for unconditional "
+                             "samples)")
         return t
 
     def _run(self, block: nn.Module, *args) -> torch.Tensor:
