@@ -53,8 +53,8 @@ def load_cmd_autoencoder(path: str | Path | CMDAutoencoder, map_location: str = 
     if isinstance(path, CMDAutoencoder):
         return path
     return load_stage_network(path, CMDAutoencoder, "autoencoder", r"(cmd_\w+?_autoencoder)",
-                              "give the .ckpt a CMD autoencoder recipe writes, or a save_pretrained directory",
-                              map_location)
+                              "give the .ckpt a CMD autoencoder recipe writes, or a save_pretrained "
+                              "directory", map_location)
 
 
 def _head(batch: dict[str, Any], num: int) -> dict[str, Any]:
@@ -63,7 +63,8 @@ def _head(batch: dict[str, Any], num: int) -> dict[str, Any]:
 
 
 class _CMDStage(TrainingModule):
-    """Shared: the (frozen or trained) autoencoder, the optional SD VAE, pixels -> AE input, checkpoint configs."""
+    """Shared: the (frozen or trained) autoencoder, the optional SD VAE, pixels -> AE input, checkpoint
+    configs."""
 
     autoencoder: CMDAutoencoder
     vae: FrameVAE | None
@@ -99,12 +100,14 @@ class CMDAutoencoderModule(_CMDStage):
             demo uses L2: with L1 alone a small object fades into the background early in training).
         lpips_frames: ``"one"`` random frame per video (official) or ``"all"``.
         lpips_net / lpips_pretrained / lpips_random: the LPIPS backbone (``core.losses.LPIPSLoss``).
-        lr, betas: Adam (B.3: 1e-5, (0.5, 0.9)); ``scale_lr``: LDM scaling (off: the paper's rate is effective).
+        lr, betas: Adam (B.3: 1e-5, (0.5, 0.9)); ``scale_lr``: LDM scaling (off: the paper's rate is
+        effective).
     """
 
     def __init__(self, autoencoder: CMDAutoencoder | dict[str, Any], vae: FrameVAE | None = None,
-                 l1_weight: float = 4.0, lpips_weight: float = 4.0, lpips_frames: str = "one", pixel_loss: str = "l1",
-                 lpips_net: str = "vgg", lpips_pretrained: bool | str = True, lpips_random: bool = False,
+                 l1_weight: float = 4.0, lpips_weight: float = 4.0, lpips_frames: str = "one",
+                 pixel_loss: str = "l1", lpips_net: str = "vgg", lpips_pretrained: bool | str = True,
+                 lpips_random: bool = False,
                  lr: float = 1e-5, betas: tuple[float, float] = (0.5, 0.9), scale_lr: bool = False,
                  nan_policy: str = "raise"):
         super().__init__(nan_policy=nan_policy)
@@ -159,7 +162,8 @@ class CMDAutoencoderModule(_CMDStage):
         self.log_dict(logs, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.autoencoder.parameters(), lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
+        return torch.optim.Adam(self.autoencoder.parameters(),
+                                lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
                                 betas=tuple(self.hparams.betas))
 
     @torch.no_grad()
@@ -233,22 +237,24 @@ class CMDContentModule(_ConditionalStage):
         return settings
 
     def __init__(self, denoiser: nn.Module, autoencoder: CMDAutoencoder | str, vae: FrameVAE | None = None,
-                 text_encoder: TextEncoder | None = None, pool_masked: bool = False, cond_drop_prob: float = 0.1,
-                 diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
-                 betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise"):
+                 text_encoder: TextEncoder | None = None, pool_masked: bool = False,
+                 cond_drop_prob: float = 0.1, diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
+                 betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False,
+                 nan_policy: str = "raise"):
         super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
         if not isinstance(denoiser, (ContentDiT, SDUNet)):
             raise ValueError(f"denoiser must be a ContentDiT or an SDUNet, got {type(denoiser).__name__}")
         if isinstance(denoiser, SDUNet) and text_encoder is None:
-            raise ValueError("an SDUNet content model needs the text_encoder of its Stable Diffusion checkpoint")
+            raise ValueError("an SDUNet content model needs the text_encoder of its Stable Diffusion "
+                             "checkpoint")
         self.save_hyperparameters(ignore=["denoiser", "autoencoder", "vae", "text_encoder"])
         self.denoiser = denoiser
         self.autoencoder = load_cmd_autoencoder(autoencoder)
         self.vae, self.text_encoder = vae, text_encoder
         self.freeze_stages()
         if tuple(self.autoencoder.content_shape[:1]) != (self.denoiser.in_channels,):
-            raise ValueError(f"the autoencoder's content frames have {self.autoencoder.content_shape[0]} channels, "
-                             f"the denoiser takes {self.denoiser.in_channels}")
+            raise ValueError(f"the autoencoder's content frames have {self.autoencoder.content_shape[0]} "
+                             f"channels, the denoiser takes {self.denoiser.in_channels}")
 
     def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """Content frames ``(B, C, H, W)`` of the batch videos and the labels / captions (eq. 7)."""
@@ -314,8 +320,8 @@ class CMDMotionModule(_ConditionalStage):
                 "motion_scale": float(self.hparams.motion_scale)}
 
     def __init__(self, denoiser: MotionDiT, autoencoder: CMDAutoencoder | str, vae: FrameVAE | None = None,
-                 text_encoder: TextEncoder | None = None, pool_masked: bool = False, cond_drop_prob: float = 0.1,
-                 diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
+                 text_encoder: TextEncoder | None = None, pool_masked: bool = False,
+                 cond_drop_prob: float = 0.1, diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise",
                  motion_scale: float = 1.0):
         super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
@@ -328,19 +334,22 @@ class CMDMotionModule(_ConditionalStage):
         self.freeze_stages()
         ae = self.autoencoder
         if denoiser.motion_shape != ae.motion_shape or denoiser.content_shape != ae.content_shape:
-            raise ValueError(f"MotionDiT shapes (motion {denoiser.motion_shape}, content {denoiser.content_shape}) "
-                             f"do not fit the autoencoder's (motion {ae.motion_shape}, content {ae.content_shape})")
+            raise ValueError(f"MotionDiT shapes (motion {denoiser.motion_shape}, content "
+                             f"{denoiser.content_shape}) do not fit the autoencoder's (motion "
+                             f"{ae.motion_shape}, content {ae.content_shape})")
         if (denoiser.text_dim is None) != (text_encoder is None):
             raise ValueError("a text-conditional MotionDiT (text_dim) needs a text_encoder, and only then")
         if text_encoder is not None and text_encoder.dim != denoiser.text_dim:
-            raise ValueError(f"text encoder width {text_encoder.dim} != MotionDiT text_dim {denoiser.text_dim}")
+            raise ValueError(f"text encoder width {text_encoder.dim} != MotionDiT text_dim "
+                             f"{denoiser.text_dim}")
 
     def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """Scaled motion latents ``motion_scale * z`` ``(B, D, L, W'+H')`` and the content frame, label and
         pooled text feature (eq. 8)."""
         content, motion = self._encode(batch, sample=sample)
         if sample:  # training batches: the std that motion_scale should normalise
-            self.log("train/motion_latent_std", motion.float().std(), batch_size=motion.shape[0], sync_dist=True)
+            self.log("train/motion_latent_std", motion.float().std(), batch_size=motion.shape[0],
+                     sync_dist=True)
         text = None
         if self.text_encoder is not None:
             text = self.text_encoder.pooled(self._captions(batch), masked=self.hparams.pool_masked)

@@ -31,8 +31,10 @@ __all__ = ["TrainingModule", "effective_lr", "encode_items", "reseed", "derived_
 
 
 def derived_seed(*keys: int) -> int:
-    """A 63-bit seed from integer keys, well mixed (NumPy's SeedSequence): no two key tuples collide in practice."""
-    return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2, np.uint64)[0] >> 1)
+    """A 63-bit seed from integer keys, well mixed (NumPy's SeedSequence): no two key tuples collide in
+    practice."""
+    return int(np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in keys]).generate_state(2,
+                                                                                          np.uint64)[0] >> 1)
 
 
 def reseed(seed: int) -> None:
@@ -138,7 +140,8 @@ class TrainingModule(pl.LightningModule):
         missing = [k for k in own if k not in state]
         if missing:
             hp = checkpoint.get("hyper_parameters", {})
-            origin = hp.get("_class_path") or ", ".join(sorted({k.split(".")[0] for k in state})[:6]) or "nothing"
+            origin = hp.get("_class_path") or ", ".join(sorted({k.split(".")[0] for k
+                                                                in state})[:6]) or "nothing"
             raise ValueError(
                 f"this checkpoint is not one of {type(self).__name__}: it lacks {len(missing)} of its "
                 f"{len(own)} weights (e.g. {missing[0]!r}); it holds {origin}. Give the checkpoint that this "
@@ -172,7 +175,8 @@ class TrainingModule(pl.LightningModule):
             raise RuntimeError("scale_lr needs a Trainer (the batch size and device count come from it)")
         batch = getattr(trainer.datamodule, "batch_size", None)
         if batch is None:
-            raise ValueError("scale_lr needs the data module's batch_size (videogen.data.VideoDataModule has it)")
+            raise ValueError("scale_lr needs the data module's batch_size (videogen.data.VideoDataModule has "
+                             "it)")
         accumulate = trainer.accumulate_grad_batches
         lr = effective_lr(base_lr, batch, trainer.num_devices, trainer.num_nodes, accumulate)
         if not math.isfinite(lr) or lr <= 0:
@@ -194,5 +198,6 @@ def encode_items(items: Sequence[dict[str, Any]], encode: Callable[[torch.Tensor
         chunk = items[start:start + batch_size]
         coded = encode(torch.stack([item["video"] for item in chunk]))
         for i, item in enumerate(chunk):
-            out.append({**{k: v for k, v in item.items() if k != "video"}, **{k: v[i] for k, v in coded.items()}})
+            out.append({**{k: v for k, v in item.items() if k != "video"},
+                        **{k: v[i] for k, v in coded.items()}})
     return out

@@ -4,7 +4,8 @@ Names load on first access, so ``import videogen.lamd`` stays cheap.
 
 Stage 1 (MCD-VAE): ``MCDVAE``, ``LatentNorm``, ``MCDVAEModule``, ``load_mcdvae``.
 Stage 2 (DMG): ``MotionGenerator``, ``DMGModule``; text encoders ``TextEncoder``, ``HFTextEncoder``,
-``OpenCLIPTextEncoder``, ``load_text_encoder`` (from ``videogen.core.text``). Inference: ``LaMD`` (generate / transfer_motion).
+``OpenCLIPTextEncoder``, ``load_text_encoder`` (from ``videogen.core.text``). Inference: ``LaMD`` (generate /
+transfer_motion).
 """
 
 from __future__ import annotations

@@ -61,8 +61,9 @@ class DMGModule(DiffusionStage):
     def __init__(self, dmg: MotionGenerator, mcdvae: MCDVAE | str, text_encoder: TextEncoder | None = None,
                  lr: float = 2e-5, betas: Sequence[float] = (0.9, 0.999), weight_decay: float = 0.0,
                  cond_drop_prob: float = 0.1, content_drop_prob: float = 0.0, sample_posterior: bool = True,
-                 diffusion: dict[str, Any] | None = None, sample_steps: int = 50, sample_sampler: str = "ddim",
-                 sample_guidance_scale: float = 1.0, scale_lr: bool = False, nan_policy: str = "raise") -> None:
+                 diffusion: dict[str, Any] | None = None, sample_steps: int = 50,
+                 sample_sampler: str = "ddim", sample_guidance_scale: float = 1.0, scale_lr: bool = False,
+                 nan_policy: str = "raise") -> None:
         super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
         if not 0.0 <= content_drop_prob < 1.0:
             raise ValueError(f"content_drop_prob must lie in [0, 1), got {content_drop_prob}")
@@ -136,7 +137,8 @@ class DMGModule(DiffusionStage):
 
 
 @torch.no_grad()
-def cache_latents(mcdvae: MCDVAE, items: Sequence[dict[str, Any]], batch_size: int = 64) -> list[dict[str, Any]]:
+def cache_latents(mcdvae: MCDVAE, items: Sequence[dict[str, Any]],
+                  batch_size: int = 64) -> list[dict[str, Any]]:
     """Add ``z_m`` (normalised posterior mean, ``(d, h, w)``), ``content`` (``f_x0``, ``(d', h, w)``) and
     ``first_frame`` (``(C, H, W)``, for ``sample_videos``) to each item, dropping ``video``: stage 2 then
     skips the frozen MCD-VAE at every step.

@@ -49,7 +49,8 @@ class LVDMLongModule(DiffusionStage):
     def __init__(self, unet: ConditionalUNet3D | None, autoencoder: VideoAutoencoder3D | str,
                  mode: str = "prediction", keyframe_stride: int = 4, cond_prob: float | None = None,
                  short_checkpoint: str | None = None, diffusion: dict[str, Any] | None = None,
-                 lr: float = 8e-5, weight_decay: float = 0.01, scale_lr: bool = False, nan_policy: str = "raise"):
+                 lr: float = 8e-5, weight_decay: float = 0.01, scale_lr: bool = False,
+                 nan_policy: str = "raise"):
         super().__init__(diffusion, nan_policy=nan_policy)  # cond_prob is drawn in diffusion_loss
         if mode not in ("prediction", "interpolation"):
             raise ValueError(f"mode must be 'prediction' or 'interpolation', got {mode!r}")
@@ -60,7 +61,8 @@ class LVDMLongModule(DiffusionStage):
         if short_checkpoint is not None:
             unet, ae = _from_short_checkpoint(short_checkpoint, unet)
         if unet is None:
-            raise ValueError("give a ConditionalUNet3D (unet) or the short model to start from (short_checkpoint)")
+            raise ValueError("give a ConditionalUNet3D (unet) or the short model to start from "
+                             "(short_checkpoint)")
         self.unet = unet
         ae = load_video_autoencoder(autoencoder) if ae is None else ae  # the short model's, when given
         self.autoencoder = ae
@@ -116,7 +118,8 @@ class LVDMLongModule(DiffusionStage):
         s = torch.randint(0, self.unet.max_noise_level, (b,), generator=generator, device=gen_dev).to(dev)
         noise_t = torch.randn(z0.shape, generator=generator, device=gen_dev).to(dev)
         noise_s = torch.randn(z0.shape, generator=generator, device=gen_dev).to(dev)
-        x = mix_given(self.diffusion.add_noise(z0, noise_t, t), self.diffusion.add_noise(z0, noise_s, s), mask)
+        x = mix_given(self.diffusion.add_noise(z0, noise_t, t), self.diffusion.add_noise(z0, noise_s, s),
+                      mask)
         level = torch.where(given, s, torch.full_like(s, self.unet.null_level))
         out = self.unet(x, t, mask=mask, noise_level=level)
         err = (out.float() - self.diffusion.target(z0, noise_t, t).float())
@@ -125,7 +128,8 @@ class LVDMLongModule(DiffusionStage):
         return (err * keep).sum() / keep.sum().clamp(min=1.0)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.unet.parameters(), lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
+        return torch.optim.AdamW(self.unet.parameters(),
+                                 lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
                                  weight_decay=self.hparams.weight_decay)
 
     @torch.no_grad()
@@ -147,11 +151,13 @@ class LVDMLongModule(DiffusionStage):
         f_t, r = self.autoencoder.temporal_factor, self.hparams.keyframe_stride
         first, last = video[:, :, :f_t], video[:, :, r * f_t:(r + 1) * f_t]
         pipe = self.pipeline(prediction=None, keyframe_stride=r)  # the record holds the prediction model's
-        between = pipe.interpolate(first, last, num_steps=self.sample_steps, generator=gen)  # (r-1) f_t frames
+        # (r-1) f_t frames
+        between = pipe.interpolate(first, last, num_steps=self.sample_steps, generator=gen)
         return torch.cat([first, between, last], dim=2)
 
 
-def _from_short_checkpoint(path: str, unet: ConditionalUNet3D | None) -> tuple[ConditionalUNet3D, VideoAutoencoder3D]:
+def _from_short_checkpoint(path: str,
+                           unet: ConditionalUNet3D | None) -> tuple[ConditionalUNet3D, VideoAutoencoder3D]:
     """The short model's UNet (as a conditional one) and autoencoder from its checkpoint."""
     if not Path(path).is_file():
         raise missing_stage_checkpoint(path, "LVDMShortModule", r"(lvdm_\w+?_short)",

@@ -26,12 +26,15 @@ from .unet3d import DEFAULT_DIFFUSION, UNet3D
 __all__ = ["LVDMShortModule", "batch_latents", "cache_latents", "load_video_autoencoder"]
 
 
-def load_video_autoencoder(path: str | Path | VideoAutoencoder3D, map_location: str = "cpu") -> VideoAutoencoder3D:
+def load_video_autoencoder(path: str | Path | VideoAutoencoder3D,
+                           map_location: str = "cpu") -> VideoAutoencoder3D:
     """The autoencoder from a ``VideoAutoencoder3DModule`` checkpoint or a ``save_pretrained`` directory."""
     if isinstance(path, VideoAutoencoder3D):
         return path
-    return load_stage_network(path, VideoAutoencoder3D, "autoencoder", r"(lvdm_\w+?_autoencoder)", "train the autoencoder recipe first "
-                              "(recipes/lvdm_*_autoencoder.yaml), or give a save_pretrained directory", map_location)
+    return load_stage_network(path, VideoAutoencoder3D, "autoencoder", r"(lvdm_\w+?_autoencoder)",
+                              "train the autoencoder recipe first "
+                              "(recipes/lvdm_*_autoencoder.yaml), or give a save_pretrained directory",
+                              map_location)
 
 
 def batch_latents(autoencoder: VideoAutoencoder3D, batch: dict[str, Any], sample: bool) -> torch.Tensor:
@@ -76,8 +79,8 @@ class LVDMShortModule(DiffusionStage):
         self.autoencoder = load_video_autoencoder(autoencoder)
         self.freeze_stages()
         if self.autoencoder.z_channels != unet.in_channels:
-            raise ValueError(f"the autoencoder's latents have {self.autoencoder.z_channels} channels, the UNet "
-                             f"takes {unet.in_channels}")
+            raise ValueError(f"the autoencoder's latents have {self.autoencoder.z_channels} channels, the "
+                             f"UNet takes {unet.in_channels}")
 
     def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
         return {"autoencoder": (self.autoencoder, "autoencoder."), "short": (self.unet, "unet.")}
@@ -109,12 +112,14 @@ class LVDMShortModule(DiffusionStage):
         self.autoencoder.set_latent_normalization(float(stats[0]), float(stats[1]))
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.unet.parameters(), lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
+        return torch.optim.AdamW(self.unet.parameters(),
+                                 lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
                                  weight_decay=self.hparams.weight_decay)
 
     @torch.no_grad()
-    def sample(self, num: int, num_frames: int, height: int, width: int, num_steps: int = 50, eta: float = 1.0,
-               generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+    def sample(self, num: int, num_frames: int, height: int, width: int, num_steps: int = 50,
+               eta: float = 1.0, generator: torch.Generator | None = None,
+               progress: bool = False) -> torch.Tensor:
         """Unconditional videos ``(num, 3, num_frames, height, width)`` in [-1, 1] (DDIM, eta 1 as LVDM)."""
         shape = (num, *self.autoencoder.latent_shape(num_frames, height, width))
         z = self.diffusion.sample(self.unet, shape, num_steps=num_steps, eta=eta, generator=generator,
@@ -126,4 +131,5 @@ class LVDMShortModule(DiffusionStage):
         generator on the module's device), as before the base existed: the base's pipeline default does
         not apply, since the ``LVDM`` pipeline is built around a prediction model this stage lacks."""
         _, _, t, h, w = batch["video"].shape
-        return self.sample(num, t, h, w, num_steps=25, generator=torch.Generator(device=self.device).manual_seed(0))
+        return self.sample(num, t, h, w, num_steps=25,
+                           generator=torch.Generator(device=self.device).manual_seed(0))

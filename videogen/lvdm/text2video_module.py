@@ -40,8 +40,9 @@ class LVDMTextToVideoModule(DiffusionStage):
     pipeline_name = "videogen.lvdm.LVDMTextToVideo"
     sample_steps = 25  # sample_videos (logging only)
 
-    def __init__(self, unet: VideoUNetFromSD, vae: FrameVAE, text_encoder: TextEncoder, train_spatial: bool = False,
-                 cond_drop_prob: float = 0.1, diffusion: dict[str, Any] | None = None, lr: float = 6e-5,
+    def __init__(self, unet: VideoUNetFromSD, vae: FrameVAE, text_encoder: TextEncoder,
+                 train_spatial: bool = False, cond_drop_prob: float = 0.1,
+                 diffusion: dict[str, Any] | None = None, lr: float = 6e-5,
                  nan_policy: str = "raise"):
         super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
         self.save_hyperparameters(ignore=["unet", "vae", "text_encoder"])
