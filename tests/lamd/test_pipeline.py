@@ -113,7 +113,8 @@ def test_input_errors(class_pipe, text_pipe, tmp_path):
     img = _image()
     cases = [
         (class_pipe, dict(image=img[..., :8, :8]), "16x16"),           # not the model resolution
-        (class_pipe, dict(image=torch.zeros(2, 3, 18, 18)), "divisible"),  # not divisible by r_s
+        # not divisible by r_s either: the size check of the protocol (check_values) names it first
+        (class_pipe, dict(image=torch.zeros(2, 3, 18, 18)), "must be 16x16 for this LaMD model, got 18x18"),
         (class_pipe, dict(image=img[:, :, None]), "4-D"),                  # rank
         (class_pipe, dict(image=img * 3), r"\[-1, 1\]"),                 # range
         (class_pipe, dict(image=img, label=[0, 3]), r"label must lie in \[0, 2\]"),
