@@ -13,7 +13,7 @@ Layers, lowest first: ``core`` <- ``data`` <- ``lamd | cmd | lvdm`` <- ``toy`` (
 Every import counts, at module level or inside a function: ``import a.b``, ``from a.b import c``, relative
 ``from . import x`` / ``from ..y import z`` (resolved against the importing module's package), a literal
 ``importlib.import_module("videogen....")`` and the absolute ``"videogen...."`` targets of a lazy-export
-table (``lazy_exports`` dict values).  ``from videogen import load_pretrained`` counts as ``videogen.core``
+table (``lazy_exports`` dict keys).  ``from videogen import load_pretrained`` counts as ``videogen.core``
 (the package's ``__getattr__`` imports it from there).
 """
 
@@ -82,7 +82,8 @@ def imported_modules(source: str, module: str, is_package: bool = False) -> list
 
 
 def _lazy_export_targets(tree: ast.Module) -> list[tuple[int, str]]:
-    """The absolute ``"videogen...."`` values of the dicts handed to ``lazy_exports(package, table, ...)``."""
+    """The absolute ``"videogen...."`` keys (modules) of the tables given to ``lazy_exports(package, table,
+    ...)``."""
     tables = {call.args[1].id for call in ast.walk(tree) if isinstance(call, ast.Call)
               and getattr(call.func, "id", getattr(call.func, "attr", "")) == "lazy_exports"
               and len(call.args) > 1 and isinstance(call.args[1], ast.Name)}
@@ -92,8 +93,8 @@ def _lazy_export_targets(tree: ast.Module) -> list[tuple[int, str]]:
             names = [t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
                      if isinstance(t, ast.Name)]
             if tables.intersection(names):
-                found += [(v.lineno, v.value) for v in node.value.values if isinstance(v, ast.Constant)
-                          and isinstance(v.value, str) and _MODULE_PATH.fullmatch(v.value)]
+                found += [(k.lineno, k.value) for k in node.value.keys if isinstance(k, ast.Constant)
+                          and isinstance(k.value, str) and _MODULE_PATH.fullmatch(k.value)]
     return found
 
 
@@ -161,7 +162,7 @@ def test_nothing_in_the_library_imports_toy():
      "videogen.lvdm.pipeline:1 imports videogen.bench"),
     ("videogen.cmd.modules", False, "class A:\n    def f(self):\n        import videogen.bench.cmd as b",
      "videogen.cmd.modules:3 imports videogen.bench.cmd"),
-    ("videogen.lvdm", True, "X = {'a': 'videogen.evaluation'}\n_g, _d = lazy_exports(__name__, X, {})",
+    ("videogen.lvdm", True, "X = {'videogen.evaluation': 'a'}\n_g, _d, _a = lazy_exports(__name__, X, {})",
      "videogen.lvdm:1 imports videogen.evaluation"),
     ("videogen.core.nn", True, "import importlib\nimportlib.import_module('videogen.toy.common')",
      "videogen.core.nn:2 imports videogen.toy.common"),
@@ -175,8 +176,8 @@ def test_the_checker_reports_a_violation(module, is_package, source, expected):
 def test_the_checker_lets_allowed_imports_pass():
     source = ("import torch\nimport videogen\nfrom . import dmg\nfrom .dmg import MotionGenerator\n"
               "from videogen.core.lazy import lazy_exports\nfrom videogen.data import SyntheticVideoDataset\n"
-              "_EXPORTS = {'TextEncoder': 'videogen.core.text', 'LaMD': 'pipeline'}\n"
-              "__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())\n"
+              "_EXPORTS = {'videogen.core.text': 'TextEncoder', 'pipeline': 'LaMD'}\n"
+              "__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())\n"
               "STATE = {'kind': 'videogen.cli'}\n")  # a string that names a module is not an import
     assert imported_modules(source, "videogen.lamd", is_package=True)[-1] == (7, "videogen.core.text")
     assert violations(source, "videogen.lamd", is_package=True) == []

@@ -12,18 +12,11 @@ from __future__ import annotations
 
 from videogen.core.lazy import lazy_exports
 
-_EXPORTS = {
-    "CMDAutoencoder": "autoencoder",
-    "ContentDiT": "dit",
-    "MotionDiT": "dit",
-    "CMDAutoencoderModule": "modules",
-    "CMDContentModule": "modules",
-    "CMDMotionModule": "modules",
-    "load_cmd_autoencoder": "modules",
-    "cache_latents": "modules",
-    "CMD": "pipeline",
+_EXPORTS = {  # module -> the names it exports (space-separated)
+    "autoencoder": "CMDAutoencoder",
+    "dit": "ContentDiT MotionDiT",
+    "modules": "CMDAutoencoderModule CMDContentModule CMDMotionModule load_cmd_autoencoder cache_latents",
+    "pipeline": "CMD",
 }
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
-
-__all__ = list(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

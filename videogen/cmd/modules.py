@@ -28,7 +28,7 @@ from videogen.core.losses import LPIPSLoss
 from videogen.core.metrics.psnr_ssim import psnr_per_video
 from videogen.core.pretrained import load_stage_network
 from videogen.core.sd import FrameVAE, SDUNet
-from videogen.core.stages import DiffusionStage, drop_captions, drop_labels, zero_dropped
+from videogen.core.stages import DiffusionStage, drop_captions, drop_conditions, drop_labels, zero_dropped
 from videogen.core.text import TextEncoder
 from videogen.core.training import TrainingModule, encode_items
 
@@ -358,14 +358,7 @@ class CMDMotionModule(_ConditionalStage):
 
     def conditions(self, raw: dict[str, Any], drop: torch.Tensor | None) -> dict[str, Any]:
         """Label -> null class and pooled text -> zeros for the dropped samples; the content frame stays."""
-        if drop is None:
-            return raw
-        cond = dict(raw)
-        if cond["label"] is not None:
-            cond["label"] = drop_labels(cond["label"], drop, self.denoiser.null_label)
-        if cond["text"] is not None:
-            cond["text"] = zero_dropped(cond["text"], drop)
-        return cond
+        return drop_conditions(raw, drop, self.denoiser.null_label, zero=("text",))
 
     @torch.no_grad()
     def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:

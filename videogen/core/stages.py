@@ -253,6 +253,21 @@ def zero_dropped(x: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
     return x & keep if x.dtype == torch.bool else x * keep.to(x.dtype)
 
 
+def drop_conditions(raw: dict[str, Any], drop: torch.Tensor | None, null_label: int | None,
+                    zero: Sequence[str] = ()) -> dict[str, Any]:
+    """``raw`` conditions with, for the dropped samples (``drop (B,)``), ``"label"`` set to ``null_label``
+    and each ``zero`` entry (a pooled text feature, a token mask) zeroed; ``None`` entries stay ``None``."""
+    if drop is None:
+        return raw
+    cond = dict(raw)
+    if cond.get("label") is not None:
+        cond["label"] = drop_labels(cond["label"], drop, null_label)
+    for key in zero:
+        if cond.get(key) is not None:
+            cond[key] = zero_dropped(cond[key], drop)
+    return cond
+
+
 def drop_captions(captions: Sequence[str], drop: torch.Tensor) -> list[str]:
     """The captions with the dropped ones replaced by ``""`` (the empty prompt of SD-style CFG)."""
     return ["" if d else c for c, d in zip(captions, drop.tolist())]

@@ -12,24 +12,13 @@ from __future__ import annotations
 
 from videogen.core.lazy import lazy_exports
 
-_EXPORTS = {
-    "SyntheticVideoDataset": "synthetic",
-    "DIRECTION_NAMES": "synthetic",
-    "DIRECTION_VECTORS": "synthetic",
-    "SHAPES": "synthetic",
-    "COLORS": "synthetic",
-    "CAPTION_WORDS": "synthetic",
-    "direction_vectors": "synthetic",
-    "ClipDataset": "clips",
-    "ClipSource": "clips",
-    "ClassFolderVideos": "video",
-    "CsvCaptionVideos": "video",
-    "FrameFolderVideos": "video",
-    "JsonCaptionVideos": "video",
-    "VideoDataModule": "datamodule",
+_EXPORTS = {  # module -> the names it exports (space-separated)
+    "synthetic": "SyntheticVideoDataset DIRECTION_NAMES DIRECTION_VECTORS SHAPES COLORS CAPTION_WORDS "
+                 "direction_vectors",
+    "clips": "ClipDataset ClipSource",
+    "video": "ClassFolderVideos CsvCaptionVideos FrameFolderVideos JsonCaptionVideos",
+    "datamodule": "VideoDataModule",
 }
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
-
-__all__ = list(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -12,26 +12,15 @@ from __future__ import annotations
 
 from videogen.core.lazy import lazy_exports
 
-_EXPORTS = {
-    # stage 1
-    "MCDVAE": "mcdvae",
-    "LatentNorm": "mcdvae",
-    "MCDVAEModule": "mcdvae_module",
-    "load_mcdvae": "mcdvae_module",
-    # stage 2
-    "MotionGenerator": "dmg",
-    "DMGModule": "dmg_module",
-    "cache_latents": "dmg_module",
-    "LaMD": "pipeline",
-    # text encoders live in videogen.core.text (CMD and LVDM use them too); re-exported for LaMD users
-    "TextEncoder": "videogen.core.text",
-    "HFTextEncoder": "videogen.core.text",
-    "OpenCLIPTextEncoder": "videogen.core.text",
-    "load_text_encoder": "videogen.core.text",
-    "build_text_encoder": "videogen.core.text",
+_EXPORTS = {  # module -> the names it exports (space-separated)
+    "mcdvae": "MCDVAE LatentNorm",
+    "mcdvae_module": "MCDVAEModule load_mcdvae",
+    "dmg": "MotionGenerator",
+    "dmg_module": "DMGModule cache_latents",
+    "pipeline": "LaMD",
+    "videogen.core.text": "TextEncoder HFTextEncoder OpenCLIPTextEncoder load_text_encoder "
+                          "build_text_encoder",
 }
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
-
-__all__ = list(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from videogen.core.stages import DiffusionStage, drop_labels, drop_mask, zero_dropped
+from videogen.core.stages import DiffusionStage, drop_conditions, drop_mask, zero_dropped
 from videogen.core.text import TextEncoder
 from videogen.core.training import encode_items
 
@@ -109,11 +109,7 @@ class DMGModule(DiffusionStage):
         """Classifier-free guidance training: null label / masked text / (optionally) zero content."""
         if drop is None:
             return raw
-        cond = dict(raw)
-        if cond["label"] is not None:
-            cond["label"] = drop_labels(cond["label"], drop, self.dmg.null_label)
-        if cond["text_mask"] is not None:
-            cond["text_mask"] = zero_dropped(cond["text_mask"], drop)
+        cond = drop_conditions(raw, drop, self.dmg.null_label, zero=("text_mask",))
         if self.hparams.content_drop_prob > 0:  # a second draw, after the label / text one
             p = self.hparams.content_drop_prob
             drop_content = drop_mask(drop.shape[0], p, device=self.device)  # (B,)

@@ -13,23 +13,16 @@ from __future__ import annotations
 
 from videogen.core.lazy import lazy_exports
 
-_EXPORTS = {
-    "VideoAutoencoder3D": "autoencoder",
-    "VideoAutoencoder3DModule": "autoencoder_module",
-    "UNet3D": "unet3d",
-    "LVDMShortModule": "short_module",
-    "load_video_autoencoder": "short_module",
-    "cache_latents": "short_module",
-    "ConditionalUNet3D": "unet3d",
-    "LVDMLongModule": "long_module",
-    "LVDM": "pipeline",
-    "hierarchical_plan": "pipeline",
-    "autoregressive_clips": "pipeline",
-    "VideoUNetFromSD": "sd_unet",
-    "LVDMTextToVideoModule": "text2video_module",
-    "LVDMTextToVideo": "text2video_pipeline",
+_EXPORTS = {  # module -> the names it exports (space-separated)
+    "autoencoder": "VideoAutoencoder3D",
+    "autoencoder_module": "VideoAutoencoder3DModule",
+    "unet3d": "UNet3D ConditionalUNet3D",
+    "short_module": "LVDMShortModule load_video_autoencoder cache_latents",
+    "long_module": "LVDMLongModule",
+    "pipeline": "LVDM hierarchical_plan autoregressive_clips",
+    "sd_unet": "VideoUNetFromSD",
+    "text2video_module": "LVDMTextToVideoModule",
+    "text2video_pipeline": "LVDMTextToVideo",
 }
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
-
-__all__ = list(_EXPORTS)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -26,20 +26,13 @@ __all__ = [
 ]
 
 # Frame-level metrics, imported on first use (lpips, open_clip and torch-fidelity are slow to import).
-_LAZY = {
-    "FrechetInceptionDistance": "fid",
-    "VideoLPIPS": "lpips",
-    "build_lpips": "lpips",
-    "lpips_per_video": "lpips",
-    "CLIPSimilarity": "clipsim",
-    "clip_similarity_per_video": "clipsim",
-    "load_open_clip": "clipsim",
-    "VideoPSNR": "psnr_ssim",
-    "VideoSSIM": "psnr_ssim",
-    "psnr_per_video": "psnr_ssim",
-    "ssim_per_video": "psnr_ssim",
+_LAZY = {  # module -> the names it exports (space-separated)
+    "fid": "FrechetInceptionDistance",
+    "lpips": "VideoLPIPS build_lpips lpips_per_video",
+    "clipsim": "CLIPSimilarity clip_similarity_per_video load_open_clip",
+    "psnr_ssim": "VideoPSNR VideoSSIM psnr_per_video ssim_per_video",
 }
-__all__ += list(_LAZY)
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
+__getattr__, __dir__, _lazy_names = lazy_exports(__name__, _LAZY, globals())
+__all__ += _lazy_names
