@@ -358,7 +358,8 @@ class CMDMotionModule(_ConditionalStage):
 
     def conditions(self, raw: dict[str, Any], drop: torch.Tensor | None) -> dict[str, Any]:
         """Label -> null class and pooled text -> zeros for the dropped samples; the content frame stays."""
-        return drop_conditions(raw, drop, self.denoiser.null_label, zero=("text",))
+        null = self.denoiser.null_label if raw["label"] is not None else None
+        return drop_conditions(raw, drop, null, zero=("text",))
 
     @torch.no_grad()
     def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:

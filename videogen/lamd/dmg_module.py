@@ -109,7 +109,8 @@ class DMGModule(DiffusionStage):
         """Classifier-free guidance training: null label / masked text / (optionally) zero content."""
         if drop is None:
             return raw
-        cond = drop_conditions(raw, drop, self.dmg.null_label, zero=("text_mask",))
+        null = self.dmg.null_label if raw["label"] is not None else None
+        cond = drop_conditions(raw, drop, null, zero=("text_mask",))
         if self.hparams.content_drop_prob > 0:  # a second draw, after the label / text one
             p = self.hparams.content_drop_prob
             drop_content = drop_mask(drop.shape[0], p, device=self.device)  # (B,)
