@@ -118,6 +118,17 @@ def _videogen_cli_class() -> type:
                                  f"{wanted}")
             super()._parse_ckpt_path()
 
+        def before_instantiate_classes(self) -> None:
+            """A GPU accelerator on a machine without one ends in one error line, before anything is built."""
+            import torch
+
+            sub = self.config.get("subcommand")
+            trainer = self.config[sub].get("trainer") if sub else None
+            accelerator = str(trainer.get("accelerator", "")) if trainer is not None else ""
+            if accelerator in ("cuda", "gpu") and not torch.cuda.is_available():
+                raise ValueError(f"--trainer.accelerator={accelerator}: no CUDA device is available here "
+                                 "(use cpu)")
+
         def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
             """Lightning restores ``--ckpt_path`` with ``weights_only=True`` unless the recipe says otherwise
             (its own default unpickles anything the file holds)."""

@@ -257,3 +257,18 @@ def test_ckpt_path_is_checked_before_lightning_reads_it(tmp_path, capsys, monkey
         err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("videogen: error:")]
         assert len(err) == 1 and word in err[0], (ckpt, err)
     assert not marker.exists()
+
+
+def test_training_values_a_machine_or_an_optimiser_cannot_take_end_in_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipes = Path(__file__).resolve().parents[2] / "recipes"
+    cases = [(["fit", "--config", str(_recipe(tmp_path)), "--trainer.accelerator=cuda"], "no CUDA device"),
+             (["fit", "--config", str(recipes / "lamd_tiny_mcdvae.yaml"), "--model.init_args.lr=-1",
+               f"--trainer.default_root_dir={tmp_path / 'run'}", "--trainer.max_steps=1"],
+              "lr must be a finite number > 0")]
+    for argv, word in cases:
+        if word == "no CUDA device" and torch.cuda.is_available():
+            continue
+        assert main(argv) == 2, argv
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("videogen: error:")]
+        assert len(err) == 1 and word in err[0], (argv, err)

@@ -167,7 +167,10 @@ class TrainingModule(pl.LightningModule):
         return False
 
     def scaled_lr(self, base_lr: float, scale_lr: bool) -> float:
-        """``base_lr`` as given, or LDM-scaled by the trainer's devices, nodes, batch and accumulation."""
+        """``base_lr`` as given, or LDM-scaled by the trainer's devices, nodes, batch and accumulation; a
+        learning rate that is not a finite positive number stops here, before the first step."""
+        if not (isinstance(base_lr, (int, float)) and math.isfinite(base_lr) and base_lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {base_lr}")
         if not scale_lr:
             return base_lr
         trainer = self._trainer
