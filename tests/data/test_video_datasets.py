@@ -102,7 +102,7 @@ def test_broken_inputs_are_skipped_and_counted(tmp_path, make_video):
 
     only_broken = CsvCaptionVideos(root, tmp_path / "webvid.csv", path_template="{videoid}.mp4",
                                    num_frames=20)
-    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="all 5 videos are unreadable"):
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="all 5 videos are unreadable"):
         only_broken[0]
 
 

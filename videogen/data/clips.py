@@ -160,5 +160,5 @@ class ClipDataset(Dataset):
                     f"{type(err).__name__}: {err}",
                     stacklevel=2,
                 )
-        raise RuntimeError(f"{type(self).__name__}: all {n} videos are unreadable or too short for the clip "
+        raise ValueError(f"{type(self).__name__}: all {n} videos are unreadable or too short for the clip "
                            f"(num_frames={self.num_frames}, frame_stride={self.frame_stride})")
