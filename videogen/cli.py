@@ -292,7 +292,15 @@ def _split_dataset(recipe: str, split: str) -> Any:
     path = Path(recipe)
     if not path.is_file():
         raise FileNotFoundError(f"recipe {recipe} not found")
-    data = (yaml.safe_load(path.read_text()) or {}).get("data", {}).get("init_args", {})
+    try:
+        recipe_dict = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise CommandError(f"recipe {recipe} is not YAML: {' '.join(str(exc).split())[:200]}") from None
+    data = recipe_dict.get("data") if isinstance(recipe_dict, dict) else None
+    data = (data or {}).get("init_args") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise CommandError(f"recipe {recipe} has no data.init_args block (a LightningCLI recipe's data "
+                           "module)")
     key = {"train": "dataset", "val": "val_dataset", "test": "test_dataset"}[split]
     block = data.get(key) or (data.get("val_dataset") if split == "test" else None)
     if not block:
