@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -161,3 +162,34 @@ def test_checkpoints_of_several_stages_merge_into_one_pipeline(tmp_path):
     (tmp_path / "text.ckpt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="not a readable videogen checkpoint"):
         load_pretrained(tmp_path / "text.ckpt")
+
+
+def test_a_save_killed_mid_write_leaves_a_complete_folder(tmp_path):
+    """SIGKILL while ``save_pretrained`` rewrites a folder again and again: what is left loads, complete,
+    as one of the two pipelines (never the new first component with the old second)."""
+    import signal
+    import time
+
+    script = f"""
+import sys, torch
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from tests.core.test_persistence import Pair, Scale
+torch.manual_seed(0)
+old, new = Pair(Scale(3), Scale(3), gain=1.0), Pair(Scale(4_000_000), Scale(4_000_000), gain=2.0)
+old.save_pretrained({str(tmp_path / "pair")!r})
+print("saved", flush=True)
+while True:
+    new.save_pretrained({str(tmp_path / "pair")!r})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "saved"
+    deadline = time.time() + 120
+    while not any(".pair.tmp-" in p.name for p in tmp_path.iterdir()):
+        assert time.time() < deadline and proc.poll() is None, "the writer never started a new save"
+        time.sleep(0.01)
+    time.sleep(0.05)  # somewhere inside writing the components
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    pipe = load_pretrained(tmp_path / "pair")
+    sizes = {pipe.first.w.numel(), pipe.second.w.numel()}
+    assert (pipe.gain, sizes) in ((1.0, {3}), (2.0, {4_000_000}))
