@@ -194,7 +194,7 @@ def test_cli_sample_and_generate_with_a_saved_cmd(class_stages, tmp_path):
 def test_motion_scale_is_trained_on_stored_and_undone_before_decoding(stage1, tmp_path):
     """``motion_scale`` (spec O14): the motion DiT's data is ``scale * z``, the batch std of ``z`` is logged,
     the scale travels in the checkpoint and the saved pipeline, and sampling divides it out again."""
-    from videogen.cmd.modules import cache_latents, motion_latent_std
+    from videogen.cmd import cache_latents, motion_latent_std
 
     ae = load_cmd_autoencoder(stage1)
     items = cache_latents(ae, [SyntheticVideoDataset(8, num_frames=FRAMES, size=SIZE)[i] for i in range(8)])

@@ -15,7 +15,10 @@ from videogen.core.lazy import lazy_exports
 _EXPORTS = {  # module -> the names it exports (space-separated)
     "autoencoder": "CMDAutoencoder",
     "dit": "ContentDiT MotionDiT",
-    "modules": "CMDAutoencoderModule CMDContentModule CMDMotionModule load_cmd_autoencoder cache_latents",
+    "stage": "load_cmd_autoencoder",
+    "autoencoder_module": "CMDAutoencoderModule cache_latents motion_latent_std",
+    "content_module": "CMDContentModule",
+    "motion_module": "CMDMotionModule",
     "pipeline": "CMD",
 }
 

@@ -117,15 +117,15 @@ def run_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool
              config: CMDDemoConfig | None = None) -> dict[str, Any]:
     """Train the three CMD stages on captioned synthetic data, generate from held-out captions, score and
     write the demo files; return the metrics."""
-    from videogen.cmd.autoencoder import CMDAutoencoder
-    from videogen.cmd.dit import ContentDiT, MotionDiT
-    from videogen.cmd.modules import (
+    from videogen.cmd import (
         CMDAutoencoderModule,
         CMDContentModule,
         CMDMotionModule,
         cache_latents,
         motion_latent_std,
     )
+    from videogen.cmd.autoencoder import CMDAutoencoder
+    from videogen.cmd.dit import ContentDiT, MotionDiT
     from videogen.cmd.pipeline import CMD
     from videogen.core.video import save_contact_sheet, write_video
     from videogen.data import CAPTION_WORDS, COLORS, SHAPES, SyntheticVideoDataset, direction_vectors
