@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from videogen.core.files import atomic_write_text
+
 __all__ = [
     "TABLE_MODULES",
     "Table",
@@ -345,13 +347,13 @@ def run_bench(
             "rows": rows,
         }
         print(f"bench: {name}: {len(rows)} rows in {results['tables'][name]['wall_seconds']} s", flush=True)
-    results_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    atomic_write_text(results_path, json.dumps(results, indent=2, default=str) + "\n")
     markdown = render_markdown(results, tables)
-    (out_dir / "bench.md").write_text(markdown)
+    atomic_write_text(out_dir / "bench.md", markdown)
     if docs_path == "auto":
         docs_path = _default_docs_path()
     if docs_path is not None:
         docs_file = Path(docs_path)
-        docs_file.write_text(merge_report(docs_file.read_text(), markdown) if docs_file.is_file()
+        atomic_write_text(docs_file, merge_report(docs_file.read_text(), markdown) if docs_file.is_file()
                              else markdown)
     return results

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from videogen.core.files import atomic_write_text
 from videogen.toy.common import fit_stage, materialise, mean_psnr, stack_items, start_demo, tile, upscale
 
 __all__ = ["CMDDemoConfig", "heldout_set", "run_demo"]
@@ -240,7 +241,7 @@ def run_demo(out_dir: str | Path = "outputs/demo_cmd", seed: int = 0, fast: bool
         "num_heldout": len(captions),
         "torch_threads": torch.get_num_threads(),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     print(f"[demo] motion_accuracy {metrics['motion_accuracy']} (chance 0.25), caption_accuracy "
           f"{metrics['caption_accuracy']} (chance {metrics['chance_caption_accuracy']}), recon_psnr "
           f"{metrics['recon_psnr']} dB, wall {metrics['wall_seconds']} s -> {out}")

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from videogen.core.files import atomic_write_text
 from videogen.toy.common import (
     InMemoryDataset,
     fit_stage,
@@ -199,7 +200,7 @@ def run_demo(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
         "num_transfer_pairs": half,
         "torch_threads": torch.get_num_threads(),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     print(f"[demo] recon_psnr {metrics['recon_psnr']} dB, motion_accuracy {metrics['motion_accuracy']} "
           f"(chance {metrics['chance_accuracy']}), wall {metrics['wall_seconds']} s -> {out}")
     return metrics

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from videogen.core.files import atomic_write_text
 from videogen.toy.common import fit_stage, materialise, mean_psnr, stack_items, start_demo, tile, upscale
 
 __all__ = ["LVDMDemoConfig", "run_demo"]
@@ -235,7 +236,7 @@ def run_demo(out_dir: str | Path = "outputs/demo_lvdm", seed: int = 0, fast: boo
         "config": dataclasses.asdict(cfg),
         "torch_threads": torch.get_num_threads(),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     print(f"[demo] {metrics['num_frames']} frames; long_motion_accuracy hierarchical "
           f"{metrics['long_motion_accuracy']['hierarchical']}, autoregressive "
           f"{metrics['long_motion_accuracy']['autoregressive']}; wall {metrics['wall_seconds']} s -> {out}")

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from videogen.core.files import atomic_write_text
 from videogen.core.training import TrainingModule
 from videogen.toy.common import fit_stage, materialise, mean_psnr, stack_items, start_demo
 
@@ -193,7 +194,7 @@ def run_demo(out_dir: str | Path = "outputs/lvdm_t2v_toy", seed: int = 0, fast: 
         "setting": "toy: synthetic captioned moving shapes, SD-style networks trained from scratch, CPU",
         "config": dataclasses.asdict(cfg),
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2))
     print(f"[demo] LVDM text-to-video toy: caption_accuracy {metrics['caption_accuracy']} (colour "
           f"{metrics['colour_accuracy']}), direction {metrics['direction_accuracy_first_4_frames']}, "
           f"wall {metrics['wall_seconds']} s -> {out}")

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from videogen.core.files import atomic_write_text
+
 __all__ = ["HEADLINES", "demo_runners", "run_tour", "write_summary_page"]
 
 #: Per model: what its demo shows, and the metrics the summary table lists (key in metrics.json, label).
@@ -69,7 +71,7 @@ def run_tour(out_dir: str | Path = "outputs/demo", seed: int = 0, fast: bool = F
     summary = {"models": results, "wall_seconds": round(time.perf_counter() - start, 1), "seed": seed,
                "mode": "smoke" if fast else "brief",
                "setting": "toy: synthetic moving shapes, CPU; not paper numbers"}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     write_summary_page(out, results, summary["wall_seconds"])
     print(f"[demo] three models in {summary['wall_seconds']} s -> {out / 'index.html'}")
     return summary
