@@ -225,11 +225,15 @@ class SDUNet(nn.Module):
                                     "directory")
         return cls(unet=UNet2DConditionModel.from_pretrained(str(directory))).to(map_location)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, text_states: torch.Tensor,
+                cross_attention_kwargs: dict | None = None) -> torch.Tensor:
+        """``cross_attention_kwargs``: passed to the UNet's transformers (LVDM's temporal layers read
+        ``num_frames`` there)."""
         if text_states.ndim != 3 or text_states.shape[-1] != self.context_dim:
             raise ValueError(f"text_states must be (B, L, {self.context_dim}), got "
                              f"{tuple(text_states.shape)}")
-        return self.unet(x, t, encoder_hidden_states=text_states.to(x.dtype)).sample
+        return self.unet(x, t, encoder_hidden_states=text_states.to(x.dtype),
+                         cross_attention_kwargs=cross_attention_kwargs).sample
 
 
 def sd_text_encoder(path: str | os.PathLike, max_length: int = 77) -> HFTextEncoder:

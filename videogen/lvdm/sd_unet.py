@@ -46,17 +46,19 @@ class VideoUNetFromSD(nn.Module):
         self.sd = unet if unet is not None else SDUNet(pretrained)
         from diffusers.models.transformers.transformer_2d import Transformer2DModel
 
-        self._frames = 1
-        self.spatial_names: list[str] = []
         layers = {}
+        self.spatial_names: list[str] = []  # the SD UNet's transformers that a temporal layer follows
         for name, module in self.sd.unet.named_modules():
             if isinstance(module, Transformer2DModel):
-                channels = module.config.in_channels
-                layers[name.replace(".", "_")] = _AttentionHalf(channels,
-                                                                heads if channels % heads == 0 else 1,
-                                                                max_relative_distance)
-                module.register_forward_hook(self._temporal_hook(name.replace(".", "_")))
                 self.spatial_names.append(name)
+                channels = module.config.in_channels
+                key = name.replace(".", "_")
+                layers[key] = _AttentionHalf(channels, heads if channels % heads == 0 else 1,
+                                             max_relative_distance)
+                # the spatial transformer becomes "spatial, then temporal": same object, same weights and
+                # keys (SD's folder layout is unchanged); its temporal layer lives in self.temporal
+                module.__class__ = _spatio_temporal_class(type(module))
+                object.__setattr__(module, "temporal_layer", layers[key])  # not a child: SD's keys stay
         if not layers:
             raise ValueError("the UNet has no spatial transformers to follow with temporal layers")
         self.temporal = nn.ModuleDict(layers)
@@ -107,29 +109,42 @@ class VideoUNetFromSD(nn.Module):
         identity."""
         return cls(pretrained=path, **kwargs)
 
-    def _temporal_hook(self, key: str):
-        def hook(module, inputs, output):
-            hidden = output[0] if isinstance(output, tuple) else output.sample
-            bt, c, h, w = hidden.shape
-            t = self._frames
-            x = hidden.view(bt // t, t, c, h * w).permute(0, 3, 2, 1).reshape(-1, c, t)  # (B*H*W, C, T)
-            x = self.temporal[key](x)
-            hidden = x.view(bt // t, h * w, c, t).permute(0, 3, 2, 1).reshape(bt, c, h, w)
-            return (hidden, *output[1:]) if isinstance(output, tuple) else type(output)(sample=hidden)
-        return hook
-
-    def temporal_parameters(self):
-        return self.temporal.parameters()
-
     def forward(self, x: torch.Tensor, t: torch.Tensor, text_states: torch.Tensor) -> torch.Tensor:
         """``x (B, C, T, h, w)``, ``t (B,)``, ``text_states (B, L, d)`` -> ``(B, C, T, h, w)``."""
         if x.ndim != 5:
             raise ValueError(f"x must be (B, C, T, h, w), got {tuple(x.shape)}")
         b, c, frames, h, w = x.shape
-        self._frames = frames
         flat = x.transpose(1, 2).reshape(b * frames, c, h, w)
-        out = self.sd(flat, t.repeat_interleave(frames), text_states.repeat_interleave(frames, dim=0))
+        # the frame count reaches every temporal layer explicitly, through diffusers' cross_attention_kwargs
+        out = self.sd(flat, t.repeat_interleave(frames), text_states.repeat_interleave(frames, dim=0),
+                      cross_attention_kwargs={"num_frames": frames})
         return out.view(b, frames, -1, h, w).transpose(1, 2)
 
 
 register(VideoUNetFromSD)
+
+_SPATIO_TEMPORAL: dict[type, type] = {}
+
+
+def _spatio_temporal_class(spatial: type) -> type:
+    """``spatial`` (diffusers' ``Transformer2DModel``) followed by its temporal layer: ``forward`` takes the
+    frame count from ``cross_attention_kwargs["num_frames"]`` (removed before the spatial part sees it),
+    runs the spatial transformer on the ``(B*T, C, h, w)`` frames, then ``temporal_layer`` over the T
+    frames at each position (as diffusers' ``UNet3DConditionModel`` passes ``num_frames`` to its temporal
+    transformers)."""
+    if spatial not in _SPATIO_TEMPORAL:
+        def forward(self, hidden_states, *args, cross_attention_kwargs=None, **kwargs):
+            kw = dict(cross_attention_kwargs or {})
+            t = int(kw.pop("num_frames", 1))
+            output = spatial.forward(self, hidden_states, *args, cross_attention_kwargs=kw or None, **kwargs)
+            hidden = output[0] if isinstance(output, tuple) else output.sample
+            bt, c, h, w = hidden.shape
+            x = hidden.view(bt // t, t, c, h * w).permute(0, 3, 2, 1).reshape(-1, c, t)  # (B*h*w, C, T)
+            x = self.temporal_layer(x)
+            hidden = x.view(bt // t, h * w, c, t).permute(0, 3, 2, 1).reshape(bt, c, h, w)
+            return (hidden, *output[1:]) if isinstance(output, tuple) else type(output)(sample=hidden)
+
+        name = f"SpatioTemporal{spatial.__name__}"
+        _SPATIO_TEMPORAL[spatial] = type(name, (spatial,), {"forward": forward, "__module__": __name__})
+        globals()[name] = _SPATIO_TEMPORAL[spatial]  # importable by name: pickle (spawned workers) finds it
+    return _SPATIO_TEMPORAL[spatial]
