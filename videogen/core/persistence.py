@@ -37,7 +37,8 @@ from huggingface_hub import ModelHubMixin
 
 __all__ = ["CKPT_KEY", "CONFIG_NAME", "INDEX_NAME", "WEIGHTS_NAME", "PipelineMixin", "SavableModule",
            "UnknownClassError", "checkpoint_record", "component_record", "load_component", "load_pretrained",
-           "register", "registered_name", "resolve_class", "safe_load", "write_directory"]
+           "read_foreign_checkpoint", "register", "registered_name", "resolve_class", "safe_load",
+           "write_directory", "ForeignObject", "FOREIGN_GLOBALS"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -174,6 +175,75 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint", map_location: s
         else:
             reason = (text.strip().splitlines() or [type(exc).__name__])[0][:200]
         raise ValueError(f"{path} is not a readable {what}: {reason}") from None
+
+
+class ForeignObject:
+    """An inert stand-in for an object of another program's class inside a checkpoint (an OmegaConf
+    config, a PyTorch Lightning callback key): it records the arguments and state it was given and runs
+    nothing. ``foreign_name`` is the class the file named."""
+
+    foreign_name = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs, self.state = args, kwargs, None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<{self.foreign_name} (not unpickled)>"
+
+
+#: classes the official LVDM (Lightning 1.4 + OmegaConf) and CMD (argparse) checkpoints carry besides
+#: tensors.  They are read as :class:`ForeignObject` (never imported, never run); ``argparse.Namespace``
+#: is the real class (a plain attribute holder).
+FOREIGN_GLOBALS = (
+    "omegaconf.dictconfig.DictConfig", "omegaconf.listconfig.ListConfig", "omegaconf.base.ContainerMetadata",
+    "omegaconf.base.Metadata", "omegaconf.nodes.AnyNode", "omegaconf.nodes.StringNode",
+    "omegaconf.nodes.IntegerNode", "omegaconf.nodes.FloatNode", "omegaconf.nodes.BooleanNode",
+    "omegaconf.nodes.ValueNode", "typing.Any", "builtins.dict", "builtins.list", "builtins.object",
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "pytorch_lightning.callbacks.lr_monitor.LearningRateMonitor",
+    "pytorch_lightning.callbacks.early_stopping.EarlyStopping",
+    "pytorch_lightning.utilities.parsing.AttributeDict", "lightning_fabric.utilities.data.AttributeDict",
+    "pathlib.PosixPath", "pathlib.WindowsPath", "numpy.core.multiarray.scalar", "numpy.dtype",
+    "numpy._core.multiarray.scalar",
+)
+
+
+def _foreign_allowlist() -> list[Any]:
+    import argparse
+
+    stubs = [(type(name.rsplit(".", 1)[1], (ForeignObject,), {"foreign_name": name}), name)
+             for name in FOREIGN_GLOBALS]
+    return [argparse.Namespace, *stubs]
+
+
+def read_foreign_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """Read a checkpoint written by another program (the official LVDM or CMD code) without running
+    code from it: ``torch.load(weights_only=True)`` with :data:`FOREIGN_GLOBALS` allowed as inert
+    :class:`ForeignObject` stand-ins and ``argparse.Namespace``.  Any other Python object in the file
+    is refused in one ``ValueError`` that names it (and every other global the file holds)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} " + ("is not a file" if path.exists() else "not found"))
+    with torch.serialization.safe_globals(_foreign_allowlist()):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - unreadable, truncated or refused: one clear message
+            try:
+                names = [n for n in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                         if n not in FOREIGN_GLOBALS and n != "argparse.Namespace"]
+            except Exception:  # noqa: BLE001 - not a zip/pickle at all
+                names = []
+            if names:
+                reason = (f"it holds the Python object(s) {', '.join(sorted(names))}, which videogen does "
+                          "not unpickle (they could run code)")
+            else:
+                reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise ValueError(f"{path} is not a readable {what}: {reason}") from None
 
 
 # ----------------------------------------------------------------------------- networks
