@@ -489,11 +489,30 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--clip-weights", default=None, help="open_clip checkpoint for clipsim")
         p.add_argument("--no-progress", action="store_true")
         p.add_argument("--out", default=None, help="also write the results JSON here")
+    elif command == "cache":
+        p.description = ("Encode a recipe's videos and captions once through its frozen stages into a latent "
+                         "cache (shards + index.json; resumable; rank r of W writes shards r, r+W, ...) that "
+                         "the recipe trains from with data: videogen.data.LatentCache {root: OUT}.")
+        p.add_argument("--recipe", required=True, help="the stage-2 recipe (its model and data blocks)")
+        p.add_argument("--out", required=True, help="cache directory")
+        p.add_argument("--split", default="train", choices=("train", "val"))
+        p.add_argument("--clips-per-video", type=_count(1), default=1,
+                       help="clips stored per video (the dataset's own clip draws; default 1)")
+        p.add_argument("--flip", action="store_true", help="also store each clip mirrored left-right")
+        p.add_argument("--shard-size", type=_count(1), default=256, help="videos per shard")
+        p.add_argument("--batch-size", type=_count(1), default=8, help="clips per encoder call")
+        p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+        p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK under torchrun), ...")
+        p.add_argument("--rank", type=_count(0), default=None, help="this writer's rank (default $RANK or 0)")
+        p.add_argument("--world-size", type=_count(1), default=None,
+                       help="number of writers (default $WORLD_SIZE or 1)")
+        p.add_argument("--no-progress", action="store_true")
     return p
 
 
 _TOOLS = {"demo": _cmd_demo, "bench": _cmd_bench, "sample": _cmd_sample, "generate": _cmd_generate,
-          "evaluate": _cmd_evaluate}
+          "evaluate": _cmd_evaluate,
+          "cache": lambda a: importlib.import_module("videogen.data.cache").cache_command(a, _instantiate)}
 
 
 class CommandError(ValueError):
