@@ -23,7 +23,7 @@ from tests._recipes import QUIET, RECIPES, ROOT, assert_same_checkpoints
 from videogen.cli import main
 from videogen.data import LatentCache, SyntheticVideoDataset
 
-NUM_VIDEOS = 20  # 3 shards of 8
+NUM_VIDEOS = 10  # 3 shards of 4
 
 
 def _items(cache: LatentCache) -> list[dict]:
@@ -41,7 +41,7 @@ def _assert_same_items(a: list[dict], b: list[dict]) -> None:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A workdir with an (untrained, seeded) tiny CMD autoencoder of recipes/cmd_tiny_autoencoder.yaml as a
-    save_pretrained directory, recipes/cmd_tiny_motion.yaml on it with 20 videos, and its cache written by
+    save_pretrained directory, recipes/cmd_tiny_motion.yaml on it with 10 videos, and its cache written by
     one process (the reference)."""
     from videogen.cmd import CMDAutoencoder
 
@@ -54,13 +54,13 @@ def tiny(tmp_path_factory):
     recipe["data"]["init_args"]["dataset"]["init_args"]["num_videos"] = NUM_VIDEOS
     (work / "motion.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["cache", "--recipe", str(work / "motion.yaml"), "--out", str(work / "ref"),
-                 "--shard-size", "8", "--no-progress"]) == 0
+                 "--shard-size", "4", "--no-progress"]) == 0
     return work
 
 
 def _cache_cmd(work: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "videogen", "cache", "--recipe", str(work / "motion.yaml"), "--out",
-            str(out), "--shard-size", "8", "--no-progress", *extra]
+            str(out), "--shard-size", "4", "--no-progress", *extra]
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -71,11 +71,11 @@ def test_reference_cache_holds_the_autoencoder_encodings_of_the_dataset(tiny):
 
     cache = LatentCache(tiny / "ref")
     index = json.loads((tiny / "ref" / "index.json").read_text())
-    assert len(cache) == NUM_VIDEOS and [s["count"] for s in index["shards"]] == [8, 8, 4]
+    assert len(cache) == NUM_VIDEOS and [s["count"] for s in index["shards"]] == [4, 4, 2]
     assert index["settings"]["clips_per_video"] == 1 and not index["settings"]["flip"]
     ae = load_cmd_autoencoder(tiny / "ae").eval()
     data = SyntheticVideoDataset(NUM_VIDEOS, num_frames=8, size=32, seed=0)
-    for i in (0, 13, 19):
+    for i in (0, 6, 9):
         content, motion = ae.encode(data[i]["video"][None])
         item = cache[i]
         torch.testing.assert_close(item["content_frame"], content[0], rtol=1e-5, atol=1e-6)
@@ -256,11 +256,11 @@ def test_lvdm_text_to_video_loss_from_the_cache_equals_the_loss_from_raw_video(t
 
 # ---- training from a cache through `videogen fit`, and bad caches ----------------------------------------
 def _fit_cached(work: Path, cache: Path, ae: Path, epochs: int, ckpt: Path | None = None) -> Path:
-    """recipes/cmd_tiny_motion_cached.yaml on the 20-video cache: batch 10, 2 steps an epoch."""
+    """recipes/cmd_tiny_motion_cached.yaml on the 10-video cache: batch 5, 2 steps an epoch."""
     argv = ["fit", "--config", str(RECIPES / "cmd_tiny_motion_cached.yaml"), *QUIET,
             "--trainer.enable_model_summary=false", f"--model.init_args.autoencoder={ae}",
             f"--data.init_args.dataset.init_args.root={cache}",
-            f"--data.init_args.val_dataset.init_args.root={cache}", "--data.init_args.batch_size=10",
+            f"--data.init_args.val_dataset.init_args.root={cache}", "--data.init_args.batch_size=5",
             f"--trainer.max_epochs={epochs}", "--trainer.limit_val_batches=1",
             "--trainer.check_val_every_n_epoch=1"]
     if ckpt is not None:
@@ -301,7 +301,7 @@ def test_bad_caches_stop_with_one_line(tiny, tmp_path, capsys):
     cache = LatentCache(bad)
     cache[0]  # the intact shard still reads
     with pytest.raises(ValueError, match="shard-000001.safetensors is unreadable"):
-        cache[8]
+        cache[4]
     # a cache of other frozen stages (another autoencoder) / of another stage
     batch = default_collate([LatentCache(tiny / "ref")[i] for i in range(2)])
     other = CMDMotionModule(tiny_motion_dit(tiny_autoencoder()), tiny_autoencoder())
