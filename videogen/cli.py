@@ -323,6 +323,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     _check_out(args.out)
     _check_device(args.device)
+    if args.random_items and args.limit is None:
+        raise CommandError("--random-items needs --limit N (how many items to draw)")
     if args.recipe is None and args.num_samples is None:
         raise CommandError("give --recipe (samples per item of its split) or, for an unconditional model, "
                            "--num-samples N")
@@ -342,7 +344,14 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.limit is not None:
         from torch.utils.data import Subset
 
-        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
+        n = min(args.limit, len(dataset))
+        if args.random_items:
+            import random
+
+            dataset = Subset(dataset, sorted(random.Random(args.seed).sample(range(len(dataset)), n)))
+        else:
+            dataset = Subset(dataset, range(n))
+
     kwargs = {k: getattr(args, k) for k
               in ("num_steps", "num_frames", "sampler", "guidance_scale", "max_frames")
               if getattr(args, k) is not None}
@@ -387,8 +396,6 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"--ckpt {ckpt} not found" if not Path(ckpt).exists()
                                     else f"--ckpt {ckpt} is not a file")
     if args.source == "lvdm":
-        from videogen.lvdm.convert import convert_lvdm
-
         (ckpt,) = args.ckpt
         preset = args.preset
         if preset is None and args.config is None:
@@ -396,6 +403,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
             if preset is None:
                 raise CommandError(f"--ckpt {ckpt}: give the official config (--config configs/.../X.yaml)"
                                    f" or --preset ({', '.join(LVDM_PRESETS)})")
+        from videogen.lvdm.convert import convert_lvdm
+
         converted = convert_lvdm(ckpt, config=args.config, preset=preset, ae_ckpt=args.ae_ckpt,
                                  ema=args.ema, official=not args.corrected)
     else:
@@ -502,6 +511,9 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--out", required=True)
         p.add_argument("--samples-per-item", type=_count(1), default=1, help="e.g. 100 for the BAIR protocol")
         p.add_argument("--limit", type=_count(1), default=None, help="first N items only")
+        p.add_argument("--random-items", action="store_true",
+                       help="with --limit: N items drawn at random (seeded by --seed) instead of the first "
+                            "N, e.g. LVDM's 2,048 real clips from the shuffled training split")
         p.add_argument("--batch-size", type=_count(1), default=16)
         p.add_argument("--device", default="cpu")
         p.add_argument("--num-steps", type=_count(1), default=None)
