@@ -405,8 +405,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
                                    f" or --preset ({', '.join(LVDM_PRESETS)})")
         from videogen.lvdm.convert import convert_lvdm
 
+        extra = {"tokenizer": args.tokenizer} if args.tokenizer else {}
         converted = convert_lvdm(ckpt, config=args.config, preset=preset, ae_ckpt=args.ae_ckpt,
-                                 ema=args.ema, official=not args.corrected)
+                                 ema=args.ema, official=not args.corrected, **extra)
     else:
         from videogen.cmd.convert import convert_cmd
 
@@ -586,6 +587,9 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
                               "videos, EMA for long)")
         ema.add_argument("--no-ema", dest="ema", action="store_const", const=False,
                          help="use the raw weights")
+        lvdm.add_argument("--tokenizer", default=None,
+                          help="text-to-video only: the CLIP ViT-L/14 tokenizer folder (tokenizer/ of a "
+                               "Stable Diffusion 1.x download); the checkpoint holds none")
         lvdm.add_argument("--corrected", action="store_true",
                           help="videogen's corrected model instead of the official function")
         lvdm.add_argument("--out", required=True, help="the folder to write (must not exist or be empty)")
