@@ -17,7 +17,9 @@ the ``H' x W'`` patches of each frame, GEGLU feed-forward; pre-LN, residual) -> 
 
 Positions are applied (the official code builds rotary embeddings and never uses them): rotary
 embeddings on the head dimension, 1-D over frames in temporal attention and axial 2-D (half the head
-dimension for the row, half for the column) in spatial attention, as PVDM does. They add no parameters,
+dimension for the row, half for the column) in spatial attention, as PVDM does.  ``rotary=False`` is the
+official behaviour (no positions at all: the encoder is blind to frame order), kept to run converted
+official checkpoints as they were trained (``videogen.cmd.convert``).  The rotations add no parameters,
 so the official configuration (C' 384, depth 8, 8 heads of 48, D 8, p 2) has 47,359,510 parameters in
 pixel mode (RGB) and 47,365,656 in Stable-Diffusion-latent mode (4 channels), as the official modules.
 Non-square grids (e.g. 32 x 64 latents of 512 x 1024 videos) work.
@@ -62,11 +64,11 @@ class _RotaryAttention(nn.Module):
     by the row and the second half by the column of a row-major ``h x w`` grid.
     """
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, rotary: bool = True):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} must be divisible by heads {heads}")
-        self.heads, self.head_dim = heads, dim // heads
+        self.heads, self.head_dim, self.use_rotary = heads, dim // heads, rotary
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
@@ -82,18 +84,20 @@ class _RotaryAttention(nn.Module):
     def forward(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
         b, n, c = x.shape  # (B', N, C')
         q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B', h, N, d)
-        q, k = self._rotate(q, axes), self._rotate(k, axes)
+        if self.use_rotary:
+            q, k = self._rotate(q, axes), self._rotate(k, axes)
         out = F.scaled_dot_product_attention(q, k, v)  # (B', h, N, d)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class TimeSformerBlock(nn.Module):
-    """Divided space-time block: ``x += T-attn(LN x); x += S-attn(LN x); x += GEGLU-FF(LN x)``."""
+    """Divided space-time block: ``x += T-attn(LN x); x += S-attn(LN x); x += GEGLU-FF(LN x)``
+    (``rotary=False``: attention without positions, the official code's behaviour)."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, rotary: bool = True):
         super().__init__()
-        self.norm_t, self.attn_t = nn.LayerNorm(dim), _RotaryAttention(dim, heads)
-        self.norm_s, self.attn_s = nn.LayerNorm(dim), _RotaryAttention(dim, heads)
+        self.norm_t, self.attn_t = nn.LayerNorm(dim), _RotaryAttention(dim, heads, rotary)
+        self.norm_s, self.attn_s = nn.LayerNorm(dim), _RotaryAttention(dim, heads, rotary)
         self.norm_ff, self.ff = nn.LayerNorm(dim), FeedForward(dim, mult=4)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -124,12 +128,15 @@ class CMDAutoencoder(SavableModule, nn.Module):
         mode: ``"pixel"`` (``2 sigmoid - 1`` output) or ``"latent"`` (linear output).
         uniform_content: the Table 4b ablation "without weighted sum": ``x_bar`` is the plain frame mean.
         use_checkpoint: gradient checkpointing of the TimeSformer blocks.
+        rotary: rotary positions in every attention (default).  ``False`` reproduces the official code,
+            which builds rotary embeddings but never applies them (NVlabs/CMD#3): no positions, so the
+            encoder cannot tell the frames' order; only for converted official checkpoints.
     """
 
     def __init__(self, in_channels: int = 3, num_frames: int = 16, height: int = 64, width: int = 64,
                  patch_size: int = 2, hidden_size: int = 384, depth: int = 8, heads: int = 8,
                  motion_channels: int = 8, mode: str = "pixel", uniform_content: bool = False,
-                 use_checkpoint: bool = False):
+                 use_checkpoint: bool = False, rotary: bool = True):
         super().__init__()
         if mode not in ("pixel", "latent"):
             raise ValueError(f"mode must be 'pixel' or 'latent', got {mode!r}")
@@ -137,22 +144,22 @@ class CMDAutoencoder(SavableModule, nn.Module):
         if height % p or width % p or (height // p) % 2 or (width // p) % 2:
             raise ValueError(f"height {height} and width {width} must be divisible by patch_size {p}, with "
                              f"even H/p and W/p (the motion latent is patchified by 2)")
-        if (hidden_size // heads) % 4:
+        if rotary and (hidden_size // heads) % 4:
             raise ValueError(f"head width hidden_size / heads = {hidden_size / heads} must be divisible by 4 "
                              "(axial rotary positions)")
         self.in_channels, self.num_frames, self.height, self.width = in_channels, num_frames, height, width
         self.patch_size, self.mode, self.uniform_content = p, mode, uniform_content
         self.grid = (height // p, width // p)  # (H', W')
-        self.motion_channels, self.use_checkpoint = motion_channels, use_checkpoint
+        self.motion_channels, self.use_checkpoint, self.rotary = motion_channels, use_checkpoint, rotary
         self.patch_embed = nn.Linear(in_channels * p * p, hidden_size)  # encoder pre-layer
-        self.encoder = nn.ModuleList(TimeSformerBlock(hidden_size, heads) for _ in range(depth))
+        self.encoder = nn.ModuleList(TimeSformerBlock(hidden_size, heads, rotary) for _ in range(depth))
         self.to_logit = nn.ConvTranspose2d(hidden_size, in_channels, p, stride=p)  # f_I
         self.pre_xt = nn.Conv2d(hidden_size, motion_channels, 1)  # f_M, W'-part (mean over H')
         self.pre_yt = nn.Conv2d(hidden_size, motion_channels, 1)  # f_M, H'-part (mean over W')
         self.content_embed = nn.Linear(in_channels * p * p, hidden_size)  # g_I
         self.post_xt = nn.Conv2d(motion_channels, hidden_size, 1)  # g_M
         self.post_yt = nn.Conv2d(motion_channels, hidden_size, 1)
-        self.decoder = nn.ModuleList(TimeSformerBlock(hidden_size, heads) for _ in range(depth))
+        self.decoder = nn.ModuleList(TimeSformerBlock(hidden_size, heads, rotary) for _ in range(depth))
         self.to_out = nn.ConvTranspose2d(hidden_size, in_channels, p, stride=p)  # per-frame post-layer
 
     # ---- shapes -------------------------------------------------------------------------------
