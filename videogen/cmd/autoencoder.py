@@ -27,6 +27,8 @@ Non-square grids (e.g. 32 x 64 latents of 512 x 1024 videos) work.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,6 +59,36 @@ def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return out.to(x.dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _rotary_tables(axes: tuple[int, ...], head_dim: int,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos, sin`` of shape ``(N, G, dim / 2G)`` for :func:`_rotate_pairs`, computed once per token layout.
+
+    ``axes = (n,)``: one group (the whole head dimension) turned by the 1-D position; ``(h, w)``: two groups
+    (each half of the head dimension) turned by the row and by the column of a row-major ``h x w`` grid.
+    Built outside inference mode, so that tables first made while sampling also serve training."""
+    with torch.inference_mode(False), torch.no_grad():
+        if len(axes) == 1:
+            positions = [torch.arange(axes[0], device=device)]
+        else:
+            h, w = axes
+            positions = [torch.arange(h, device=device).repeat_interleave(w),  # row-major grid: rows
+                         torch.arange(w, device=device).repeat(h)]  # and columns
+        cos, sin = zip(*(_rotary_angles(p, head_dim // len(axes)) for p in positions))  # each (N, dim / 2G)
+        return torch.stack(cos, dim=1), torch.stack(sin, dim=1)
+
+
+def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x (..., N, d)`` in one pass: in each of the ``G`` groups of the head dimension the pairs
+    ``(x_i, x_{i + d/2G})`` turn by the angles of ``cos, sin (N, G, d/2G)`` (what :func:`rotary` does per
+    group)."""
+    *lead, n, d = x.shape
+    g = cos.shape[1]
+    x1, x2 = x.float().reshape(*lead, n, g, 2, d // (2 * g)).unbind(dim=-2)  # (..., N, G, d/2G) each
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-2)  # (..., N, G, 2, d/2G)
+    return out.reshape(*lead, n, d).to(x.dtype)
+
+
 class _RotaryAttention(nn.Module):
     """Multi-head self-attention (timm layout: one ``qkv`` Linear with bias, ``proj``) with rotary positions.
 
@@ -72,20 +104,14 @@ class _RotaryAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def _rotate(self, t: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-        if len(axes) == 1:
-            return rotary(t, torch.arange(axes[0], device=t.device))
-        h, w = axes
-        rows = torch.arange(h, device=t.device).repeat_interleave(w)  # row-major grid positions
-        cols = torch.arange(w, device=t.device).repeat(h)
-        half = self.head_dim // 2
-        return torch.cat([rotary(t[..., :half], rows), rotary(t[..., half:], cols)], dim=-1)
-
     def forward(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
         b, n, c = x.shape  # (B', N, C')
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B', h, N, d)
-        if self.use_rotary:
-            q, k = self._rotate(q, axes), self._rotate(k, axes)
+        qkv = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B', h, N, d)
+        if self.use_rotary:  # q and k together, with the cached tables of this token layout
+            cos, sin = _rotary_tables(tuple(axes), self.head_dim, x.device)
+            (q, k), v = _rotate_pairs(qkv[:2], cos, sin), qkv[2]
+        else:
+            q, k, v = qkv
         out = F.scaled_dot_product_attention(q, k, v)  # (B', h, N, d)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
