@@ -169,3 +169,26 @@ def test_errors_are_one_line_and_name_the_problem(tmp_path):
 def test_fixture_args_are_the_official_namespace():
     args = read_foreign_checkpoint(MOTION)["args"]
     assert isinstance(args, argparse.Namespace) and args.motion_model_config == "MotionDiT-S/2"
+
+
+def test_videogen_convert_cmd_command_writes_a_folder_that_samples(tmp_path, capsys):
+    """The CLI front door: `videogen convert cmd --ckpt A B C --out DIR`, then `videogen sample --model DIR`;
+    a wrong file ends in one `videogen: error:` line."""
+    import json
+
+    from videogen.cli import main
+
+    out = tmp_path / "cmd_official"
+    assert main(["convert", "cmd", "--ckpt", str(MOTION), str(AE), str(CONTENT), "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["class"] == "CMD"
+    assert isinstance(videogen.load_pretrained(out), CMD)
+    assert main(["sample", "--model", str(out), "--out", str(tmp_path / "s"), "--num-samples", "1",
+                 "--num-steps", "2", "--label", "0"]) == 0
+    assert list((tmp_path / "s").glob("*.mp4"))
+    capsys.readouterr()
+    bad = tmp_path / "other.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, bad)
+    assert main(["convert", "cmd", "--ckpt", str(bad), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("videogen: error:") and "other.pt" in err[0]
+    assert not (tmp_path / "x").exists()
