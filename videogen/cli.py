@@ -10,6 +10,7 @@ Training runs through Lightning's CLI; a few tool commands are dispatched before
     generation)
     videogen evaluate --real DIR --fake DIR --metric fvd     streaming metrics on two folders of videos
     videogen convert  lvdm|cmd --ckpt FILE --out DIR         official checkpoints -> a save_pretrained folder
+    videogen cache    --recipe R --out DIR                   a recipe's data through its frozen stages
 
 Recipes use ``class_path``/``init_args`` for the model and the data module (subclass mode), and
 unknown keys are errors: a misspelt hyperparameter never passes silently.  Heavy libraries (torch,
@@ -33,7 +34,7 @@ from videogen.core.files import FolderLockedError  # stdlib only: --help stays i
 __all__ = ["LIGHTNING_COMMANDS", "TOOL_COMMANDS", "CommandError", "main", "user_error"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-TOOL_COMMANDS = ("demo", "bench", "sample", "generate", "evaluate", "convert")
+TOOL_COMMANDS = ("demo", "bench", "sample", "generate", "evaluate", "convert", "cache")
 #: `videogen evaluate --metric` choices (videogen.evaluation.METRICS, repeated to keep --help import-free)
 METRIC_CHOICES = ("fvd", "kvd", "cfvd", "fid", "lpips", "clipsim", "psnr", "ssim")
 SEED_DEFAULT = 0
@@ -56,6 +57,8 @@ tools:
   evaluate   metrics between two folders of videos: videogen evaluate --real DIR --fake DIR --metric fvd
   convert    official LVDM / CMD checkpoints -> a videogen folder: videogen convert lvdm --ckpt \
 short_sky.ckpt --out DIR
+  cache      encode a stage-2 recipe's videos and captions once (latents on disk): videogen cache \
+--recipe R --out DIR
 """
 
 #: the released LVDM files `videogen convert lvdm` knows without a config (videogen.lvdm.convert.PRESETS;
