@@ -93,6 +93,11 @@ class StringColumnBuilder:
         self._lengths: list[np.ndarray] = []
 
     def extend(self, strings: list[str]) -> None:
+        text = "".join(strings)
+        if text.isascii():  # one encode for the chunk: byte lengths are character lengths
+            self._lengths.append(np.fromiter(map(len, strings), np.int64, len(strings)))
+            self._chunks.append(text.encode("ascii"))
+            return
         encoded = [s.encode("utf-8") for s in strings]
         self._lengths.append(np.fromiter(map(len, encoded), np.int64, len(encoded)))
         self._chunks.append(b"".join(encoded))
@@ -117,6 +122,8 @@ class SourceIndex:
     Args:
         root: folder the ``paths`` are relative to (an absolute path in ``paths`` stands alone).
         paths: one path per source (a video file, or a frame folder).
+        path_format: a ``str.format`` template of one positional field that makes a path of a ``paths``
+            entry (``"{0}.mp4"``: the column then holds only the WebVid ``videoid``); ``None``: as stored.
         labels: int64 per source, or ``None``.
         captions: one caption per source, or ``None``.
         label_captions: caption of each label, used when ``captions`` is ``None`` (class names in words).
@@ -124,11 +131,13 @@ class SourceIndex:
             ``frame_offsets`` (int64, ``n + 1``) marking each source's run; ``None`` for video files.
     """
 
-    __slots__ = ("root", "paths", "labels", "captions", "label_captions", "frames", "frame_offsets")
+    __slots__ = ("root", "paths", "path_format", "labels", "captions", "label_captions", "frames",
+                 "frame_offsets")
 
-    def __init__(self, root: str | os.PathLike, paths: StringColumn, *, labels: np.ndarray | None = None,
-                 captions: StringColumn | None = None, label_captions: Sequence[str] | None = None,
-                 frames: StringColumn | None = None, frame_offsets: np.ndarray | None = None) -> None:
+    def __init__(self, root: str | os.PathLike, paths: StringColumn, *, path_format: str | None = None,
+                 labels: np.ndarray | None = None, captions: StringColumn | None = None,
+                 label_captions: Sequence[str] | None = None, frames: StringColumn | None = None,
+                 frame_offsets: np.ndarray | None = None) -> None:
         n = len(paths)
         for name, column in (("labels", labels), ("captions", captions)):
             if column is not None and len(column) != n:
@@ -136,7 +145,7 @@ class SourceIndex:
         if (frames is None) != (frame_offsets is None) or (frame_offsets is not None
                                                            and len(frame_offsets) != n + 1):
             raise ValueError("SourceIndex: frames and frame_offsets (n + 1 entries) go together")
-        self.root = str(root)
+        self.root, self.path_format = str(root), path_format
         self.paths, self.labels, self.captions, self.frames, self.frame_offsets = (
             paths, labels, captions, frames, frame_offsets)
         self.label_captions = tuple(label_captions) if label_captions is not None else None
@@ -166,7 +175,8 @@ class SourceIndex:
         return len(self.paths)
 
     def path(self, i: int) -> Path:
-        return Path(self.root, self.paths[i])
+        rel = self.paths[i]
+        return Path(self.root, self.path_format.format(rel) if self.path_format is not None else rel)
 
     def source(self, i: int) -> ClipSource:
         """Row ``i`` as a :class:`ClipSource`."""
@@ -189,6 +199,17 @@ class SourceIndex:
         """Bytes held by the columns."""
         return sum(c.nbytes for c in (self.paths, self.labels, self.captions, self.frames, self.frame_offsets)
                    if c is not None)
+
+
+def _release_freed_heap() -> None:
+    """Give the heap freed by a parse back to the OS (glibc ``malloc_trim``; elsewhere nothing): the parsed
+    rows' memory otherwise stays in this process's RSS, fragmented, and in every forked worker's."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class _SourceView(Sequence):
@@ -275,6 +296,7 @@ class ClipDataset(Dataset):
         if len(index) == 0:
             raise ValueError(f"{type(self).__name__} found no videos in {where}")
         self.index = index
+        _release_freed_heap()
         self._status = torch.zeros(len(index), dtype=torch.uint8).share_memory_()  # 0 / _BROKEN / _MISSING
         self._draws = torch.zeros(len(index), dtype=torch.int32).share_memory_()
 

@@ -58,7 +58,7 @@ def _class_caption(name: str) -> str:
     return " ".join(words.lower().split())
 
 
-_CHUNK_ROWS = 1 << 16  # rows parsed per chunk: the peak memory of a parse is the index plus one chunk
+_CHUNK_ROWS = 1 << 13  # rows parsed per chunk: construction holds the index plus one chunk of parsed rows
 
 
 def _positional_template(template: str) -> tuple[str, list[str]]:
@@ -205,18 +205,36 @@ class CsvCaptionVideos(ClipDataset):
             if not needed <= column.keys():
                 raise ValueError(f"{csv_path} lacks columns {sorted(needed - column.keys())}; it has "
                                  f"{sorted(column)}")
-            path_of = _row_formatter(template, [column[name] for name in fields])
-            c = column[caption_column]
+            positions = [column[name] for name in fields]
             width = max(column[name] for name in needed) + 1
+            # one field (WebVid's {videoid}.mp4): store its value, the path is formatted when read
+            path_format = template if len(positions) == 1 else None
+            path_of = _row_formatter(template, positions)
+            c, checked = column[caption_column], False
             while block := list(itertools.islice(reader, _CHUNK_ROWS)):
                 rows = [row for row in block if row]  # blank lines, as DictReader skips them
-                short = next((row for row in rows if len(row) < width), None)
+                short = next((row for row in rows if len(row) < width), None) if not checked else None
+                try:
+                    if path_format is not None:
+                        k = positions[0]
+                        paths.extend([row[k] for row in rows])
+                    else:
+                        paths.extend([path_of(row) for row in rows])
+                    captions.extend([row[c].strip() for row in rows])
+                except IndexError:
+                    short = next(row for row in rows if len(row) < width)
                 if short is not None:
                     raise ValueError(f"{csv_path}: a row has {len(short)} fields, fewer than the header's "
                                      f"{len(header)} (up to line {reader.line_num}): {short!r:.200}")
-                paths.extend([path_of(row) for row in rows])
-                captions.extend([row[c].strip() for row in rows])
-        self._set_index(SourceIndex(self.root, paths.build(), captions=captions.build()), str(csv_path))
+                if not checked and rows:  # a template that cannot format a row fails here, not when read
+                    try:
+                        path_of(rows[0])
+                    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as err:
+                        raise ValueError(f"path_template {path_template!r} does not format the row "
+                                         f"{rows[0]!r:.200}: {err}") from None
+                    checked = True
+        self._set_index(SourceIndex(self.root, paths.build(), path_format=path_format,
+                                    captions=captions.build()), str(csv_path))
 
 
 class JsonCaptionVideos(ClipDataset):
