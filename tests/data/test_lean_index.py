@@ -59,6 +59,8 @@ def test_csv_index_lists_the_sources_of_the_per_row_construction(tmp_path):
         assert len(ds) == 4 and ds.sources[-1].caption == "after a blank line"
     with pytest.raises(ValueError, match="fields must name CSV columns"):
         CsvCaptionVideos(tmp_path, csv_path, path_template="{0}.mp4")
+    with pytest.raises(ValueError, match=r"path_template '\{videoid\[9\]\}.mp4' does not format the row"):
+        CsvCaptionVideos(tmp_path, csv_path, path_template="{videoid[9]}.mp4")  # one field: formatted on read
     (tmp_path / "short.csv").write_text("videoid,contentUrl,duration,page_dir,name\n1,x,y,z,ok\n2,x\n")
     with pytest.raises(ValueError, match="a row has 2 fields, fewer than the header's 5"):
         CsvCaptionVideos(tmp_path, tmp_path / "short.csv")
