@@ -118,7 +118,7 @@ def _run_index_child(impl: str, root: Path, csv_path: Path) -> dict[str, Any]:
 
 
 def build_index_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
-    rows = 50_000 if quick else 300_000
+    rows = 20_000 if quick else 100_000
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -180,7 +180,7 @@ def _worker_growth(dataset: Any, old: bool, workers: int = 4) -> float:
 def build_workers_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     from videogen.data import CsvCaptionVideos
 
-    rows = 40_000 if quick else 200_000
+    rows = 20_000 if quick else 100_000
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -274,8 +274,8 @@ def build_decode_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     torch.set_num_threads(1)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            return (_decode_rows(Path(tmp), 256, 256, 6 if quick else 16)
-                    + _decode_rows(Path(tmp), 512, 1024, 3 if quick else 8))
+            return (_decode_rows(Path(tmp), 256, 256, 4 if quick else 10)
+                    + _decode_rows(Path(tmp), 512, 1024, 2 if quick else 5))
     finally:
         torch.set_num_threads(threads)
 
