@@ -317,6 +317,9 @@ def _split_dataset(recipe: str, split: str) -> Any:
         raise ValueError(f"{recipe} has no data.init_args.{key}: give --split with a split it defines")
     from torch.utils.data import Dataset
 
+    if isinstance(block, dict) and isinstance(block.get("init_args"), dict) and "dtype" in block["init_args"]:
+        # a recipe's uint8 frames become float on the device in training; generate/evaluate read items
+        block = {**block, "init_args": {**block["init_args"], "dtype": "float32"}}
     return _instantiate(block, Dataset)
 
 
