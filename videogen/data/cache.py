@@ -161,6 +161,10 @@ def _stack_encode(module: torch.nn.Module, batch_key: str, values: list, batch_s
         chunk = values[start:start + batch_size]
         if batch_key == "video":
             chunk = torch.stack(chunk).to(module.device)
+            if chunk.dtype == torch.uint8:  # a dtype="uint8" dataset: the values training would see
+                from videogen.core.video import uint8_to_float
+
+                chunk = uint8_to_float(chunk)
         for key, value in module.cache_encode({batch_key: chunk}).items():
             parts.setdefault(key, []).append(value.detach().cpu())
     return {key: torch.cat(value) for key, value in parts.items()}
