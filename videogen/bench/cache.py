@@ -152,7 +152,8 @@ register_table(
     description="One training sample of the WebVid stages, counted on the meta device (FLOPs incl. "
                 "attention; the last column counts only linear/conv multiply-adds): frozen encoders one "
                 "forward each, the trained network 'x forward' times its forward (forward + backward; 4 "
-                "with gradient checkpointing). The frozen share is what `videogen cache` takes out of every step.")
+                "with gradient checkpointing). The frozen share is what `videogen cache` takes out of "
+                "every step.")
 register_table(
     "data_cache_step", build_step_table,
     title="Data: training step from raw video vs from a latent cache (CPU)",
