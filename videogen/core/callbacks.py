@@ -22,7 +22,49 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from videogen.core.video import to_uint8
 
-__all__ = ["EMA", "SupportsSampleVideos", "VideoSampleLogger", "video_contact_sheet"]
+__all__ = ["EMA", "SupportsSampleVideos", "VideoSampleLogger", "ema_update_", "video_contact_sheet"]
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor this rank holds: a DTensor's local shard (FSDP2, tensor parallel), else ``t`` itself
+    (a plain parameter, or an FSDP1 ``use_orig_params`` view of this rank's shard)."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
+
+
+#: wrapper prefixes that FSDP1, activation checkpointing and ``torch.compile`` put into parameter names
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def _clean_name(name: str) -> str:
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
+def _sharded_strategy(trainer: pl.Trainer) -> bool:
+    """True under Lightning's FSDP and ModelParallel (FSDP2 / tensor parallel) strategies."""
+    from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+    return isinstance(getattr(trainer, "strategy", None), (FSDPStrategy, ModelParallelStrategy))
+
+
+@torch.no_grad()
+def ema_update_(shadow: list[torch.Tensor], params: list[torch.Tensor], weight: float,
+                foreach: bool = True) -> None:
+    """``shadow[i] += weight * (float(local(params[i])) - shadow[i])`` for every i, in place.
+
+    ``foreach`` does it with one ``torch._foreach_lerp_`` over all tensors (one kernel launch per
+    device and dtype group on a GPU), else with one ``lerp_`` per tensor; both give identical numbers.
+    Parameters are read as the local tensors this rank holds (:func:`_local`), so sharded parameters
+    update their own shards."""
+    sources = [_local(p).detach() for p in params]
+    sources = [s if s.dtype == torch.float32 else s.float() for s in sources]
+    if foreach:
+        torch._foreach_lerp_(shadow, sources, weight)
+    else:
+        for avg, src in zip(shadow, sources):
+            avg.lerp_(src, weight)
 
 
 class EMA(Callback):
@@ -40,29 +82,40 @@ class EMA(Callback):
     so validation, the sample logger (``on_validation_epoch_end``) and checkpoint monitoring all see it,
     and it is copied into the module when training ends.  Checkpoints hold the average in
     ``state_dict`` (what ``load_from_checkpoint`` and the models' ``from_checkpoint`` read) and the raw
-    trainable weights in ``current_model_state`` (restored by ``fit --ckpt_path``).  Not for sharded
-    (FSDP) parameters.
+    trainable weights in ``current_model_state`` (restored by ``fit --ckpt_path``).
+
+    Sharded parameters (Lightning's ``FSDPStrategy`` with ``use_orig_params=True``, its default, and
+    ``ModelParallelStrategy``'s DTensors): the shadow is rebuilt at ``on_fit_start``, after the strategy
+    sharded the module, as a float copy of the local shard each rank holds, and every rank averages its
+    own shards (no communication per step).  Checkpoints are full state dicts: the average and the raw
+    weights are gathered through the strategy (the average swapped in for one extra gather), and a
+    resume loads the raw weights back through ``torch.distributed.checkpoint``'s ``set_model_state_dict``.
+    Distributed (sharded) checkpoint formats are refused at ``on_fit_start``.
 
     Args:
         decay: EMA decay in [0, 1) (LDM/LVDM 0.9999, CMD 0.999).
         warmup: LDM's ``(1 + n) / (10 + n)`` cap on the decay.
         update_every_n_steps: update after every n-th optimiser step.
         start_step: first optimiser step (0-based) that updates the average.
+        foreach: one ``torch._foreach_lerp_`` over all parameters (default) or a Python loop of
+            ``lerp_`` (LDM's ``LitEma`` loops); the numbers are identical.
     """
 
     def __init__(self, decay: float = 0.9999, warmup: bool = True, update_every_n_steps: int = 1,
-                 start_step: int = 0) -> None:
+                 start_step: int = 0, foreach: bool = True) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         if update_every_n_steps < 1 or start_step < 0:
             raise ValueError(f"update_every_n_steps must be >= 1 and start_step >= 0, got "
                              f"{update_every_n_steps}, {start_step}")
-        self.decay, self.warmup = decay, warmup
+        self.decay, self.warmup, self.foreach = decay, warmup, foreach
         self.update_every_n_steps, self.start_step = update_every_n_steps, start_step
         self.num_updates = 0
         self._last_step = 0
-        self._shadow: dict[str, torch.Tensor] | None = None  # name -> float average
+        self._shadow: dict[str, torch.Tensor] | None = None  # name -> float average (this rank's shard)
         self._stash: dict[str, torch.Tensor] | None = None  # raw weights while the average is swapped in
+        self._sharded = False
+        self._bound: tuple[int, list[torch.nn.Parameter]] | None = None  # (id(module), params in order)
 
     def current_decay(self) -> float:
         """The decay the next update uses."""
@@ -72,18 +125,51 @@ class EMA(Callback):
             return self.decay
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
 
+    def _param_list(self, pl_module: pl.LightningModule) -> list[torch.nn.Parameter]:
+        """The averaged parameters in the shadow's order (cached per module: the per-step update does not
+        walk ``named_parameters``)."""
+        assert self._shadow is not None
+        if self._bound is None or self._bound[0] != id(pl_module):
+            named = {_clean_name(n): p for n, p in pl_module.named_parameters()}
+            missing = [n for n in self._shadow if n not in named]
+            if missing:
+                raise ValueError(
+                    f"EMA: {len(missing)} averaged parameters are no longer in the module (e.g. "
+                    f"{missing[0]!r}); under FSDP give FSDPStrategy(use_orig_params=True), Lightning's "
+                    "default")
+            self._bound = (id(pl_module), [named[n] for n in self._shadow])
+        return self._bound[1]
+
     def _params(self, pl_module: pl.LightningModule) -> dict[str, torch.nn.Parameter]:
         assert self._shadow is not None
-        named = dict(pl_module.named_parameters())
-        return {name: named[name] for name in self._shadow}
+        return dict(zip(self._shadow, self._param_list(pl_module)))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self._shadow is not None:
             return
-        self._shadow = {name: p.detach().float().clone() for name, p in pl_module.named_parameters()
-                        if p.requires_grad}
+        self._shadow = {_clean_name(name): _local(p).detach().float().clone()
+                        for name, p in pl_module.named_parameters() if p.requires_grad}
+        self._bound = None
         if not self._shadow:
             raise ValueError(f"EMA: {type(pl_module).__name__} has no trainable parameters to average")
+
+    @torch.no_grad()
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Under a sharding strategy the module was sharded after ``setup``: average the local shards."""
+        self._bound = None
+        params = self._param_list(pl_module)
+        self._sharded = _sharded_strategy(trainer) or any(
+            _local(p) is not p or _local(p).shape != avg.shape
+            for p, avg in zip(params, self._shadow.values()))
+        if not self._sharded:
+            return
+        strategy = trainer.strategy
+        if getattr(strategy, "_state_dict_type", "full") != "full" or getattr(
+                strategy, "_save_distributed_checkpoint", False):
+            raise ValueError("EMA under a sharding strategy writes full checkpoints: give "
+                             "FSDPStrategy(state_dict_type='full') or "
+                             "ModelParallelStrategy(save_distributed_checkpoint=False)")
+        self._shadow = {n: _local(p).detach().float().clone() for n, p in zip(self._shadow, params)}
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -94,26 +180,28 @@ class EMA(Callback):
         self._last_step = step
         if step - 1 < self.start_step or (step - 1 - self.start_step) % self.update_every_n_steps:
             return
-        d = self.current_decay()
-        for name, p in self._params(pl_module).items():
-            self._shadow[name].lerp_(p.detach().float(), 1.0 - d)
+        ema_update_(list(self._shadow.values()), self._param_list(pl_module), 1.0 - self.current_decay(),
+                    foreach=self.foreach)
         self.num_updates += 1
+
+    @torch.no_grad()
+    def _load(self, pl_module: pl.LightningModule, values: dict[str, torch.Tensor]) -> None:
+        """Copy ``values`` (name -> this rank's tensors) into the averaged parameters' local tensors."""
+        for name, p in self._params(pl_module).items():
+            _local(p).copy_(values[name])
 
     @torch.no_grad()
     def _swap_in(self, pl_module: pl.LightningModule) -> None:
         if self._shadow is None or self._stash is not None:
             return
-        params = self._params(pl_module)
-        self._stash = {name: p.detach().clone() for name, p in params.items()}
-        for name, p in params.items():
-            p.copy_(self._shadow[name])
+        self._stash = {name: _local(p).detach().clone() for name, p in self._params(pl_module).items()}
+        self._load(pl_module, self._shadow)
 
     @torch.no_grad()
     def _swap_out(self, pl_module: pl.LightningModule) -> None:
         if self._stash is None:
             return
-        for name, p in self._params(pl_module).items():
-            p.copy_(self._stash[name])
+        self._load(pl_module, self._stash)
         self._stash = None
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -127,8 +215,7 @@ class EMA(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._swap_out(pl_module)
         if self._shadow is not None:
-            for name, p in self._params(pl_module).items():
-                p.copy_(self._shadow[name])
+            self._load(pl_module, self._shadow)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -138,11 +225,32 @@ class EMA(Callback):
         self.num_updates = int(state_dict["num_updates"])
         self._last_step = int(state_dict["last_step"])
 
+    @torch.no_grad()
+    def _gathered(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                  values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The strategy's full state dict with ``values`` (local shards) in the averaged parameters: a
+        collective call on every rank; the previous local tensors are put back."""
+        keep = {name: _local(p).detach().clone() for name, p in self._params(pl_module).items()}
+        self._load(pl_module, values)
+        try:
+            return trainer.strategy.lightning_module_state_dict()
+        finally:
+            self._load(pl_module, keep)
+
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         if self._shadow is None:
             return
         state = checkpoint["state_dict"]
+        if self._sharded:  # the state dict was gathered from the live shards: gather the other one too
+            swapped = self._stash is not None  # the average is in the parameters (validation)
+            other = self._gathered(trainer, pl_module, self._stash if swapped else self._shadow)
+            raw, avg = (other, state) if swapped else (state, other)
+            checkpoint["current_model_state"] = {n: raw[n].detach().clone() for n in self._shadow if n in raw}
+            for name in self._shadow:
+                if name in state and name in avg:  # rank 0 holds the full state dict, the others none
+                    state[name] = avg[name].to(state[name].dtype).clone()
+            return
         raw = self._stash if self._stash is not None else {n: state[n] for n in self._shadow}
         checkpoint["current_model_state"] = {n: v.detach().clone() for n, v in raw.items()}
         for name, avg in self._shadow.items():
@@ -153,11 +261,20 @@ class EMA(Callback):
                            checkpoint: dict[str, Any]) -> None:
         if self._shadow is None:
             return
-        state, raw = checkpoint["state_dict"], checkpoint.get("current_model_state")
+        raw = checkpoint.get("current_model_state")
         if raw is None:
             warnings.warn("EMA: the checkpoint was saved without EMA; the average starts from its weights",
                           stacklevel=1)
         params = self._params(pl_module)
+        if self._sharded:  # the strategy loaded the average into the shards: copy them, then load the raw
+            self._shadow = {n: _local(p).detach().float().clone() for n, p in params.items()}
+            if raw is not None:
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+                set_model_state_dict(trainer.model, dict(raw),
+                                     options=StateDictOptions(full_state_dict=True, strict=False))
+            return
+        state = checkpoint["state_dict"]
         for name, p in params.items():
             if name in state:
                 self._shadow[name].copy_(state[name])
