@@ -6,13 +6,16 @@ first stage and text encoder included) and has no warm-up, so this is a small ca
 the same checkpoint layout: the average in ``state_dict``, the raw weights in ``current_model_state``.
 
 ``VideoSampleLogger`` asks the module for a few sample videos at the end of a validation epoch and logs
-them to TensorBoard.  A module takes part by implementing the small protocol ``SupportsSampleVideos``.
+them to TensorBoard (an animated GIF and a contact sheet) and W&B (``wandb.Video``), without moviepy.
+A module takes part by implementing the small protocol ``SupportsSampleVideos``.
 """
 
 from __future__ import annotations
 
-import importlib
+import io
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
@@ -22,7 +25,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from videogen.core.video import to_uint8
 
-__all__ = ["EMA", "SupportsSampleVideos", "VideoSampleLogger", "ema_update_", "video_contact_sheet"]
+__all__ = ["EMA", "SupportsSampleVideos", "VideoSampleLogger", "add_gif_summary", "ema_update_",
+           "video_contact_sheet", "video_gif"]
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -233,7 +237,9 @@ class EMA(Callback):
         keep = {name: _local(p).detach().clone() for name, p in self._params(pl_module).items()}
         self._load(pl_module, values)
         try:
-            return trainer.strategy.lightning_module_state_dict()
+            state = trainer.strategy.lightning_module_state_dict()
+            # copies: a state dict may alias the parameters (one rank, CPU), which are put back next
+            return {n: state[n].detach().clone() for n in self._shadow if n in state}
         finally:
             self._load(pl_module, keep)
 
@@ -244,12 +250,13 @@ class EMA(Callback):
         state = checkpoint["state_dict"]
         if self._sharded:  # the state dict was gathered from the live shards: gather the other one too
             swapped = self._stash is not None  # the average is in the parameters (validation)
+            live = {n: state[n].detach().clone() for n in self._shadow if n in state}
             other = self._gathered(trainer, pl_module, self._stash if swapped else self._shadow)
-            raw, avg = (other, state) if swapped else (state, other)
-            checkpoint["current_model_state"] = {n: raw[n].detach().clone() for n in self._shadow if n in raw}
+            raw, avg = (other, live) if swapped else (live, other)
+            checkpoint["current_model_state"] = raw
             for name in self._shadow:
                 if name in state and name in avg:  # rank 0 holds the full state dict, the others none
-                    state[name] = avg[name].to(state[name].dtype).clone()
+                    state[name] = avg[name].to(state[name].dtype)
             return
         raw = self._stash if self._stash is not None else {n: state[n] for n in self._shadow}
         checkpoint["current_model_state"] = {n: v.detach().clone() for n, v in raw.items()}
@@ -307,27 +314,50 @@ def video_contact_sheet(videos: torch.Tensor) -> torch.Tensor:
     return frames.permute(4, 0, 2, 1, 3).reshape(c, b * h, t * w)
 
 
-def _tensorboard_can_encode_video() -> bool:
-    """TensorBoard's ``add_video`` needs ``moviepy.editor`` (moviepy < 2) and prints, not raises, without
-    it."""
-    try:
-        importlib.import_module("moviepy.editor")
-    except ImportError:
-        return False
-    return True
+def video_gif(videos: torch.Tensor, fps: int) -> bytes:
+    """An animated GIF of videos side by side: (B, C, T, H, W) float in [-1, 1] -> GIF bytes of T frames
+    of (H, B*W), ``1000 / fps`` ms each, looping.  Encoded with Pillow: no moviepy (TensorBoard's
+    ``add_video`` needs moviepy < 2)."""
+    from PIL import Image
+
+    if videos.ndim != 5 or videos.shape[1] not in (1, 3):
+        raise ValueError(f"videos must be (B, 1 or 3, T, H, W), got shape {tuple(videos.shape)}")
+    b, c, t, h, w = videos.shape
+    # (B, T, H, W, C) uint8 -> (T, H, B, W, C) -> (T, H, B*W, C)
+    frames = to_uint8(videos).cpu().permute(1, 2, 0, 3, 4).reshape(t, h, b * w, c).numpy()
+    images = [Image.fromarray(f[..., 0] if c == 1 else f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                   duration=max(1, round(1000 / fps)), loop=0)
+    return buf.getvalue()
+
+
+def add_gif_summary(writer: Any, tag: str, gif: bytes, height: int, width: int, step: int) -> None:
+    """Write ``gif`` as an image summary to a TensorBoard ``SummaryWriter``: TensorBoard's image
+    dashboard plays an animated GIF (what ``add_video`` writes, without its moviepy encoder)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def _is_wandb(logger: Any) -> bool:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return isinstance(logger, WandbLogger)
 
 
 class VideoSampleLogger(Callback):
-    """Log sample videos from ``pl_module.sample_videos`` to TensorBoard after validation epochs.
+    """Log sample videos from ``pl_module.sample_videos`` to TensorBoard and W&B after validation epochs.
 
     The first validation batch of every ``every_n_epochs``-th epoch is kept and handed to
     ``sample_videos(batch, num_samples)`` when the epoch ends (rank zero only, in eval mode, without
-    gradients, after EMA weights were swapped in if an ``EMA`` callback runs).  The videos go to
-    ``add_video`` (tag ``samples/video``) when TensorBoard can encode them (needs ``moviepy`` < 2),
-    otherwise a contact sheet (rows = samples, columns = frames) goes to ``add_image``
-    (tag ``samples/contact_sheet``).  Without a TensorBoard logger the callback does nothing.
+    gradients, after EMA weights were swapped in if an ``EMA`` callback runs).  TensorBoard gets the
+    samples side by side as an animated GIF (tag ``samples/video``, :func:`video_gif`, played by the
+    image dashboard) and a contact sheet (rows = samples, columns = frames; ``samples/contact_sheet``);
+    a ``WandbLogger`` gets one ``wandb.Video`` per sample (GIF files, key ``samples/video``).  Neither
+    needs moviepy.  Without such a logger the callback does nothing.
     """
-
     def __init__(self, every_n_epochs: int = 1, num_samples: int = 4, fps: int = 8) -> None:
         if every_n_epochs < 1 or num_samples < 1 or fps < 1:
             raise ValueError(
@@ -368,20 +398,30 @@ class VideoSampleLogger(Callback):
 
     @rank_zero_only
     def _log(self, trainer: pl.Trainer, pl_module: SupportsSampleVideos, batch: dict[str, Any]) -> None:
-        writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_video")]
-        if not writers:
+        writers = [lg.experiment for lg in trainer.loggers if not _is_wandb(lg)
+                   and hasattr(lg.experiment, "add_image") and hasattr(lg.experiment, "_get_file_writer")]
+        wandb_loggers = [lg for lg in trainer.loggers if _is_wandb(lg)]
+        if not writers and not wandb_loggers:
             return
         with torch.no_grad():
             videos = pl_module.sample_videos(batch, self.num_samples)
         if videos.ndim != 5:
             raise ValueError(f"sample_videos must return (B, C, T, H, W), got shape {tuple(videos.shape)}")
-        videos = videos[: self.num_samples]
+        videos = videos[: self.num_samples].detach().float().cpu()
         step = trainer.global_step
-        as_video = _tensorboard_can_encode_video()
-        for writer in writers:
-            if as_video:
-                # (B, C, T, H, W) -> (B, T, H, W, C) -> (B, T, C, H, W) uint8, the layout add_video expects
-                frames = to_uint8(videos).cpu().permute(0, 1, 4, 2, 3)
-                writer.add_video("samples/video", frames, step, fps=self.fps)
-            else:
+        if writers:
+            gif = video_gif(videos, self.fps)
+            b, _, _, h, w = videos.shape
+            for writer in writers:
+                add_gif_summary(writer, "samples/video", gif, h, b * w, step)
                 writer.add_image("samples/contact_sheet", video_contact_sheet(videos), step)
+        if wandb_loggers:
+            with tempfile.TemporaryDirectory() as tmp:  # W&B copies the files into its run at log time
+                paths = []
+                for i, video in enumerate(videos):
+                    path = Path(tmp) / f"sample_{i}.gif"
+                    path.write_bytes(video_gif(video[None], self.fps))
+                    paths.append(str(path))
+                for lg in wandb_loggers:
+                    lg.log_video("samples/video", paths, step=step, fps=[self.fps] * len(paths),
+                                 format=["gif"] * len(paths))
