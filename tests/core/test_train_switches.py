@@ -301,7 +301,8 @@ def _sharded_ema_check(rank: int, world: int, out_dir: str) -> None:
     full = {n: p.full_tensor() for n, p in model.named_parameters()}
     from torch.distributed.tensor import DTensor
 
-    avg_full = {n: DTensor.from_local(ema2._shadow[n], mesh, p.placements).full_tensor()
+    avg_full = {n: DTensor.from_local(ema2._shadow[n], mesh, p.placements, shape=p.shape,
+                                      stride=p.stride()).full_tensor()  # uneven shards: give the shape
                 for n, p in model.named_parameters()}
     resumed_ok = all(torch.allclose(full[n], ref_raw[n], atol=1e-6)
                      and torch.allclose(avg_full[n], ref_avg[n], atol=1e-6) for n in ref_avg)
