@@ -54,8 +54,11 @@ class CMDContentModule(ConditionalStage):
                  text_encoder: TextEncoder | None = None, pool_masked: bool = False,
                  cond_drop_prob: float = 0.1, diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False,
-                 nan_policy: str = "raise"):
-        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
+                 nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None):
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy, compile=compile,
+                         optimizer=optimizer)
         if not isinstance(denoiser, (ContentDiT, SDUNet)):
             raise ValueError(f"denoiser must be a ContentDiT or an SDUNet, got {type(denoiser).__name__}")
         if isinstance(denoiser, SDUNet) and text_encoder is None:

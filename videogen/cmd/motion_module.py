@@ -46,8 +46,11 @@ class CMDMotionModule(ConditionalStage):
                  text_encoder: TextEncoder | None = None, pool_masked: bool = False,
                  cond_drop_prob: float = 0.1, diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise",
-                 motion_scale: float = 1.0):
-        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
+                 motion_scale: float = 1.0,
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None):
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy, compile=compile,
+                         optimizer=optimizer)
         if not motion_scale > 0:
             raise ValueError(f"motion_scale must be > 0, got {motion_scale}")
         self.save_hyperparameters(ignore=["denoiser", "autoencoder", "vae", "text_encoder"])

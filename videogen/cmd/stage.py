@@ -139,4 +139,4 @@ class ConditionalStage(CMDStage, DiffusionStage):
 
     def configure_optimizers(self):
         lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
-        return torch.optim.Adam(self.denoiser.parameters(), lr=lr, betas=tuple(self.hparams.betas))
+        return self.make_optimizer(self.denoiser.parameters(), lr, "adam", betas=tuple(self.hparams.betas))

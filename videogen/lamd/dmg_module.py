@@ -50,6 +50,7 @@ class DMGModule(DiffusionStage):
         diffusion: kwargs of ``GaussianDiffusion`` (default linear schedule, 1000 steps, eps, L2).
         sample_steps, sample_sampler, sample_guidance_scale: ``sample_videos`` settings (logging only).
         nan_policy: ``"raise"`` stops at a non-finite loss naming the step; ``"skip"`` skips the step.
+        compile, optimizer: cluster switches (``core.training.TrainingModule``; docs/recipes.md).
 
     Validation uses the posterior mean and a fixed generator per batch index (``DiffusionStage``): the
     same noise, timesteps and latents every epoch, so validation losses are comparable across epochs.
@@ -64,8 +65,11 @@ class DMGModule(DiffusionStage):
                  cond_drop_prob: float = 0.1, content_drop_prob: float = 0.0, sample_posterior: bool = True,
                  diffusion: dict[str, Any] | None = None, sample_steps: int = 50,
                  sample_sampler: str = "ddim", sample_guidance_scale: float = 1.0, scale_lr: bool = False,
-                 nan_policy: str = "raise") -> None:
-        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
+                 nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None) -> None:
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy, compile=compile,
+                         optimizer=optimizer)
         if not 0.0 <= content_drop_prob < 1.0:
             raise ValueError(f"content_drop_prob must lie in [0, 1), got {content_drop_prob}")
         self.save_hyperparameters(ignore=["dmg", "mcdvae", "text_encoder"])
@@ -138,8 +142,8 @@ class DMGModule(DiffusionStage):
     # ---- Lightning hooks ----------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
-        return torch.optim.Adam(self.dmg.parameters(), lr=lr, betas=tuple(self.hparams.betas),
-                                weight_decay=self.hparams.weight_decay)
+        return self.make_optimizer(self.dmg.parameters(), lr, "adam", betas=tuple(self.hparams.betas),
+                                   weight_decay=self.hparams.weight_decay)
 
     def sample_inputs(self, batch: dict[str, Any], num: int) -> dict[str, Any]:
         """Animate the first frames of up to ``num`` batch videos (with their labels / captions)."""

@@ -39,6 +39,7 @@ class LVDMLongModule(DiffusionStage):
         cond_prob: probability that a sample gets its conditioning frames (0.5 / 0.9 officially).
         max_noise_level: s ~ U{0 .. max - 1} for the given frames (250).
         lr, weight_decay: AdamW (official 8e-5, 0.01).
+        compile, optimizer: cluster switches (``core.training.TrainingModule``; docs/recipes.md).
     """
 
     network_name = "unet"
@@ -51,8 +52,11 @@ class LVDMLongModule(DiffusionStage):
                  mode: str = "prediction", keyframe_stride: int = 4, cond_prob: float | None = None,
                  short_checkpoint: str | None = None, diffusion: dict[str, Any] | None = None,
                  lr: float = 8e-5, weight_decay: float = 0.01, scale_lr: bool = False,
-                 nan_policy: str = "raise"):
-        super().__init__(diffusion, nan_policy=nan_policy)  # cond_prob is drawn in diffusion_loss
+                 nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None):
+        # cond_prob is drawn in diffusion_loss
+        super().__init__(diffusion, nan_policy=nan_policy, compile=compile, optimizer=optimizer)
         if mode not in ("prediction", "interpolation"):
             raise ValueError(f"mode must be 'prediction' or 'interpolation', got {mode!r}")
         cond_prob = (0.5 if mode == "prediction" else 0.9) if cond_prob is None else cond_prob
@@ -136,9 +140,9 @@ class LVDMLongModule(DiffusionStage):
         return (err * keep).sum() / keep.sum().clamp(min=1.0)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.unet.parameters(),
-                                 lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
-                                 weight_decay=self.hparams.weight_decay)
+        return self.make_optimizer(self.unet.parameters(),
+                                   self.scaled_lr(self.hparams.lr, self.hparams.scale_lr), "adamw",
+                                   weight_decay=self.hparams.weight_decay)
 
     @torch.no_grad()
     def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:

@@ -31,6 +31,7 @@ class LVDMTextToVideoModule(DiffusionStage):
         cond_drop_prob: empty-caption probability (classifier-free guidance at sampling).
         diffusion: ``GaussianDiffusion`` kwargs (default SD's scaled-linear 0.00085..0.012, eps, L2).
         lr: AdamW learning rate.
+        compile, optimizer: cluster switches (``core.training.TrainingModule``; docs/recipes.md).
     """
 
     network_name = "unet"
@@ -44,8 +45,11 @@ class LVDMTextToVideoModule(DiffusionStage):
     def __init__(self, unet: VideoUNetFromSD, vae: FrameVAE, text_encoder: TextEncoder,
                  train_spatial: bool = False, cond_drop_prob: float = 0.1,
                  diffusion: dict[str, Any] | None = None, lr: float = 6e-5,
-                 nan_policy: str = "raise"):
-        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
+                 nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None):
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy, compile=compile,
+                         optimizer=optimizer)
         self.save_hyperparameters(ignore=["unet", "vae", "text_encoder"])
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.freeze_stages()
@@ -82,7 +86,7 @@ class LVDMTextToVideoModule(DiffusionStage):
 
     def configure_optimizers(self):
         params = [p for p in self.unet.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.hparams.lr)
+        return self.make_optimizer(params, self.hparams.lr, "adamw")  # torch's AdamW defaults
 
     def pipeline_parts(self) -> dict[str, tuple[Any, str]]:
         return {name: (getattr(self, name), f"{name}.") for name in ("unet", "vae", "text_encoder")}
