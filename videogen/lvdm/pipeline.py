@@ -15,10 +15,19 @@ Unconditional guidance ``eps_c + w (eps_c - eps_u)`` (w = 0.1) is the core CFG w
 given latents enter as ``q(z_s | z_0)`` at level ``cond_noise_level`` (100) and are written back exactly.
 Persistence is the shared one (``videogen.core.persistence``); ``from_checkpoints`` joins the Lightning
 checkpoints the recipes write.
+
+``timesteps``: which timesteps a sampler named by a string visits.  ``"trailing"`` (default) is
+videogen's convention (``GaussianDiffusion.make_scheduler``: the first step at t = T-1, the last to
+alpha_bar = 1); ``"official"`` is the official LVDM DDIM sampler's (``range(0, T, T // n) + 1``, the last step
+to alpha_bar_0: diffusers DDIM with ``timestep_spacing="leading", steps_offset=1,
+set_alpha_to_one=False``), which a pipeline converted from official weights records
+(``videogen.lvdm.convert``).  It changes only DDIM; the official DDPM sampler visits all T steps, which
+both conventions do at ``num_steps = T``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -32,7 +41,12 @@ from videogen.core.pipeline import VideoPipeline
 from .autoencoder import VideoAutoencoder3D
 from .unet3d import DEFAULT_DIFFUSION, ConditionalUNet3D, UNet3D, mix_given
 
-__all__ = ["LVDM", "autoregressive_clips", "hierarchical_plan"]
+__all__ = ["LVDM", "OFFICIAL_TIMESTEPS", "autoregressive_clips", "hierarchical_plan"]
+
+#: scheduler class -> the options that give the official LVDM sampler's timesteps (``timesteps="official"``)
+OFFICIAL_TIMESTEPS = {"DDIMScheduler": {"timestep_spacing": "leading", "steps_offset": 1,
+                                        "set_alpha_to_one": False}}
+TIMESTEP_CONVENTIONS = ("trailing", "official")
 
 
 class LVDM(VideoPipeline):
@@ -51,6 +65,11 @@ class LVDM(VideoPipeline):
             ``keyframe_stride`` latents apart, so chaining them as consecutive latents speeds motion up.
         video_size: ``(height, width)`` of the training videos, the default for sampling.
         clip_frames: frames of a short clip (``generate``'s default).
+        timesteps: ``"trailing"`` (videogen's) or ``"official"`` (the official DDIM sampler's timesteps);
+            see the module docstring.
+
+    ``prediction`` may be None for a pipeline of a short model only (e.g. converted from the released
+    short checkpoints): it then samples short clips and takes no image.
 
     Follows the shared ``generate`` protocol (``videogen.core.pipeline``): ``generate(num_frames=1024)``
     samples hierarchically; ``generate(image=...)`` predicts the frames after the image.
@@ -65,15 +84,21 @@ class LVDM(VideoPipeline):
 
     @property
     def conditions(self) -> tuple[str, ...]:
-        """``"image"`` (image-to-video by prediction); otherwise unconditional."""
-        return ("image",)
+        """``"image"`` (image-to-video by prediction); otherwise unconditional (also without a prediction
+        model)."""
+        return ("image",) if self.prediction is not None else ()
 
     def __init__(self, autoencoder: VideoAutoencoder3D, prediction: ConditionalUNet3D,
                  interpolation: ConditionalUNet3D | None = None, diffusion: dict[str, Any] | None = None,
                  keyframe_stride: int = 4, short: UNet3D | None = None,
                  video_size: tuple[int, int] | None = None, clip_frames: int = 16,
-                 autoregressive: ConditionalUNet3D | None = None):
+                 autoregressive: ConditionalUNet3D | None = None, timesteps: str = "trailing"):
         super().__init__()
+        if timesteps not in TIMESTEP_CONVENTIONS:
+            raise ValueError(f"timesteps must be one of {TIMESTEP_CONVENTIONS}, got {timesteps!r}")
+        if all(m is None for m in (prediction, interpolation, short, autoregressive)):
+            raise ValueError("LVDM needs at least one diffusion model (prediction, interpolation or short)")
+        self.timesteps = timesteps
         self.autoencoder, self.prediction, self.interpolation, self.short = \
             autoencoder, prediction, interpolation, short
         self.autoregressive = autoregressive
@@ -92,6 +117,20 @@ class LVDM(VideoPipeline):
         models = (self.prediction, self.interpolation, self.short, self.autoregressive)
         model = next(m for m in models if m is not None)
         return next(model.parameters()).device
+
+    def make_scheduler(self, sampler: Any = "ddim") -> Any:
+        """The scheduler of one sampling run: a diffusers scheduler with this pipeline's betas and its
+        ``timesteps`` convention (a scheduler instance passes through unchanged)."""
+        if not isinstance(sampler, str):
+            return sampler
+        scheduler = self.diffusion.make_scheduler(sampler)
+        if self.timesteps == "trailing":
+            return scheduler
+        options = OFFICIAL_TIMESTEPS.get(type(scheduler).__name__)
+        if options is None:
+            return scheduler
+        accepted = inspect.signature(type(scheduler).__init__).parameters
+        return self.diffusion.make_scheduler(sampler, **{k: v for k, v in options.items() if k in accepted})
 
     def _size(self, height: int | None, width: int | None) -> tuple[int, int]:
         if height is None or width is None:
@@ -131,8 +170,8 @@ class LVDM(VideoPipeline):
                   "noise_level": torch.full_like(s, model.null_level)} if conditional and guidance else None
         scale = 1.0 + guidance if uncond is not None else 1.0  # eps_c + w (eps_c - eps_u)
         out = self.diffusion.sample(model_fn, tuple(z0.shape), cond=cond, uncond=uncond, guidance_scale=scale,
-                                    sampler=sampler, num_steps=num_steps, eta=eta, generator=generator,
-                                    device=dev, progress=False)
+                                    sampler=self.make_scheduler(sampler), num_steps=num_steps, eta=eta,
+                                    generator=generator, device=dev, progress=False)
         return torch.where(mask[:, None, :, None, None], z0, out)  # the given latents, exactly
 
     # ---- short clips ----------------------------------------------------------------------------
@@ -167,9 +206,13 @@ class LVDM(VideoPipeline):
         latent_frames = -(-num_frames // f_t)
         shape = (batch, *self.autoencoder.latent_shape(latent_frames * f_t, height, width))
         if self.short is not None:
-            z = self.diffusion.sample(self.short, shape, sampler=sampler, num_steps=num_steps, eta=eta,
+            z = self.diffusion.sample(self.short, shape, sampler=self.make_scheduler(sampler),
+                                      num_steps=num_steps, eta=eta,
                                       generator=generator, device=self._device(), progress=progress)
         else:
+            if self.prediction is None:
+                raise ValueError("this LVDM pipeline has neither a short nor a prediction model: it samples "
+                                 "no clip (interpolate only)")
             z = self.sample_clip(self.prediction, shape[2], shape[3:], batch, num_steps=num_steps, eta=eta,
                                  sampler=sampler, generator=generator)
         return self.autoencoder.decode(z).clamp(-1, 1)[:, :, :num_frames]
@@ -224,6 +267,9 @@ class LVDM(VideoPipeline):
 
         if mode not in ("hierarchical", "autoregressive"):
             raise ValueError(f"mode must be 'hierarchical' or 'autoregressive', got {mode!r}")
+        if mode == "hierarchical" and self.prediction is None:
+            raise ValueError(f"{mode} sampling of more than one clip needs a prediction model; this LVDM "
+                             f"pipeline samples clips of up to {self.clip_frames} frames")
         if mode == "hierarchical" and self.interpolation is None:
             raise ValueError("hierarchical sampling needs the interpolation model (or use "
                              "mode='autoregressive')")
