@@ -23,6 +23,7 @@ _EXPORTS = {  # module -> the names it exports (space-separated)
     "sd_unet": "VideoUNetFromSD",
     "text2video_module": "LVDMTextToVideoModule",
     "text2video_pipeline": "LVDMTextToVideo",
+    "convert": "convert_lvdm read_official_config official_key_map map_official_state_dict PRESETS",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())
