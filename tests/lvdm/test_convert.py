@@ -185,6 +185,13 @@ def test_converted_pipeline_saves_and_reloads(files, official, tmp_path):
     gen = [p.generate(num_samples=1, num_steps=2, generator=torch.Generator().manual_seed(0), progress=False)
            for p in (pipe, again)]
     assert torch.equal(gen[0], gen[1])
+    short = convert_lvdm(files["short"][0], config=files["short"][1])
+    short.save_pretrained(tmp_path / "short")  # a pipeline of a short model alone (no prediction model)
+    again = videogen.load_pretrained(tmp_path / "short")
+    assert again.prediction is None and again.conditions == ()
+    gen = [p.generate(num_samples=1, num_steps=2, generator=torch.Generator().manual_seed(0), progress=False)
+           for p in (short, again)]
+    assert torch.equal(gen[0], gen[1])
     ae = convert_lvdm(files["ae"][0], config=files["ae"][1])
     ae.save_pretrained(tmp_path / "ae")
     assert torch.equal(VideoAutoencoder3D.from_pretrained(tmp_path / "ae").encoder[0].conv.weight,
@@ -209,22 +216,34 @@ def test_corrected_mode_loads_the_same_weights_into_another_function(files, offi
 
 
 # ---- the released files ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["ae_sky", "ae_taichi", "short_sky", "short_taichi"])
+UNET_PARAMETERS = {"short_sky": 548_904_580, "short_taichi": 548_904_580, "sky_pred": 549_163_908,
+                   "sky_interp": 549_181_060}
+
+
+@pytest.mark.parametrize("name", ["ae_sky", "ae_taichi", "short_sky", "short_taichi", "sky_pred",
+                                  "sky_interp"])
 def test_released_key_lists_map_completely(name):
-    """The key names and shapes the official modules give the released files (recorded on meta) map onto
-    the videogen networks with nothing missing or left over, through the converter's own mapping."""
+    """The key names and shapes the official modules give the released files (recorded on meta; the
+    prediction / interpolation files of the official long-video configs were never released) map onto the
+    videogen networks with nothing missing or left over, through the converter's own mapping; the presets
+    are the released files' configs."""
     with gzip.open(FIXTURES / "released_keys.json.gz", "rt") as f:
         record = json.load(f)[name]
     state = {k: torch.empty(shape, device="meta") for k, shape in record["keys"]}
+    config = {"config": record["model"]} if name.startswith("sky_") else {"preset": name}
+    if name in PRESETS:
+        preset = {k: v for k, v in PRESETS[name].items() if k in ("target", "params")}
+        first_stage = record["model"]["params"].get("first_stage_config", {}).get("params", {})
+        first_stage.pop("ckpt_path", None)  # the official yaml points at a file: no architecture
+        assert json.loads(json.dumps(preset)) == record["model"]
     for ema in (False, True):
-        mapped = map_official_state_dict(state, preset=name, ema=ema)
+        mapped = map_official_state_dict(state, ema=ema, **config)
         assert set(mapped) == ({"autoencoder"} if name.startswith("ae") else {"autoencoder", "unet"})
     assert len(mapped["autoencoder"]) == 96
     if "unet" in mapped:
-        assert len(mapped["unet"]) == 668
-        assert sum(math.prod(v.shape) for v in mapped["unet"].values()) == 548_904_580
-    maps = official_key_map(preset=name)
-    assert len(maps["autoencoder"]) == 96
+        assert len(mapped["unet"]) == (668 if name.startswith("short") else 669)
+        assert sum(math.prod(v.shape) for v in mapped["unet"].values()) == UNET_PARAMETERS[name]
+    assert len(official_key_map(**config)["autoencoder"]) == 96
 
 
 def test_presets_and_configs():
@@ -266,5 +285,13 @@ def test_bad_files_fail_in_one_line(files, tmp_path):
     torch.save({"state_dict": state}, tmp_path / "extra.ckpt")
     with pytest.raises(ValueError, match="unexpected keys model.diffusion_model.extra.weight"):
         convert_lvdm(tmp_path / "extra.ckpt", config=config)
+    wrong_schedule = json.loads(json.dumps(config))
+    wrong_schedule["params"]["linear_end"] = 0.012
+    with pytest.raises(ValueError, match="noise schedule"):
+        convert_lvdm(short, config=wrong_schedule)
+    with pytest.raises(ValueError, match="no EMA weights"):
+        torch.save({"state_dict": {k: v for k, v in state.items() if not k.startswith("model_ema.")
+                                   and "extra" not in k}}, tmp_path / "no_ema.ckpt")
+        convert_lvdm(tmp_path / "no_ema.ckpt", config=config, ema=True)
     with pytest.raises(ValueError, match="give config"):
         convert_lvdm(short)

@@ -6,7 +6,8 @@ Names load on first access.  Layout (as every model package): networks (``autoen
 ``VideoAutoencoder3DModule``), the 3D UNet with factorised attention (``UNet3D``) and the unconditional
 short-video model (``LVDMShortModule``), prediction / interpolation (``ConditionalUNet3D``,
 ``LVDMLongModule``), long-video inference (``LVDM.generate_long``) and text-to-video on a Stable
-Diffusion UNet (``VideoUNetFromSD``, ``LVDMTextToVideoModule``).  Details: docs/lvdm.md.
+Diffusion UNet (``VideoUNetFromSD``, ``LVDMTextToVideoModule``), and the conversion of the official
+checkpoints (``convert_lvdm``, ``convert``).  Details: docs/lvdm.md.
 """
 
 from __future__ import annotations
