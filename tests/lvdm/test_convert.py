@@ -172,6 +172,26 @@ def test_ten_ddim_steps_match_the_official_sampler(files, official):
     assert videogen_steps.timesteps.tolist() == list(range(999, 0, -100))  # trailing (videogen default)
 
 
+def test_guided_clip_matches_the_official_sampler(files, official):
+    """A prediction clip given its first latent, 10 DDIM steps (eta 0) with unconditional guidance w = 0.1
+    (``cfg_original``): with ``conditioning="official"`` (what conversion sets) the noisy given latent
+    overwrites the running state, as the official sampler does (B8), and the generated latents agree;
+    videogen's own conditioning (the unconditional branch sees the state as it is) gives another clip."""
+    _, out = official
+    path, config = files["prediction"]
+    pipe = convert_lvdm(path, config=config)
+    assert pipe.conditioning == "official"
+    kw = dict(given=torch.zeros(1, 4, 1, 4, 4), given_at=(0,), cond_noise_level=100, guidance=0.1,
+              num_steps=10, eta=0.0, given_noisy=out["prediction.guided_given_noisy"],
+              x_T=out["prediction.guided_xT"])
+    z = pipe.sample_clip(pipe.prediction, 4, (4, 4), 1, **kw)
+    want = out["prediction.guided_ddim_eta0"]
+    assert close(z[:, :, 1:], want[:, :, 1:]) < RTOL  # generated latents (the given one comes back clean)
+    pipe.conditioning = "videogen"
+    other = pipe.sample_clip(pipe.prediction, 4, (4, 4), 1, **kw)
+    assert close(other[:, :, 1:], want[:, :, 1:]) > 1e-3
+
+
 def test_converted_pipeline_saves_and_reloads(files, official, tmp_path):
     _, out = official
     path, config = files["prediction"]
@@ -179,6 +199,7 @@ def test_converted_pipeline_saves_and_reloads(files, official, tmp_path):
     pipe.save_pretrained(tmp_path / "pred")
     again = videogen.load_pretrained(tmp_path / "pred")
     assert again.timesteps == "official" and again.prediction.config["relative_position"] == "official"
+    assert again.conditioning == "official"
     x, t = out["prediction.x"], out["prediction.t"]
     with torch.no_grad():
         assert torch.equal(again.prediction(x, t), pipe.prediction(x, t))

@@ -576,6 +576,7 @@ def convert_lvdm(ckpt: str | os.PathLike, *, config: Any = None, preset: str | N
                  "loss_type": params.get("loss_type", "l2")}
     image_size = params.get("image_size", unet_params.get("image_size"))
     settings = dict(diffusion=diffusion, timesteps="official" if official else "trailing",
+                    conditioning="official" if official else "videogen",
                     video_size=None if image_size is None else (int(image_size) * f_s,) * 2)
     if cfg["target"] == _SHORT_TARGET:
         frames = int(params.get("video_length") or temporal_length)

@@ -67,6 +67,11 @@ class LVDM(VideoPipeline):
         clip_frames: frames of a short clip (``generate``'s default).
         timesteps: ``"trailing"`` (videogen's) or ``"official"`` (the official DDIM sampler's timesteps);
             see the module docstring.
+        conditioning: how guided clips see their given latents.  ``"videogen"``: the conditional branch
+            gets the noisy given latents written into its input, the unconditional branch the running
+            state as it is, and the state is never changed.  ``"official"`` (the official sampler, bug
+            B8): they overwrite the running state at every step, so the unconditional branch and the
+            DDIM update see them too.
 
     ``prediction`` may be None for a pipeline of a short model only (e.g. converted from the released
     short checkpoints): it then samples short clips and takes no image.
@@ -92,10 +97,14 @@ class LVDM(VideoPipeline):
                  interpolation: ConditionalUNet3D | None = None, diffusion: dict[str, Any] | None = None,
                  keyframe_stride: int = 4, short: UNet3D | None = None,
                  video_size: tuple[int, int] | None = None, clip_frames: int = 16,
-                 autoregressive: ConditionalUNet3D | None = None, timesteps: str = "trailing"):
+                 autoregressive: ConditionalUNet3D | None = None, timesteps: str = "trailing",
+                 conditioning: str = "videogen"):
         super().__init__()
         if timesteps not in TIMESTEP_CONVENTIONS:
             raise ValueError(f"timesteps must be one of {TIMESTEP_CONVENTIONS}, got {timesteps!r}")
+        if conditioning not in ("videogen", "official"):
+            raise ValueError(f"conditioning must be 'videogen' or 'official', got {conditioning!r}")
+        self.conditioning = conditioning
         if all(m is None for m in (prediction, interpolation, short, autoregressive)):
             raise ValueError("LVDM needs at least one diffusion model (prediction, interpolation or short)")
         self.timesteps = timesteps
@@ -144,10 +153,11 @@ class LVDM(VideoPipeline):
     def sample_clip(self, model: ConditionalUNet3D, frames: int, latent_hw: tuple[int, int], batch: int,
                     given: torch.Tensor | None = None, given_at: tuple[int, ...] = (),
                     cond_noise_level: int = 100, guidance: float = 0.1, num_steps: int = 50, eta: float = 1.0,
-                    sampler: Any = "ddim",
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    sampler: Any = "ddim", generator: torch.Generator | None = None, *,
+                    given_noisy: torch.Tensor | None = None, x_T: torch.Tensor | None = None) -> torch.Tensor:
         """A latent clip ``(B, C, frames, h, w)``; ``given (B, C, len(given_at), h, w)`` sit at
-        ``given_at``."""
+        ``given_at``.  ``given_noisy`` (same shape): the given latents already noised to
+        ``cond_noise_level`` (default: noised here, once); ``x_T``: the starting noise (default: drawn)."""
         dev = self._device()
         c = model.latent_channels
         z0 = torch.zeros(batch, c, frames, *latent_hw, device=dev)
@@ -159,18 +169,25 @@ class LVDM(VideoPipeline):
         noise = torch.randn(z0.shape, generator=generator,
                             device=generator.device if generator else dev).to(dev)
         z_s = self.diffusion.add_noise(z0, noise, s)  # noised once, written in at every step
+        if given_noisy is not None:
+            z_s[:, :, list(given_at)] = given_noisy.to(dev, z_s.dtype)
 
-        def model_fn(x, t, mask, z_s, noise_level):
-            return model(mix_given(x, z_s, mask), t, mask=mask, noise_level=noise_level)
+        def model_fn(x, t, mask, z_s, noise_level, written):
+            return model(mix_given(x, z_s, written), t, mask=mask, noise_level=noise_level)
 
         conditional = given is not None
-        cond = {"mask": mask, "z_s": z_s,
+        official = conditional and self.conditioning == "official"
+        cond = {"mask": mask, "z_s": z_s, "written": mask,
                 "noise_level": s if conditional else torch.full_like(s, model.null_level)}
-        uncond = {"mask": torch.zeros_like(mask), "z_s": torch.zeros_like(z_s),
+        uncond = {"mask": torch.zeros_like(mask), "z_s": z_s if official else torch.zeros_like(z_s),
+                  "written": mask if official else torch.zeros_like(mask),
                   "noise_level": torch.full_like(s, model.null_level)} if conditional and guidance else None
         scale = 1.0 + guidance if uncond is not None else 1.0  # eps_c + w (eps_c - eps_u)
+        scheduler = self.make_scheduler(sampler)
+        if official:  # B8: the given latents overwrite the running state, which the update then uses
+            scheduler = _write_given_into_state(scheduler, z_s, mask)
         out = self.diffusion.sample(model_fn, tuple(z0.shape), cond=cond, uncond=uncond, guidance_scale=scale,
-                                    sampler=self.make_scheduler(sampler), num_steps=num_steps, eta=eta,
+                                    sampler=scheduler, num_steps=num_steps, eta=eta, x_T=x_T,
                                     generator=generator, device=dev, progress=False)
         return torch.where(mask[:, None, :, None, None], z0, out)  # the given latents, exactly
 
@@ -409,6 +426,21 @@ class LVDM(VideoPipeline):
                                  "latents)")
             pipe.autoregressive = baseline.prediction
         return pipe
+
+
+def _write_given_into_state(scheduler: Any, z_s: torch.Tensor, mask: torch.Tensor) -> Any:
+    """``scheduler`` whose ``step`` first writes ``z_s`` at ``mask`` into the running sample (the official
+    ``FrameInterpPredLatentDiffusion.apply_model`` does so in place before the model calls)."""
+    import functools
+
+    inner = scheduler.step
+
+    @functools.wraps(inner)
+    def step(model_output, timestep, sample, *args, **kwargs):
+        return inner(model_output, timestep, mix_given(sample, z_s, mask), *args, **kwargs)
+
+    scheduler.step = step
+    return scheduler
 
 
 def hierarchical_plan(num_frames: int, temporal_factor: int = 4, stride: int = 4, pred_length: int = 4,
