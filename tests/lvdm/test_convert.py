@@ -97,7 +97,9 @@ def test_autoencoder_matches_the_official_encode_and_decode(files, official):
         normalized = ae.encode(out["ae.video"], sample=False)
     assert close(mean, out["ae.mean"]) < RTOL and close(logvar, out["ae.logvar"]) < RTOL
     assert close(decoded, out["ae.decoded"]) < RTOL
-    assert close(normalized, 0.5 * (out["ae.mean"] + 0.25)) < RTOL  # the config's scale * (z + shift)
+    assert close(normalized, 0.5 * (out["ae.mean"] + 0.25)) < RTOL  # scale * (z + shift)
+    from_diffusion_config = convert_lvdm(path, config=files["short"][1])  # its scale / shift: 0.5 / 0.25
+    assert float(from_diffusion_config.scale) == 0.5 and float(from_diffusion_config.shift) == 0.25
 
 
 # ---- UNets ---------------------------------------------------------------------------------------------
@@ -295,12 +297,20 @@ def test_bad_files_fail_in_one_line(files, tmp_path):
     with pytest.raises(ValueError) as err:
         convert_lvdm(corrupt, config=config)
     assert "\n" not in str(err.value)
-    # the autoencoder file given with the short config, and the short file with the prediction config
-    with pytest.raises(ValueError, match="not an official LVDM short checkpoint.*missing keys") as err:
-        convert_lvdm(files["ae"][0], config=config)
+    # the short file given the autoencoder config, the short and prediction files each other's config,
+    # an autoencoder of another size
+    with pytest.raises(ValueError, match="not an official LVDM autoencoder checkpoint.*unexpected") as err:
+        convert_lvdm(short, config=files["ae"][1])
     assert "\n" not in str(err.value)
-    with pytest.raises(ValueError, match="unexpected keys|missing keys"):
+    with pytest.raises(ValueError, match="not an official LVDM prediction / interpolation checkpoint"):
         convert_lvdm(short, config=files["prediction"][1])
+    with pytest.raises(ValueError, match="not an official LVDM short checkpoint.*unexpected keys"):
+        convert_lvdm(files["prediction"][0], config=config)
+    wider = json.loads(json.dumps(files["ae"][1]))
+    for part in ("encoder", "decoder"):
+        wider["params"]["ddconfig"][part]["params"]["n_hiddens"] = 32
+    with pytest.raises(ValueError, match="does not fit this official LVDM autoencoder config: encoder"):
+        convert_lvdm(files["ae"][0], config=wider)
     state = torch.load(short, weights_only=True)["state_dict"]
     state["model.diffusion_model.extra.weight"] = torch.zeros(1)
     torch.save({"state_dict": state}, tmp_path / "extra.ckpt")

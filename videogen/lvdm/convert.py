@@ -509,7 +509,9 @@ def convert_lvdm(ckpt: str | os.PathLike, *, config: Any = None, preset: str | N
         official: True: the networks compute the official function (``relative_position="official"``,
             ``timesteps="official"``); False: the same weights in videogen's corrected model.
         latent_scale / latent_shift: override the latent normalisation (default: the config's
-            ``scale_factor`` / ``shift_factor``; an autoencoder preset's constants; else 1 / 0).
+            ``scale_factor`` / ``shift_factor``; an autoencoder preset's constants; else 1 / 0).  An
+            autoencoder file given with a diffusion config (e.g. ``configs/lvdm_short/sky.yaml``) converts
+            with that config's first stage and scale / shift.
 
     Returns: a :class:`~videogen.lvdm.VideoAutoencoder3D` for an autoencoder file, an
     :class:`~videogen.lvdm.LVDM` pipeline for a short / prediction / interpolation file (module docstring),
@@ -530,6 +532,13 @@ def convert_lvdm(ckpt: str | os.PathLike, *, config: Any = None, preset: str | N
 
     ae_params, unet_params = _split(cfg)
     state = _read_state(ckpt, "LVDM checkpoint")
+    if unet_params is not None and not any(k.startswith("model.") for k in state) \
+            and any(k.startswith("encoder.") for k in state):
+        # an autoencoder file with its diffusion config: the first stage and the config's scale / shift
+        params = cfg["params"]
+        cfg = {"target": _AE_TARGET, "params": ae_params, "latent_scale": params.get("scale_factor", 1.0),
+               "latent_shift": params.get("shift_factor", 0.0)}
+        unet_params = None
     mapped = map_official_state_dict(state, config=cfg, ema=ema, source=source)
     if unet_params is not None:
         _check_schedule(state, cfg["params"], source)
