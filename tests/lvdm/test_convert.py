@@ -326,3 +326,21 @@ def test_bad_files_fail_in_one_line(files, tmp_path):
         convert_lvdm(tmp_path / "no_ema.ckpt", config=config, ema=True)
     with pytest.raises(ValueError, match="give config"):
         convert_lvdm(short)
+
+
+def test_text2video_configs_go_to_the_text2video_converter(monkeypatch, tmp_path):
+    """A text-to-video config (temporal transformer, a text encoder) or the t2v preset is handed, with the
+    file's state dict, to ``convert_text2video.text2video_from_official``."""
+    import sys
+    import types
+
+    calls = []
+    module = types.ModuleType("videogen.lvdm.convert_text2video")
+    module.TEXT2VIDEO_PRESET = {"target": "lvdm.models.ddpm3d.LatentDiffusion",
+                                "params": {"cond_stage_config": {"target": "FrozenCLIPEmbedder"},
+                                           "unet_config": {"params": {"use_temporal_transformer": True}}}}
+    module.text2video_from_official = lambda state, params, official: calls.append((set(state), official))
+    monkeypatch.setitem(sys.modules, "videogen.lvdm.convert_text2video", module)
+    torch.save({"state_dict": {"model.diffusion_model.x": torch.zeros(1)}}, tmp_path / "t2v.ckpt")
+    convert_lvdm(tmp_path / "t2v.ckpt", preset="t2v", official=False)
+    assert calls == [({"model.diffusion_model.x"}, False)]

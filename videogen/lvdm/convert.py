@@ -25,7 +25,8 @@ What maps onto what (one to one, strict: a missing, unexpected or misshapen tens
 
 ``official=True`` (default) sets the compatibility switches so that the converted networks compute the
 official function: ``relative_position="official"`` in the UNet (the transposed, ``d^-1/4``-scaled key
-term, spec bug B1) and ``timesteps="official"`` in the pipeline (the official DDIM timesteps).
+term, spec bug B1), and in the pipeline ``timesteps="official"`` (the official DDIM timesteps) and
+``conditioning="official"`` (guided clips: the noisy given latents overwrite the running state, B8).
 ``official=False`` loads the same weights into videogen's corrected model (which then computes another
 function: the UNet output differs by 20-34% at the released size, docs/lvdm.md).
 
@@ -462,7 +463,7 @@ def _check_shapes(result, ae_params, unet_params, source: str, what: str) -> Non
     for name, state in result.items():
         expected = {k: v.shape for k, v in nets[name].state_dict().items() if k not in ("scale", "shift")}
         wrong = [f"{k} {tuple(state[k].shape)} (expected {tuple(s)})" for k, s in expected.items()
-                 if tuple(state[k].shape) != tuple(s)]
+                 if k in state and tuple(state[k].shape) != tuple(s)]
         if wrong or set(state) != set(expected):
             detail = "; ".join(wrong[:3]) or f"tensors {_first(set(expected) ^ set(state))}"
             raise _Mismatch(f"{source} does not fit this official LVDM {what} config: {detail}")
