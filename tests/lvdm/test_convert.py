@@ -331,16 +331,34 @@ def test_bad_files_fail_in_one_line(files, tmp_path):
 def test_text2video_configs_go_to_the_text2video_converter(monkeypatch, tmp_path):
     """A text-to-video config (temporal transformer, a text encoder) or the t2v preset is handed, with the
     file's state dict, to ``convert_text2video.text2video_from_official``."""
-    import sys
-    import types
+    from videogen.lvdm import convert_text2video
 
     calls = []
-    module = types.ModuleType("videogen.lvdm.convert_text2video")
-    module.TEXT2VIDEO_PRESET = {"target": "lvdm.models.ddpm3d.LatentDiffusion",
-                                "params": {"cond_stage_config": {"target": "FrozenCLIPEmbedder"},
-                                           "unet_config": {"params": {"use_temporal_transformer": True}}}}
-    module.text2video_from_official = lambda state, params, official: calls.append((set(state), official))
-    monkeypatch.setitem(sys.modules, "videogen.lvdm.convert_text2video", module)
+    monkeypatch.setattr(convert_text2video, "text2video_from_official",
+                        lambda state, params, official, **kw: calls.append((set(state), params, official,
+                                                                             kw)))
     torch.save({"state_dict": {"model.diffusion_model.x": torch.zeros(1)}}, tmp_path / "t2v.ckpt")
-    convert_lvdm(tmp_path / "t2v.ckpt", preset="t2v", official=False)
-    assert calls == [({"model.diffusion_model.x"}, False)]
+    convert_lvdm(tmp_path / "t2v.ckpt", preset="t2v", official=False, tokenizer="tok")
+    assert calls == [({"model.diffusion_model.x"}, convert_text2video.TEXT2VIDEO_PRESET, False,
+                      {"tokenizer": "tok"})]
+    assert PRESETS["t2v"]["params"] is convert_text2video.TEXT2VIDEO_PRESET
+    with pytest.raises(ValueError, match="tokenizer is for the text-to-video file only"):
+        convert_lvdm(tmp_path / "t2v.ckpt", preset="short_sky", tokenizer="tok")
+
+
+def test_cli_convert_lvdm_writes_a_folder_that_loads(files, official, tmp_path):
+    """`videogen convert lvdm --ckpt F --config official.yaml --out DIR` (the official yaml layout, read with
+    read_official_config) gives the folder `videogen.load_pretrained` opens, with the official outputs."""
+    import yaml
+
+    from videogen.cli import LVDM_PRESETS, main
+
+    assert LVDM_PRESETS == tuple(PRESETS)
+    _, out = official
+    path, config = files["short"]
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump({"model": config, "data": {"target": "x"}}))
+    assert main(["convert", "lvdm", "--ckpt", str(path), "--config", str(tmp_path / "short.yaml"),
+                 "--out", str(tmp_path / "short")]) == 0
+    pipe = videogen.load_pretrained(tmp_path / "short")
+    with torch.no_grad():
+        assert close(pipe.short(out["short.x"], out["short.t"]), out["short.eps_raw"]) < RTOL

@@ -73,9 +73,7 @@ class CMDMotionModule(ConditionalStage):
         if sample:  # training batches: the std that motion_scale should normalise
             self.log("train/motion_latent_std", motion.float().std(), batch_size=motion.shape[0],
                      sync_dist=True)
-        text = None
-        if self.text_encoder is not None:
-            text = self.text_encoder.pooled(self._captions(batch), masked=self.hparams.pool_masked)
+        text = self._pooled_text(batch) if self.text_encoder is not None else None
         cond = {"content": content, "label": self._labels(batch, self.denoiser.num_classes), "text": text}
         return motion * self.hparams.motion_scale, cond
 

@@ -6,6 +6,7 @@ Names load on first access, so ``import videogen.data`` stays cheap.
   (the scorers of generated videos against its rules live with the demos, in ``videogen.toy``).
 - ``ClassFolderVideos``, ``CsvCaptionVideos``, ``FrameFolderVideos``, ``JsonCaptionVideos``: real layouts.
 - ``VideoDataModule``: train/val/test/predict loaders for any of them.
+- ``LatentCache``: a ``videogen cache`` directory (frozen-stage encodings) as a dataset; ``write_cache``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ _EXPORTS = {  # module -> the names it exports (space-separated)
     "clips": "ClipDataset ClipSource",
     "video": "ClassFolderVideos CsvCaptionVideos FrameFolderVideos JsonCaptionVideos",
     "datamodule": "VideoDataModule",
+    "cache": "LatentCache write_cache",
 }
 
 

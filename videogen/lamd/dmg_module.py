@@ -18,6 +18,7 @@ import torch
 from videogen.core.stages import DiffusionStage, drop_conditions, drop_mask, zero_dropped
 from videogen.core.text import TextEncoder
 from videogen.core.training import encode_items
+from videogen.data.cache import cached_batch, encode_text
 
 from .dmg import MotionGenerator, check_stages
 from .mcdvae import MCDVAE
@@ -88,6 +89,7 @@ class DMGModule(DiffusionStage):
     def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """``batch["video"] (B, C, T, H, W)`` -> ``z_m (B, d, h, w)`` and the DMG's condition kwargs
         (``content`` ``f_x0 (B, d', h, w)``, ``label``, ``text`` / ``text_mask``)."""
+        cached = cached_batch(self, batch, ("z_m", "content"))  # a LatentCache's batch
         if "z_m" in batch:  # latents cached once per video by `cache_latents`
             z_m, content = batch["z_m"], batch["content"]
         else:
@@ -102,8 +104,24 @@ class DMGModule(DiffusionStage):
         if self.text_encoder is not None:
             if "caption" not in batch:
                 raise ValueError("a text-conditional DMG needs batch['caption']")
-            cond["text"], cond["text_mask"] = (x.to(self.device) for x in self.text_encoder(batch["caption"]))
+            if cached and "text_states" in batch:
+                cond["text"], cond["text_mask"] = (batch[k].to(self.device)
+                                                   for k in ("text_states", "text_mask"))
+            else:
+                cond["text"], cond["text_mask"] = (x.to(self.device)
+                                                   for x in self.text_encoder(batch["caption"]))
         return z_m, cond
+
+    @torch.no_grad()
+    def cache_encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What ``videogen cache`` stores: ``z_m`` (normalised posterior mean), ``content`` (``f_x0``) and
+        ``first_frame`` of ``batch["video"]`` as :func:`cache_latents`, or the text encoder's
+        ``text_states`` / ``text_mask`` of ``batch["caption"]``."""
+        if "video" in batch:
+            video = batch["video"]
+            return {"z_m": self.mcdvae.encode_motion(video, sample=False)[0],
+                    "content": self.mcdvae.encode_content(video[:, :, 0])[0], "first_frame": video[:, :, 0]}
+        return encode_text(self.text_encoder, batch["caption"]) if self.text_encoder is not None else {}
 
     def conditions(self, raw: dict[str, Any], drop: torch.Tensor | None) -> dict[str, Any]:
         """Classifier-free guidance training: null label / masked text / (optionally) zero content."""

@@ -120,7 +120,7 @@ class _Presets(Mapping):
             except ImportError:
                 raise KeyError("the t2v preset needs videogen.lvdm.convert_text2video, which this version "
                                "lacks") from None
-            return TEXT2VIDEO_PRESET
+            return {"target": _SHORT_TARGET, "params": TEXT2VIDEO_PRESET}  # the preset is model.params
         if name not in self._presets:
             raise KeyError(f"unknown LVDM preset {name!r}; choose one of {', '.join(self)}")
         return self._presets[name]
@@ -496,7 +496,8 @@ def _check_schedule(state: Mapping[str, torch.Tensor], params: Mapping[str, Any]
 
 def convert_lvdm(ckpt: str | os.PathLike, *, config: Any = None, preset: str | None = None,
                  ae_ckpt: str | os.PathLike | None = None, ema: bool | None = None, official: bool = True,
-                 latent_scale: float | None = None, latent_shift: float | None = None) -> Any:
+                 latent_scale: float | None = None, latent_shift: float | None = None,
+                 tokenizer: Any = None) -> Any:
     """An official LVDM checkpoint -> a videogen network or pipeline with ``save_pretrained(dir)``.
 
     Args:
@@ -513,6 +514,8 @@ def convert_lvdm(ckpt: str | os.PathLike, *, config: Any = None, preset: str | N
             ``scale_factor`` / ``shift_factor``; an autoencoder preset's constants; else 1 / 0).  An
             autoencoder file given with a diffusion config (e.g. ``configs/lvdm_short/sky.yaml``) converts
             with that config's first stage and scale / shift.
+        tokenizer: text-to-video only: the CLIP tokenizer (directory or object) the file does not hold
+            (``convert_text2video.text2video_from_official``).
 
     Returns: a :class:`~videogen.lvdm.VideoAutoencoder3D` for an autoencoder file, an
     :class:`~videogen.lvdm.LVDM` pipeline for a short / prediction / interpolation file (module docstring),
@@ -526,8 +529,14 @@ def convert_lvdm(ckpt: str | os.PathLike, *, config: Any = None, preset: str | N
         except ImportError:
             raise ValueError("text-to-video conversion needs videogen.lvdm.convert_text2video, which this "
                              "version lacks") from None
+        if ema or ae_ckpt is not None or latent_scale is not None or latent_shift is not None:
+            raise ValueError("the text-to-video file takes none of ema, ae_ckpt, latent_scale, latent_shift "
+                             "(it has no EMA weights and holds its own autoencoder)")
+        extra = {} if tokenizer is None else {"tokenizer": tokenizer}
         return text2video_from_official(_read_state(ckpt, "LVDM text-to-video checkpoint"), cfg["params"],
-                                        official=official)
+                                        official=official, **extra)
+    if tokenizer is not None:
+        raise ValueError("tokenizer is for the text-to-video file only")
     from .autoencoder import VideoAutoencoder3D
     from .pipeline import LVDM
 

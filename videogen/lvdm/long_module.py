@@ -17,6 +17,7 @@ import torch
 from videogen.core.persistence import load_component
 from videogen.core.pretrained import missing_stage_checkpoint
 from videogen.core.stages import DiffusionStage, drop_mask
+from videogen.data.cache import cached_batch
 
 from .autoencoder import VideoAutoencoder3D
 from .short_module import batch_latents, load_video_autoencoder
@@ -100,7 +101,14 @@ class LVDMLongModule(DiffusionStage):
 
     def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """The latent clip (:meth:`clip_latents`); the given frames are chosen in :meth:`diffusion_loss`."""
+        cached_batch(self, batch, ("latent",))
         return self.clip_latents(batch, sample), {}
+
+    @torch.no_grad()
+    def cache_encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What ``videogen cache`` stores: the (calibrated) autoencoder's normalised posterior means
+        ``latent`` ``(B, 4, t, h, w)`` of whole clips; :meth:`clip_latents` picks the frames each step."""
+        return {"latent": self.autoencoder.encode(batch["video"], sample=False)} if "video" in batch else {}
 
     def diffusion_loss(self, z0: torch.Tensor, cond: dict[str, Any],
                        generator: torch.Generator | None = None) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 from videogen.core.pretrained import load_stage_network
 from videogen.core.stages import DiffusionStage
 from videogen.core.training import encode_items
+from videogen.data.cache import cached_batch
 
 from .autoencoder import VideoAutoencoder3D
 from .unet3d import DEFAULT_DIFFUSION, UNet3D
@@ -90,7 +91,18 @@ class LVDMShortModule(DiffusionStage):
 
     def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """Normalised latents ``(B, 4, t, h, w)``; no conditions."""
+        cached_batch(self, batch, ("latent",))
         return batch_latents(self.autoencoder, batch, sample), {}
+
+    @torch.no_grad()
+    def cache_encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What ``videogen cache`` stores: the normalised posterior means ``latent`` ``(B, 4, t, h, w)`` of
+        ``batch["video"]`` (no text).  The autoencoder must be calibrated already: the constants
+        ``on_fit_start`` would derive are part of the cached latents."""
+        if not self.calibrated and self.hparams.calibrate_latents > 0:
+            raise ValueError("the autoencoder's latent scale / shift are not calibrated yet: cache after a "
+                             "run that calibrated them (or set calibrate_latents: 0 to train uncalibrated)")
+        return {"latent": self.autoencoder.encode(batch["video"], sample=False)} if "video" in batch else {}
 
     @property
     def calibrated(self) -> bool:
