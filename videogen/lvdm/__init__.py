@@ -6,7 +6,8 @@ Names load on first access.  Layout (as every model package): networks (``autoen
 ``VideoAutoencoder3DModule``), the 3D UNet with factorised attention (``UNet3D``) and the unconditional
 short-video model (``LVDMShortModule``), prediction / interpolation (``ConditionalUNet3D``,
 ``LVDMLongModule``), long-video inference (``LVDM.generate_long``) and text-to-video on a Stable
-Diffusion UNet (``VideoUNetFromSD``, ``LVDMTextToVideoModule``).  Details: docs/lvdm.md.
+Diffusion UNet (``VideoUNetFromSD``, ``LVDMTextToVideoModule``), and the conversion of the official
+checkpoints (``convert_lvdm``, ``convert``).  Details: docs/lvdm.md.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _EXPORTS = {  # module -> the names it exports (space-separated)
     "sd_unet": "VideoUNetFromSD",
     "text2video_module": "LVDMTextToVideoModule",
     "text2video_pipeline": "LVDMTextToVideo",
+    "convert": "convert_lvdm read_official_config official_key_map map_official_state_dict PRESETS",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

@@ -15,10 +15,19 @@ Unconditional guidance ``eps_c + w (eps_c - eps_u)`` (w = 0.1) is the core CFG w
 given latents enter as ``q(z_s | z_0)`` at level ``cond_noise_level`` (100) and are written back exactly.
 Persistence is the shared one (``videogen.core.persistence``); ``from_checkpoints`` joins the Lightning
 checkpoints the recipes write.
+
+``timesteps``: which timesteps a sampler named by a string visits.  ``"trailing"`` (default) is
+videogen's convention (``GaussianDiffusion.make_scheduler``: the first step at t = T-1, the last to
+alpha_bar = 1); ``"official"`` is the official LVDM DDIM sampler's (``range(0, T, T // n) + 1``, the last step
+to alpha_bar_0: diffusers DDIM with ``timestep_spacing="leading", steps_offset=1,
+set_alpha_to_one=False``), which a pipeline converted from official weights records
+(``videogen.lvdm.convert``).  It changes only DDIM; the official DDPM sampler visits all T steps, which
+both conventions do at ``num_steps = T``.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from collections.abc import Callable
@@ -32,7 +41,12 @@ from videogen.core.pipeline import VideoPipeline
 from .autoencoder import VideoAutoencoder3D
 from .unet3d import DEFAULT_DIFFUSION, ConditionalUNet3D, UNet3D, mix_given
 
-__all__ = ["LVDM", "autoregressive_clips", "hierarchical_plan"]
+__all__ = ["LVDM", "OFFICIAL_TIMESTEPS", "autoregressive_clips", "hierarchical_plan"]
+
+#: scheduler class -> the options that give the official LVDM sampler's timesteps (``timesteps="official"``)
+OFFICIAL_TIMESTEPS = {"DDIMScheduler": {"timestep_spacing": "leading", "steps_offset": 1,
+                                        "set_alpha_to_one": False}}
+TIMESTEP_CONVENTIONS = ("trailing", "official")
 
 
 class LVDM(VideoPipeline):
@@ -51,6 +65,16 @@ class LVDM(VideoPipeline):
             ``keyframe_stride`` latents apart, so chaining them as consecutive latents speeds motion up.
         video_size: ``(height, width)`` of the training videos, the default for sampling.
         clip_frames: frames of a short clip (``generate``'s default).
+        timesteps: ``"trailing"`` (videogen's) or ``"official"`` (the official DDIM sampler's timesteps);
+            see the module docstring.
+        conditioning: how guided clips see their given latents.  ``"videogen"``: the conditional branch
+            gets the noisy given latents written into its input, the unconditional branch the running
+            state as it is, and the state is never changed.  ``"official"`` (the official sampler, bug
+            B8): they overwrite the running state at every step, so the unconditional branch and the
+            DDIM update see them too.
+
+    ``prediction`` may be None for a pipeline of a short model only (e.g. converted from the released
+    short checkpoints): it then samples short clips and takes no image.
 
     Follows the shared ``generate`` protocol (``videogen.core.pipeline``): ``generate(num_frames=1024)``
     samples hierarchically; ``generate(image=...)`` predicts the frames after the image.
@@ -65,15 +89,25 @@ class LVDM(VideoPipeline):
 
     @property
     def conditions(self) -> tuple[str, ...]:
-        """``"image"`` (image-to-video by prediction); otherwise unconditional."""
-        return ("image",)
+        """``"image"`` (image-to-video by prediction); otherwise unconditional (also without a prediction
+        model)."""
+        return ("image",) if self.prediction is not None else ()
 
     def __init__(self, autoencoder: VideoAutoencoder3D, prediction: ConditionalUNet3D,
                  interpolation: ConditionalUNet3D | None = None, diffusion: dict[str, Any] | None = None,
                  keyframe_stride: int = 4, short: UNet3D | None = None,
                  video_size: tuple[int, int] | None = None, clip_frames: int = 16,
-                 autoregressive: ConditionalUNet3D | None = None):
+                 autoregressive: ConditionalUNet3D | None = None, timesteps: str = "trailing",
+                 conditioning: str = "videogen"):
         super().__init__()
+        if timesteps not in TIMESTEP_CONVENTIONS:
+            raise ValueError(f"timesteps must be one of {TIMESTEP_CONVENTIONS}, got {timesteps!r}")
+        if conditioning not in ("videogen", "official"):
+            raise ValueError(f"conditioning must be 'videogen' or 'official', got {conditioning!r}")
+        self.conditioning = conditioning
+        if all(m is None for m in (prediction, interpolation, short, autoregressive)):
+            raise ValueError("LVDM needs at least one diffusion model (prediction, interpolation or short)")
+        self.timesteps = timesteps
         self.autoencoder, self.prediction, self.interpolation, self.short = \
             autoencoder, prediction, interpolation, short
         self.autoregressive = autoregressive
@@ -93,6 +127,20 @@ class LVDM(VideoPipeline):
         model = next(m for m in models if m is not None)
         return next(model.parameters()).device
 
+    def make_scheduler(self, sampler: Any = "ddim") -> Any:
+        """The scheduler of one sampling run: a diffusers scheduler with this pipeline's betas and its
+        ``timesteps`` convention (a scheduler instance passes through unchanged)."""
+        if not isinstance(sampler, str):
+            return sampler
+        scheduler = self.diffusion.make_scheduler(sampler)
+        if self.timesteps == "trailing":
+            return scheduler
+        options = OFFICIAL_TIMESTEPS.get(type(scheduler).__name__)
+        if options is None:
+            return scheduler
+        accepted = inspect.signature(type(scheduler).__init__).parameters
+        return self.diffusion.make_scheduler(sampler, **{k: v for k, v in options.items() if k in accepted})
+
     def _size(self, height: int | None, width: int | None) -> tuple[int, int]:
         if height is None or width is None:
             if self.video_size is None:
@@ -105,10 +153,11 @@ class LVDM(VideoPipeline):
     def sample_clip(self, model: ConditionalUNet3D, frames: int, latent_hw: tuple[int, int], batch: int,
                     given: torch.Tensor | None = None, given_at: tuple[int, ...] = (),
                     cond_noise_level: int = 100, guidance: float = 0.1, num_steps: int = 50, eta: float = 1.0,
-                    sampler: Any = "ddim",
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    sampler: Any = "ddim", generator: torch.Generator | None = None, *,
+                    given_noisy: torch.Tensor | None = None, x_T: torch.Tensor | None = None) -> torch.Tensor:
         """A latent clip ``(B, C, frames, h, w)``; ``given (B, C, len(given_at), h, w)`` sit at
-        ``given_at``."""
+        ``given_at``.  ``given_noisy`` (same shape): the given latents already noised to
+        ``cond_noise_level`` (default: noised here, once); ``x_T``: the starting noise (default: drawn)."""
         dev = self._device()
         c = model.latent_channels
         z0 = torch.zeros(batch, c, frames, *latent_hw, device=dev)
@@ -120,19 +169,26 @@ class LVDM(VideoPipeline):
         noise = torch.randn(z0.shape, generator=generator,
                             device=generator.device if generator else dev).to(dev)
         z_s = self.diffusion.add_noise(z0, noise, s)  # noised once, written in at every step
+        if given_noisy is not None:
+            z_s[:, :, list(given_at)] = given_noisy.to(dev, z_s.dtype)
 
-        def model_fn(x, t, mask, z_s, noise_level):
-            return model(mix_given(x, z_s, mask), t, mask=mask, noise_level=noise_level)
+        def model_fn(x, t, mask, z_s, noise_level, written):
+            return model(mix_given(x, z_s, written), t, mask=mask, noise_level=noise_level)
 
         conditional = given is not None
-        cond = {"mask": mask, "z_s": z_s,
+        official = conditional and self.conditioning == "official"
+        cond = {"mask": mask, "z_s": z_s, "written": mask,
                 "noise_level": s if conditional else torch.full_like(s, model.null_level)}
-        uncond = {"mask": torch.zeros_like(mask), "z_s": torch.zeros_like(z_s),
+        uncond = {"mask": torch.zeros_like(mask), "z_s": z_s if official else torch.zeros_like(z_s),
+                  "written": mask if official else torch.zeros_like(mask),
                   "noise_level": torch.full_like(s, model.null_level)} if conditional and guidance else None
         scale = 1.0 + guidance if uncond is not None else 1.0  # eps_c + w (eps_c - eps_u)
+        scheduler = self.make_scheduler(sampler)
+        if official:  # B8: the given latents overwrite the running state, which the update then uses
+            scheduler = _write_given_into_state(scheduler, z_s, mask)
         out = self.diffusion.sample(model_fn, tuple(z0.shape), cond=cond, uncond=uncond, guidance_scale=scale,
-                                    sampler=sampler, num_steps=num_steps, eta=eta, generator=generator,
-                                    device=dev, progress=False)
+                                    sampler=scheduler, num_steps=num_steps, eta=eta, x_T=x_T,
+                                    generator=generator, device=dev, progress=False)
         return torch.where(mask[:, None, :, None, None], z0, out)  # the given latents, exactly
 
     # ---- short clips ----------------------------------------------------------------------------
@@ -167,9 +223,13 @@ class LVDM(VideoPipeline):
         latent_frames = -(-num_frames // f_t)
         shape = (batch, *self.autoencoder.latent_shape(latent_frames * f_t, height, width))
         if self.short is not None:
-            z = self.diffusion.sample(self.short, shape, sampler=sampler, num_steps=num_steps, eta=eta,
+            z = self.diffusion.sample(self.short, shape, sampler=self.make_scheduler(sampler),
+                                      num_steps=num_steps, eta=eta,
                                       generator=generator, device=self._device(), progress=progress)
         else:
+            if self.prediction is None:
+                raise ValueError("this LVDM pipeline has neither a short nor a prediction model: it samples "
+                                 "no clip (interpolate only)")
             z = self.sample_clip(self.prediction, shape[2], shape[3:], batch, num_steps=num_steps, eta=eta,
                                  sampler=sampler, generator=generator)
         return self.autoencoder.decode(z).clamp(-1, 1)[:, :, :num_frames]
@@ -224,6 +284,9 @@ class LVDM(VideoPipeline):
 
         if mode not in ("hierarchical", "autoregressive"):
             raise ValueError(f"mode must be 'hierarchical' or 'autoregressive', got {mode!r}")
+        if mode == "hierarchical" and self.prediction is None:
+            raise ValueError(f"{mode} sampling of more than one clip needs a prediction model; this LVDM "
+                             f"pipeline samples clips of up to {self.clip_frames} frames")
         if mode == "hierarchical" and self.interpolation is None:
             raise ValueError("hierarchical sampling needs the interpolation model (or use "
                              "mode='autoregressive')")
@@ -363,6 +426,21 @@ class LVDM(VideoPipeline):
                                  "latents)")
             pipe.autoregressive = baseline.prediction
         return pipe
+
+
+def _write_given_into_state(scheduler: Any, z_s: torch.Tensor, mask: torch.Tensor) -> Any:
+    """``scheduler`` whose ``step`` first writes ``z_s`` at ``mask`` into the running sample (the official
+    ``FrameInterpPredLatentDiffusion.apply_model`` does so in place before the model calls)."""
+    import functools
+
+    inner = scheduler.step
+
+    @functools.wraps(inner)
+    def step(model_output, timestep, sample, *args, **kwargs):
+        return inner(model_output, timestep, mix_given(sample, z_s, mask), *args, **kwargs)
+
+    scheduler.step = step
+    return scheduler
 
 
 def hierarchical_plan(num_frames: int, temporal_factor: int = 4, stride: int = 4, pred_length: int = 4,

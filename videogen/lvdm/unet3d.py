@@ -10,7 +10,10 @@ prediction (4 latents) and interpolation (5 latents) models share the short mode
 
     logit_ij = q_i . (k_j + a^K_{ij}) / sqrt(d),    out_i = sum_j softmax_j(logit)_ij (v_j + a^V_{ij})
 
-(the official code transposes the key term and scales it by ``d^-1/4``).  At the official configuration
+(the official code transposes the key term and scales it by ``d^-1/4``, spec bug B1; released weights were
+trained with that form, so ``relative_position="official"`` computes it, for converted official checkpoints
+(``videogen.lvdm.convert``): ``logit_ij = q_i . k_j / sqrt(d) + q_j . a^K_{ji} / d^(1/4)``).  At the official
+configuration
 (256 channels, mult 1,2,3,4, 3 blocks, attention at 16^2/8^2/4^2, 4 heads) it has 548,904,580 parameters;
 ``channel_mult (1, 2, 3, 3)`` gives 418,366,340, the closest to the paper's Table 2 (418M): an inference.
 
@@ -44,8 +47,8 @@ from videogen.core.nn import (
 )
 from videogen.core.persistence import SavableModule
 
-__all__ = ["DEFAULT_DIFFUSION", "ConditionalUNet3D", "FactorizedAttention", "UNet3D", "mix_given",
-           "relative_attention"]
+__all__ = ["DEFAULT_DIFFUSION", "RELATIVE_POSITION_FORMS", "ConditionalUNet3D", "FactorizedAttention",
+           "UNet3D", "mix_given", "relative_attention"]
 
 #: the schedule of LVDM's official configs (what the short and long models train and sample with)
 DEFAULT_DIFFUSION = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.0015,
@@ -54,11 +57,25 @@ DEFAULT_DIFFUSION = {"num_train_timesteps": 1000, "beta_schedule": "scaled_linea
 _K = (1, 3, 3)
 
 
+RELATIVE_POSITION_FORMS = ("corrected", "official")
+
+
 def relative_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rel_k: torch.Tensor,
-                       rel_v: torch.Tensor) -> torch.Tensor:
-    """``q, k, v (N, heads, T, d)``, ``rel_k, rel_v (T, T, d)`` -> ``(N, heads, T, d)`` (Shaw et al. 2018)."""
-    scale = q.shape[-1] ** -0.5
-    logits = (torch.einsum("nhid,nhjd->nhij", q, k) + torch.einsum("nhid,ijd->nhij", q, rel_k)) * scale
+                       rel_v: torch.Tensor, form: str = "corrected") -> torch.Tensor:
+    """``q, k, v (N, heads, T, d)``, ``rel_k, rel_v (T, T, d)`` (``rel[i, j]`` = the table row of ``j - i``)
+    -> ``(N, heads, T, d)`` (Shaw et al. 2018).
+
+    ``form="corrected"``: ``logit_ij = q_i . (k_j + a^K_ij) / sqrt(d)``.  ``form="official"``: LVDM's
+    ``QKVAttention`` (bug B1), the key term transposed and scaled by ``d^-1/4``:
+    ``logit_ij = q_i . k_j / sqrt(d) + q_j . a^K_ji / d^(1/4)``.  The value term is the same in both."""
+    d = q.shape[-1]
+    if form == "corrected":
+        logits = (torch.einsum("nhid,nhjd->nhij", q, k) + torch.einsum("nhid,ijd->nhij", q, rel_k)) * d**-0.5
+    elif form == "official":
+        logits = torch.einsum("nhid,nhjd->nhij", q, k) * d**-0.5 + torch.einsum("nhjd,jid->nhij", q,
+                                                                                  rel_k) * d**-0.25
+    else:
+        raise ValueError(f"relative_position must be one of {RELATIVE_POSITION_FORMS}, got {form!r}")
     p = logits.float().softmax(dim=-1).to(q.dtype)
     return p @ v + torch.einsum("nhij,ijd->nhid", p, rel_v)
 
@@ -67,11 +84,13 @@ class _AttentionHalf(nn.Module):
     """GN -> Conv1d qkv -> multi-head attention -> zero-init Conv1d -> residual, over the last axis of
     ``(N, C, L)``."""
 
-    def __init__(self, channels: int, heads: int, relative: int | None):
+    def __init__(self, channels: int, heads: int, relative: int | None, form: str = "corrected"):
         super().__init__()
         if channels % heads:
             raise ValueError(f"channels {channels} must be divisible by heads {heads}")
-        self.heads, self.head_dim = heads, channels // heads
+        if form not in RELATIVE_POSITION_FORMS:
+            raise ValueError(f"relative_position must be one of {RELATIVE_POSITION_FORMS}, got {form!r}")
+        self.heads, self.head_dim, self.form = heads, channels // heads, form
         self.norm = normalization(channels)
         self.qkv = nn.Conv1d(channels, 3 * channels, 1)
         self.proj_out = zero_module(nn.Conv1d(channels, channels, 1))
@@ -91,7 +110,8 @@ class _AttentionHalf(nn.Module):
             pos = torch.arange(length, device=x.device)
             idx = (pos[None, :] - pos[:, None]).clamp(-self.max_distance,
                                                       self.max_distance) + self.max_distance
-            out = relative_attention(q, k, v, self.rel_k[idx].to(q.dtype), self.rel_v[idx].to(q.dtype))
+            out = relative_attention(q, k, v, self.rel_k[idx].to(q.dtype), self.rel_v[idx].to(q.dtype),
+                                     self.form)
         out = out.permute(0, 1, 3, 2).reshape(n, c, length)  # (N, heads, L, d) -> (N, C, L)
         return x + self.proj_out(out)
 
@@ -100,10 +120,11 @@ class FactorizedAttention(nn.Module):
     """Spatial attention per frame, then temporal attention (relative positions) per position:
     ``(B, C, T, H, W)``."""
 
-    def __init__(self, channels: int, heads: int, max_relative_distance: int | None = 4):
+    def __init__(self, channels: int, heads: int, max_relative_distance: int | None = 4,
+                 relative_position: str = "corrected"):
         super().__init__()
         self.spatial = _AttentionHalf(channels, heads, None)
-        self.temporal = _AttentionHalf(channels, heads, max_relative_distance)
+        self.temporal = _AttentionHalf(channels, heads, max_relative_distance, relative_position)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, t, h, w = x.shape
@@ -123,6 +144,8 @@ class UNet3D(SavableModule, UNetSkeleton):
         attention_resolutions: downsampling factors with attention (official 8, 4, 2 = latent 4^2, 8^2, 16^2).
         num_heads: attention heads; max_relative_distance: R of the temporal tables (None: no positions).
         dropout, use_checkpoint: ResBlock dropout; gradient checkpointing of every block.
+        relative_position: "corrected" (default: the Shaw form above) or "official" (LVDM's transposed,
+            ``d^-1/4``-scaled key term, bug B1: what the released weights compute; set by the converter).
         temporal_kernel: temporal extent of the ResBlocks' and the in / out convolutions (1: LVDM's
             ``(1, 3, 3)``; 3: ``(3, 3, 3)``, VDM-style, so that neighbouring latents also mix outside the
             temporal attention; tried for the CPU demo and not used there, docs/lvdm.md).  Resampling stays
@@ -133,8 +156,11 @@ class UNet3D(SavableModule, UNetSkeleton):
                  channel_mult: Sequence[int] = (1, 2, 3, 4), num_res_blocks: int = 3,
                  attention_resolutions: Sequence[int] = (8, 4, 2), num_heads: int = 4,
                  max_relative_distance: int | None = 4, dropout: float = 0.0, use_checkpoint: bool = False,
-                 temporal_kernel: int = 1):
+                 temporal_kernel: int = 1, relative_position: str = "corrected"):
         super().__init__()
+        if relative_position not in RELATIVE_POSITION_FORMS:
+            raise ValueError(f"relative_position must be one of {RELATIVE_POSITION_FORMS}, got "
+                             f"{relative_position!r}")
         if temporal_kernel < 1 or temporal_kernel % 2 == 0:
             raise ValueError(f"temporal_kernel must be odd and >= 1, got {temporal_kernel}")
         self.in_channels, self.out_channels, self.model_channels = in_channels, out_channels, model_channels
@@ -145,7 +171,7 @@ class UNet3D(SavableModule, UNetSkeleton):
         rb = dict(emb_dim=emb, dims=3, dropout=dropout, use_scale_shift_norm=True, kernel_size=kernel)
 
         def attention(ch: int) -> FactorizedAttention:
-            return FactorizedAttention(ch, num_heads, max_relative_distance)
+            return FactorizedAttention(ch, num_heads, max_relative_distance, relative_position)
 
         conv_in = nn.Conv3d(in_channels, model_channels, kernel, padding=pad)
         ch = self.build_skeleton(conv_in, model_channels, channel_mult, num_res_blocks, attention_resolutions,
