@@ -194,7 +194,7 @@ class WebVideoShards(IterableDataset):
             raise FileNotFoundError(f"tmp_dir not found: {tmp_dir}")
         self.seed, self.shuffle, self.shuffle_buffer = seed, shuffle, shuffle_buffer
         self.epoch_size, self.require_caption, self.tmp_dir = epoch_size, require_caption, tmp_dir
-        self.rank, self.world_size, self.batch_size = 0, 1, 1
+        self.rank, self.world_size, self.batch_size, self._distributed_set = 0, 1, 1, False
         # shared with DataLoader workers (set in the main process before they start their pass):
         # [epoch, batches to skip, their batch size], and the skip counts per process
         self._state = torch.zeros(3, dtype=torch.int64).share_memory_()
@@ -235,7 +235,7 @@ class WebVideoShards(IterableDataset):
         return int(self._skips.sum())
 
     def _world(self) -> tuple[int, int]:
-        if getattr(self, "_distributed_set", False):
+        if self._distributed_set:
             return self.rank, self.world_size
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -317,9 +317,12 @@ class WebVideoShards(IterableDataset):
     def __iter__(self) -> Iterator[dict]:
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        slot = (worker + 1) % _SLOTS if info is not None else 0
+        slot = (worker + 1) % _SLOTS if info is not None else 0  # the process's skip counter
         rank, world = self._world()
         epoch, skip_batches, skip_batch_size = (int(v) for v in self._state)
+        # The loader takes batch j from worker j % workers. After n skipped batches its round-robin starts
+        # again at worker 0, so worker w plays the part of worker (w + n) % workers of the whole epoch.
+        worker = (worker + skip_batches) % workers
         readers, reader = world * workers, rank * workers + worker
         shards = self.shard_order(epoch)[reader::readers]
         quota = None
