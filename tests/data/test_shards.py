@@ -89,6 +89,21 @@ def test_shuffling_is_seeded_and_epoch_aware(webvid, tmp_path):
     assert order(3, shuffle=False) == list(range(8))
 
 
+def test_pipe_and_fsspec_urls(tmp_path):
+    url = _copies(tmp_path, 4, "%05d.tar", per_shard=2)
+    opts = {"num_frames": 2, "shuffle": False, "require_caption": False}
+    local = [int(it["index"]) for it in WebVideoShards(url, **opts)]
+    piped = WebVideoShards(f"pipe:cat {url}", **opts)
+    assert [int(it["index"]) for it in piped] == local == [0, 1, 2, 3]
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for i in range(2):
+        memory.pipe(f"/test-shards/{i}.tar", (tmp_path / f"{i:05d}.tar").read_bytes())
+    remote = WebVideoShards("memory://test-shards/{0..1}.tar", **opts)  # fsspec: not a webdataset scheme
+    assert [int(it["index"]) for it in remote] == local
+
+
 def test_ranks_and_workers_read_every_sample_once(tmp_path):
     """2 ranks x 2 DataLoader workers over 8 shards of 2: every sample once per epoch, equal batch counts.
 
