@@ -7,8 +7,10 @@ Training runs through Lightning's CLI; a few tool commands are dispatched before
     videogen bench    --out DIR [--only a,b] [--quick]       paper tables -> results.json, docs/bench.md
     videogen sample   --model DIR --out DIR [...]            generate from a save_pretrained directory / .ckpt
     videogen generate --model M --recipe R --out DIR         N samples per item of a split (test-set
-    generation) videogen evaluate --real DIR --fake DIR --metric fvd     streaming metrics on two folders of
-    videos
+    generation)
+    videogen evaluate --real DIR --fake DIR --metric fvd     streaming metrics on two folders of videos
+    videogen convert  lvdm|cmd --ckpt FILE --out DIR         official checkpoints -> a save_pretrained folder
+    videogen cache    --recipe R --out DIR                   a recipe's data through its frozen stages
 
 Recipes use ``class_path``/``init_args`` for the model and the data module (subclass mode), and
 unknown keys are errors: a misspelt hyperparameter never passes silently.  Heavy libraries (torch,
@@ -32,7 +34,7 @@ from videogen.core.files import FolderLockedError  # stdlib only: --help stays i
 __all__ = ["LIGHTNING_COMMANDS", "TOOL_COMMANDS", "CommandError", "main", "user_error"]
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-TOOL_COMMANDS = ("demo", "bench", "sample", "generate", "evaluate")
+TOOL_COMMANDS = ("demo", "bench", "sample", "generate", "evaluate", "convert", "cache")
 #: `videogen evaluate --metric` choices (videogen.evaluation.METRICS, repeated to keep --help import-free)
 METRIC_CHOICES = ("fvd", "kvd", "cfvd", "fid", "lpips", "clipsim", "psnr", "ssim")
 SEED_DEFAULT = 0
@@ -53,7 +55,15 @@ tools:
   sample     generate videos from a save_pretrained directory or .ckpt: videogen sample --model DIR --out DIR
   generate   N samples per item of a test split: videogen generate --model M --recipe R --out DIR
   evaluate   metrics between two folders of videos: videogen evaluate --real DIR --fake DIR --metric fvd
+  convert    official LVDM / CMD checkpoints -> a videogen folder: videogen convert lvdm --ckpt \
+short_sky.ckpt --out DIR
+  cache      encode a stage-2 recipe's videos and captions once (latents on disk): videogen cache \
+--recipe R --out DIR
 """
+
+#: the released LVDM files `videogen convert lvdm` knows without a config (videogen.lvdm.convert.PRESETS;
+#: repeated here to keep --help import-free, checked equal by the tests)
+LVDM_PRESETS = ("ae_sky", "short_sky", "ae_taichi", "short_taichi", "t2v")
 
 
 # ----------------------------------------------------------------------------- LightningCLI
@@ -307,6 +317,9 @@ def _split_dataset(recipe: str, split: str) -> Any:
         raise ValueError(f"{recipe} has no data.init_args.{key}: give --split with a split it defines")
     from torch.utils.data import Dataset
 
+    if isinstance(block, dict) and isinstance(block.get("init_args"), dict) and "dtype" in block["init_args"]:
+        # a recipe's uint8 frames become float on the device in training; generate/evaluate read items
+        block = {**block, "init_args": {**block["init_args"], "dtype": "float32"}}
     return _instantiate(block, Dataset)
 
 
@@ -316,12 +329,35 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     _check_out(args.out)
     _check_device(args.device)
+    if args.random_items and args.limit is None:
+        raise CommandError("--random-items needs --limit N (how many items to draw)")
+    if args.recipe is None and args.num_samples is None:
+        raise CommandError("give --recipe (samples per item of its split) or, for an unconditional model, "
+                           "--num-samples N")
+    if args.recipe is not None and args.num_samples is not None:
+        raise CommandError("--num-samples is for generating without --recipe (with a recipe use "
+                           "--samples-per-item)")
     model = load_pretrained(*args.model).eval().to(args.device)
-    dataset = _split_dataset(args.recipe, args.split)
+    if args.recipe is None:
+        required = tuple(getattr(model, "required_conditions", ()))
+        if required:
+            raise CommandError(f"{type(model).__name__} needs {', '.join(required)} for every video: give "
+                               "--recipe whose split provides them")
+        dataset = [{}] * args.num_samples  # one item per video, no condition, no real clip
+        args.no_real, args.conditions = True, ""
+    else:
+        dataset = _split_dataset(args.recipe, args.split)
     if args.limit is not None:
         from torch.utils.data import Subset
 
-        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
+        n = min(args.limit, len(dataset))
+        if args.random_items:
+            import random
+
+            dataset = Subset(dataset, sorted(random.Random(args.seed).sample(range(len(dataset)), n)))
+        else:
+            dataset = Subset(dataset, range(n))
+
     kwargs = {k: getattr(args, k) for k
               in ("num_steps", "num_frames", "sampler", "guidance_scale", "max_frames")
               if getattr(args, k) is not None}
@@ -352,6 +388,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from videogen.core.files import atomic_write_text
 
         atomic_write_text(args.out, text + "\n")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    """Official checkpoint(s) -> a ``save_pretrained`` folder (network or pipeline) that
+    ``videogen.load_pretrained``, ``videogen sample`` and ``videogen generate`` open."""
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"--out {out} already exists: remove it or choose another folder")
+    for ckpt in [*args.ckpt, *([args.ae_ckpt] if getattr(args, "ae_ckpt", None) else [])]:
+        if not Path(ckpt).is_file():
+            raise FileNotFoundError(f"--ckpt {ckpt} not found" if not Path(ckpt).exists()
+                                    else f"--ckpt {ckpt} is not a file")
+    if args.source == "lvdm":
+        (ckpt,) = args.ckpt
+        preset = args.preset
+        if preset is None and args.config is None:
+            preset = Path(ckpt).stem if Path(ckpt).stem in LVDM_PRESETS else None
+            if preset is None:
+                raise CommandError(f"--ckpt {ckpt}: give the official config (--config configs/.../X.yaml)"
+                                   f" or --preset ({', '.join(LVDM_PRESETS)})")
+        from videogen.lvdm.convert import convert_lvdm
+
+        extra = {"tokenizer": args.tokenizer} if args.tokenizer else {}
+        converted = convert_lvdm(ckpt, config=args.config, preset=preset, ae_ckpt=args.ae_ckpt,
+                                 ema=args.ema, official=not args.corrected, **extra)
+    else:
+        from videogen.cmd.convert import convert_cmd
+
+        converted = convert_cmd(*args.ckpt, ema=args.ema, official=not args.corrected)
+    converted.save_pretrained(out)
+    print(json.dumps({"out": str(out), "class": type(converted).__name__,
+                      "mode": "corrected" if args.corrected else "official"}))
     return 0
 
 
@@ -439,12 +508,19 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
                          "evaluate` reads.")
         p.add_argument("--model", required=True, nargs="+",
                        help="save_pretrained directory or final-stage .ckpt(s)")
-        p.add_argument("--recipe", required=True, help="recipe whose data block defines the split")
+        p.add_argument("--recipe", default=None,
+                       help="recipe whose data block defines the split; leave it out for an unconditional "
+                            "model and give --num-samples (e.g. 2048 for FVD on Sky Time-lapse)")
+        p.add_argument("--num-samples", type=_count(1), default=None,
+                       help="without --recipe: how many unconditional videos to generate")
         p.add_argument("--split", default="test", choices=("train", "val", "test"),
                        help="test falls back to the recipe's val_dataset")
         p.add_argument("--out", required=True)
         p.add_argument("--samples-per-item", type=_count(1), default=1, help="e.g. 100 for the BAIR protocol")
         p.add_argument("--limit", type=_count(1), default=None, help="first N items only")
+        p.add_argument("--random-items", action="store_true",
+                       help="with --limit: N items drawn at random (seeded by --seed) instead of the first "
+                            "N, e.g. LVDM's 2,048 real clips from the shuffled training split")
         p.add_argument("--batch-size", type=_count(1), default=16)
         p.add_argument("--device", default="cpu")
         p.add_argument("--num-steps", type=_count(1), default=None)
@@ -489,11 +565,75 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--clip-weights", default=None, help="open_clip checkpoint for clipsim")
         p.add_argument("--no-progress", action="store_true")
         p.add_argument("--out", default=None, help="also write the results JSON here")
+    elif command == "convert":
+        p.description = ("Convert official checkpoints (YingqingHe/LVDM's released files and configs, "
+                         "NVlabs/CMD's training scripts' files) into a folder that "
+                         "videogen.load_pretrained, `videogen sample` and `videogen generate` open. Files "
+                         "are read without running code from them. By default the folder computes the "
+                         "official function (docs/lvdm.md, docs/cmd.md: 'Official weights'); --corrected "
+                         "loads the same weights into videogen's corrected model.")
+        sources = p.add_subparsers(dest="source", required=True, metavar="{lvdm,cmd}")
+        lvdm = sources.add_parser(
+            "lvdm", exit_on_error=False, help="an LVDM checkpoint (+ official config)",
+            description="An official LVDM checkpoint: 3D autoencoder, short, prediction / interpolation or "
+                        "text-to-video model.")
+        lvdm.add_argument("--ckpt", required=True, nargs=1,
+                          help="the official .ckpt (e.g. lvdm_short/short_sky.ckpt)")
+        lvdm.add_argument("--config", default=None,
+                          help="its official config (configs/videoae/*.yaml, configs/lvdm_short/*.yaml, "
+                               "...); not needed for the released files (see --preset)")
+        lvdm.add_argument("--preset", default=None, choices=LVDM_PRESETS,
+                          help="a released file's settings (default: the --ckpt file name if it is one of "
+                               "them)")
+        lvdm.add_argument("--ae-ckpt", default=None,
+                          help="the autoencoder checkpoint when the model file lacks first_stage_model.*")
+        ema = lvdm.add_mutually_exclusive_group()
+        ema.add_argument("--ema", dest="ema", action="store_const", const=True, default=None,
+                         help="use the EMA weights (default: what the official script uses: raw for short "
+                              "videos, EMA for long)")
+        ema.add_argument("--no-ema", dest="ema", action="store_const", const=False,
+                         help="use the raw weights")
+        lvdm.add_argument("--tokenizer", default=None,
+                          help="text-to-video only: the CLIP ViT-L/14 tokenizer folder (tokenizer/ of a "
+                               "Stable Diffusion 1.x download); the checkpoint holds none")
+        lvdm.add_argument("--corrected", action="store_true",
+                          help="videogen's corrected model instead of the official function")
+        lvdm.add_argument("--out", required=True, help="the folder to write (must not exist or be empty)")
+        cmd = sources.add_parser(
+            "cmd", exit_on_error=False, help="CMD training scripts' files",
+            description="Files of the official CMD training scripts ({autoenc|cdiff_model|mdiff_model, "
+                        "ema, opt, args}): one file -> that network; the autoencoder + content + motion "
+                        "files -> a CMD pipeline.")
+        cmd.add_argument("--ckpt", required=True, nargs="+", help="one or more official .pt/.pth files")
+        cmd.add_argument("--no-ema", dest="ema", action="store_false",
+                         help="raw DiT weights instead of the EMA ones (default EMA)")
+        cmd.add_argument("--corrected", action="store_true",
+                         help="videogen's corrected networks (rotary positions, true position grid)")
+        cmd.add_argument("--out", required=True, help="the folder to write (must not exist or be empty)")
+    elif command == "cache":
+        p.description = ("Encode a recipe's videos and captions once through its frozen stages into a latent "
+                         "cache (shards + index.json; resumable; rank r of W writes shards r, r+W, ...) that "
+                         "the recipe trains from with data: videogen.data.LatentCache {root: OUT}.")
+        p.add_argument("--recipe", required=True, help="the stage-2 recipe (its model and data blocks)")
+        p.add_argument("--out", required=True, help="cache directory")
+        p.add_argument("--split", default="train", choices=("train", "val"))
+        p.add_argument("--clips-per-video", type=_count(1), default=1,
+                       help="clips stored per video (the dataset's own clip draws; default 1)")
+        p.add_argument("--flip", action="store_true", help="also store each clip mirrored left-right")
+        p.add_argument("--shard-size", type=_count(1), default=256, help="videos per shard")
+        p.add_argument("--batch-size", type=_count(1), default=8, help="clips per encoder call")
+        p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+        p.add_argument("--device", default="cpu", help="cpu, cuda (cuda:LOCAL_RANK under torchrun), ...")
+        p.add_argument("--rank", type=_count(0), default=None, help="this writer's rank (default $RANK or 0)")
+        p.add_argument("--world-size", type=_count(1), default=None,
+                       help="number of writers (default $WORLD_SIZE or 1)")
+        p.add_argument("--no-progress", action="store_true")
     return p
 
 
 _TOOLS = {"demo": _cmd_demo, "bench": _cmd_bench, "sample": _cmd_sample, "generate": _cmd_generate,
-          "evaluate": _cmd_evaluate}
+          "evaluate": _cmd_evaluate, "convert": _cmd_convert,
+          "cache": lambda a: importlib.import_module("videogen.data.cache").cache_command(a, _instantiate)}
 
 
 class CommandError(ValueError):

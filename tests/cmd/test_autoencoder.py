@@ -71,15 +71,46 @@ def test_positions_are_applied_permuting_frames_changes_the_encoding():
     _, motion = ae.encode(x)
     _, motion_perm = ae.encode(x[:, :, perm])
     assert not torch.allclose(motion[:, :, perm], motion_perm, atol=1e-4)
-    # without the rotary positions the encoder is permutation-equivariant: the same check then holds exactly
-    from videogen.cmd import autoencoder as module
+    # without the rotary positions (rotary=False, the official behaviour) the encoder is
+    # permutation-equivariant: the same check then holds exactly
+    official = tiny_autoencoder(rotary=False)
+    official.load_state_dict(ae.state_dict())
+    torch.testing.assert_close(official.encode(x)[1][:, :, perm], official.encode(x[:, :, perm])[1])
 
-    original = module.rotary
-    module.rotary = lambda t, positions: t
-    try:
-        torch.testing.assert_close(ae.encode(x)[1][:, :, perm], ae.encode(x[:, :, perm])[1])
-    finally:
-        module.rotary = original
+
+def test_cached_one_pass_rotation_equals_rotating_q_and_k_separately():
+    """The attention rotates q and k together with cached tables; the oracle is the per-call ``rotary``
+    of each of q and k (1-D over frames, axial 2-D over the grid): bit for bit.  Tables first built under
+    inference mode must still serve a training step."""
+    import torch.nn.functional as F
+
+    from videogen.cmd.autoencoder import _RotaryAttention, rotary
+
+    torch.manual_seed(0)
+    attn = _RotaryAttention(32, 2)
+
+    def reference(x, axes):
+        b, n, c = x.shape
+        q, k, v = attn.qkv(x).view(b, n, 3, 2, 16).permute(2, 0, 3, 1, 4)
+
+        def rot(t):
+            if len(axes) == 1:
+                return rotary(t, torch.arange(axes[0]))
+            h, w = axes
+            return torch.cat([rotary(t[..., :8], torch.arange(h).repeat_interleave(w)),
+                              rotary(t[..., 8:], torch.arange(w).repeat(h))], dim=-1)
+
+        out = F.scaled_dot_product_attention(rot(q), rot(k), v)
+        return attn.proj(out.transpose(1, 2).reshape(b, n, c))
+
+    for axes, n in (((5,), 5), ((3, 4), 12)):
+        x = torch.randn(2, n, 32)
+        assert torch.equal(attn(x, axes), reference(x, axes))
+    x = torch.randn(2, 21, 32, requires_grad=True)
+    with torch.inference_mode():
+        attn(x.detach(), (7, 3))  # a fresh layout's tables made in inference mode
+    attn(x, (7, 3)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_bad_inputs_are_refused():

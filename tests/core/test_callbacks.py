@@ -187,8 +187,6 @@ def test_video_sample_logger_writes_an_event_file(tmp_path):
     logger.experiment.flush()
     acc = EventAccumulator(logger.log_dir)
     acc.Reload()
-    tags = acc.Tags()
-    if "samples/video" in tags["images"]:  # moviepy available: an animated gif
-        return
+    assert "samples/video" in acc.Tags()["images"]  # an animated GIF, no moviepy needed
     (image,) = acc.Images("samples/contact_sheet")
     assert (image.height, image.width) == (2 * 8, 4 * 10)

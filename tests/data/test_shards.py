@@ -73,6 +73,12 @@ def test_shards_give_the_map_style_items(webvid, tmp_path):
             assert it["video"].dtype == ref["video"].dtype and torch.equal(it["video"], ref["video"])
     levels = frame_levels(items[0]["video"])
     assert np.allclose(np.diff(levels), 20, atol=3)  # stride 2 of the source frames
+    # dtype="uint8": the map-style uint8 items too
+    ds8 = CsvCaptionVideos(*webvid, **CLIP, size=(8, 12), dtype="uint8")
+    for it in WebVideoShards(str(tmp_path / "shards" / "{00000..00002}.tar"), **CLIP, size=(8, 12),
+                             dtype="uint8"):
+        ref = ds8[int(it["index"])]
+        assert it["video"].dtype == torch.uint8 and torch.equal(it["video"], ref["video"])
 
 
 def test_shuffling_is_seeded_and_epoch_aware(webvid, tmp_path):

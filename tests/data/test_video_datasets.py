@@ -84,25 +84,27 @@ def test_broken_inputs_are_skipped_and_counted(tmp_path, make_video):
     make_video(root / "short.mp4", num_frames=3)
     rows = ["videoid,contentUrl,duration,page_dir,name"]
     rows += [f"{v},http://x/{v},PT1S,000,clip {v}" for v
-             in ("empty", "truncated", "one_frame", "short", "good")]
-    rows.append("absent,http://x,PT1S,000,never downloaded")
+             in ("empty", "absent", "truncated", "one_frame", "short", "good")]  # absent: never downloaded
     (tmp_path / "webvid.csv").write_text("\n".join(rows) + "\n")
-    with pytest.warns(UserWarning, match="1 of 6 listed videos are missing"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is checked (or warned about) at construction
         ds = CsvCaptionVideos(root, tmp_path / "webvid.csv", num_frames=8, start="first")
-    assert len(ds) == 5 and ds.missing[0].name == "absent.mp4"
+    assert len(ds) == 6 and ds.missing == []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        item = ds[0]  # empty -> truncated -> one_frame -> short -> good
-        assert item["caption"] == "clip good" and item["index"].item() == 4
+        item = ds[0]  # empty -> absent -> truncated -> one_frame -> short -> good
+        assert item["caption"] == "clip good" and item["index"].item() == 5
         ds[1]
         ds[2]  # already known broken: no new warnings
     assert len([w for w in caught if "skipping unreadable" in str(w.message)]) == 4
-    assert ds.num_skipped == 4 and {p.stem for p in ds.skipped} == {"empty", "truncated", "one_frame",
-                                                                    "short"}
+    assert len([w for w in caught if "skipping missing video" in str(w.message)]) == 1
+    assert ds.num_skipped == 5 and {p.stem for p in ds.skipped} == {"empty", "absent", "truncated",
+                                                                    "one_frame", "short"}
+    assert [p.name for p in ds.missing] == ["absent.mp4"]
 
     only_broken = CsvCaptionVideos(root, tmp_path / "webvid.csv", path_template="{videoid}.mp4",
                                    num_frames=20)
-    with pytest.warns(UserWarning), pytest.raises(ValueError, match="all 5 videos are unreadable"):
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="all 6 videos are unreadable"):
         only_broken[0]
 
 

@@ -103,3 +103,24 @@ def test_bad_inputs_and_checkpoints_are_refused(pipe, tmp_path):
     with pytest.raises(ValueError,
                        match=r"LVDM also needs autoencoder, prediction .*lvdm_\*_prediction.yaml"):
         LVDM.from_checkpoints(tmp_path / "interp.ckpt")
+
+
+def test_generate_unconditional_without_a_recipe(pipe, tmp_path, capsys):
+    """`videogen generate --num-samples N` on a saved pipeline: N unconditional videos and a manifest, no
+    recipe and no real clips (the FVD protocol of Sky Time-lapse / Taichi with converted weights)."""
+    import json
+
+    from videogen.core.video import read_video
+
+    pipe.save_pretrained(tmp_path / "lvdm")
+    out = tmp_path / "gen"
+    base = ["generate", "--model", str(tmp_path / "lvdm"), "--out", str(out), "--num-steps", "2"]
+    assert main(base) == 2  # neither --recipe nor --num-samples
+    assert "--num-samples" in capsys.readouterr().err
+    assert main([*base, "--num-samples", "3", "--batch-size", "2"]) == 0
+    videos = sorted((out / "fake").glob("*.mp4"))
+    assert [v.name for v in videos] == ["000000_s000.mp4", "000001_s000.mp4", "000002_s000.mp4"]
+    assert tuple(read_video(videos[0]).shape) == (8, 16, 16, 3)  # one clip of clip_frames
+    assert len((out / "fake" / "manifest.jsonl").read_text().splitlines()) == 3
+    assert not (out / "real").exists()
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["written"] == 3

@@ -46,7 +46,8 @@ __all__ = [
 ]
 
 #: Modules under ``videogen.bench`` that register tables; each is imported if it exists.
-TABLE_MODULES: tuple[str, ...] = ("lamd", "cmd", "lvdm", "evaluation", "samplers", "synthetic", "gpu")
+TABLE_MODULES: tuple[str, ...] = ("lamd", "cmd", "lvdm", "evaluation", "samplers", "synthetic", "gpu", "data",
+                                  "cache")
 
 Row = dict[str, Any]
 

@@ -5,7 +5,7 @@ Names load on first access, so ``import videogen.cmd`` stays cheap.
 Stage 1: ``CMDAutoencoder`` (content frame + motion latent), ``CMDAutoencoderModule``.
 Stage 2a: ``ContentDiT`` (from scratch) or ``videogen.core.sd.SDUNet`` (Stable Diffusion fine-tune),
 ``CMDContentModule``.  Stage 2b: ``MotionDiT``, ``CMDMotionModule``.  Inference: ``CMD``
-(generate / animate / reconstruct).  Details: docs/cmd.md.
+(generate / animate / reconstruct).  Official checkpoints: ``convert_cmd``.  Details: docs/cmd.md.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ _EXPORTS = {  # module -> the names it exports (space-separated)
     "content_module": "CMDContentModule",
     "motion_module": "CMDMotionModule",
     "pipeline": "CMD",
+    "convert": "convert_cmd",
 }
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS, globals())

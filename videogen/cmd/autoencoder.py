@@ -17,13 +17,17 @@ the ``H' x W'`` patches of each frame, GEGLU feed-forward; pre-LN, residual) -> 
 
 Positions are applied (the official code builds rotary embeddings and never uses them): rotary
 embeddings on the head dimension, 1-D over frames in temporal attention and axial 2-D (half the head
-dimension for the row, half for the column) in spatial attention, as PVDM does. They add no parameters,
+dimension for the row, half for the column) in spatial attention, as PVDM does.  ``rotary=False`` is the
+official behaviour (no positions at all: the encoder is blind to frame order), kept to run converted
+official checkpoints as they were trained (``videogen.cmd.convert``).  The rotations add no parameters,
 so the official configuration (C' 384, depth 8, 8 heads of 48, D 8, p 2) has 47,359,510 parameters in
 pixel mode (RGB) and 47,365,656 in Stable-Diffusion-latent mode (4 channels), as the official modules.
 Non-square grids (e.g. 32 x 64 latents of 512 x 1024 videos) work.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +59,36 @@ def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return out.to(x.dtype)
 
 
+@functools.lru_cache(maxsize=64)
+def _rotary_tables(axes: tuple[int, ...], head_dim: int,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos, sin`` of shape ``(N, G, dim / 2G)`` for :func:`_rotate_pairs`, computed once per token layout.
+
+    ``axes = (n,)``: one group (the whole head dimension) turned by the 1-D position; ``(h, w)``: two groups
+    (each half of the head dimension) turned by the row and by the column of a row-major ``h x w`` grid.
+    Built outside inference mode, so that tables first made while sampling also serve training."""
+    with torch.inference_mode(False), torch.no_grad():
+        if len(axes) == 1:
+            positions = [torch.arange(axes[0], device=device)]
+        else:
+            h, w = axes
+            positions = [torch.arange(h, device=device).repeat_interleave(w),  # row-major grid: rows
+                         torch.arange(w, device=device).repeat(h)]  # and columns
+        cos, sin = zip(*(_rotary_angles(p, head_dim // len(axes)) for p in positions))  # each (N, dim / 2G)
+        return torch.stack(cos, dim=1), torch.stack(sin, dim=1)
+
+
+def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x (..., N, d)`` in one pass: in each of the ``G`` groups of the head dimension the pairs
+    ``(x_i, x_{i + d/2G})`` turn by the angles of ``cos, sin (N, G, d/2G)`` (what :func:`rotary` does per
+    group)."""
+    *lead, n, d = x.shape
+    g = cos.shape[1]
+    x1, x2 = x.float().reshape(*lead, n, g, 2, d // (2 * g)).unbind(dim=-2)  # (..., N, G, d/2G) each
+    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-2)  # (..., N, G, 2, d/2G)
+    return out.reshape(*lead, n, d).to(x.dtype)
+
+
 class _RotaryAttention(nn.Module):
     """Multi-head self-attention (timm layout: one ``qkv`` Linear with bias, ``proj``) with rotary positions.
 
@@ -62,38 +96,34 @@ class _RotaryAttention(nn.Module):
     by the row and the second half by the column of a row-major ``h x w`` grid.
     """
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, rotary: bool = True):
         super().__init__()
         if dim % heads:
             raise ValueError(f"width {dim} must be divisible by heads {heads}")
-        self.heads, self.head_dim = heads, dim // heads
+        self.heads, self.head_dim, self.use_rotary = heads, dim // heads, rotary
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def _rotate(self, t: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-        if len(axes) == 1:
-            return rotary(t, torch.arange(axes[0], device=t.device))
-        h, w = axes
-        rows = torch.arange(h, device=t.device).repeat_interleave(w)  # row-major grid positions
-        cols = torch.arange(w, device=t.device).repeat(h)
-        half = self.head_dim // 2
-        return torch.cat([rotary(t[..., :half], rows), rotary(t[..., half:], cols)], dim=-1)
-
     def forward(self, x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
         b, n, c = x.shape  # (B', N, C')
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (B', h, N, d)
-        q, k = self._rotate(q, axes), self._rotate(k, axes)
+        qkv = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B', h, N, d)
+        if self.use_rotary:  # q and k together, with the cached tables of this token layout
+            cos, sin = _rotary_tables(tuple(axes), self.head_dim, x.device)
+            (q, k), v = _rotate_pairs(qkv[:2], cos, sin), qkv[2]
+        else:
+            q, k, v = qkv
         out = F.scaled_dot_product_attention(q, k, v)  # (B', h, N, d)
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 
 class TimeSformerBlock(nn.Module):
-    """Divided space-time block: ``x += T-attn(LN x); x += S-attn(LN x); x += GEGLU-FF(LN x)``."""
+    """Divided space-time block: ``x += T-attn(LN x); x += S-attn(LN x); x += GEGLU-FF(LN x)``
+    (``rotary=False``: attention without positions, the official code's behaviour)."""
 
-    def __init__(self, dim: int, heads: int):
+    def __init__(self, dim: int, heads: int, rotary: bool = True):
         super().__init__()
-        self.norm_t, self.attn_t = nn.LayerNorm(dim), _RotaryAttention(dim, heads)
-        self.norm_s, self.attn_s = nn.LayerNorm(dim), _RotaryAttention(dim, heads)
+        self.norm_t, self.attn_t = nn.LayerNorm(dim), _RotaryAttention(dim, heads, rotary)
+        self.norm_s, self.attn_s = nn.LayerNorm(dim), _RotaryAttention(dim, heads, rotary)
         self.norm_ff, self.ff = nn.LayerNorm(dim), FeedForward(dim, mult=4)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -124,12 +154,15 @@ class CMDAutoencoder(SavableModule, nn.Module):
         mode: ``"pixel"`` (``2 sigmoid - 1`` output) or ``"latent"`` (linear output).
         uniform_content: the Table 4b ablation "without weighted sum": ``x_bar`` is the plain frame mean.
         use_checkpoint: gradient checkpointing of the TimeSformer blocks.
+        rotary: rotary positions in every attention (default).  ``False`` reproduces the official code,
+            which builds rotary embeddings but never applies them (NVlabs/CMD#3): no positions, so the
+            encoder cannot tell the frames' order; only for converted official checkpoints.
     """
 
     def __init__(self, in_channels: int = 3, num_frames: int = 16, height: int = 64, width: int = 64,
                  patch_size: int = 2, hidden_size: int = 384, depth: int = 8, heads: int = 8,
                  motion_channels: int = 8, mode: str = "pixel", uniform_content: bool = False,
-                 use_checkpoint: bool = False):
+                 use_checkpoint: bool = False, rotary: bool = True):
         super().__init__()
         if mode not in ("pixel", "latent"):
             raise ValueError(f"mode must be 'pixel' or 'latent', got {mode!r}")
@@ -137,22 +170,22 @@ class CMDAutoencoder(SavableModule, nn.Module):
         if height % p or width % p or (height // p) % 2 or (width // p) % 2:
             raise ValueError(f"height {height} and width {width} must be divisible by patch_size {p}, with "
                              f"even H/p and W/p (the motion latent is patchified by 2)")
-        if (hidden_size // heads) % 4:
+        if rotary and (hidden_size // heads) % 4:
             raise ValueError(f"head width hidden_size / heads = {hidden_size / heads} must be divisible by 4 "
                              "(axial rotary positions)")
         self.in_channels, self.num_frames, self.height, self.width = in_channels, num_frames, height, width
         self.patch_size, self.mode, self.uniform_content = p, mode, uniform_content
         self.grid = (height // p, width // p)  # (H', W')
-        self.motion_channels, self.use_checkpoint = motion_channels, use_checkpoint
+        self.motion_channels, self.use_checkpoint, self.rotary = motion_channels, use_checkpoint, rotary
         self.patch_embed = nn.Linear(in_channels * p * p, hidden_size)  # encoder pre-layer
-        self.encoder = nn.ModuleList(TimeSformerBlock(hidden_size, heads) for _ in range(depth))
+        self.encoder = nn.ModuleList(TimeSformerBlock(hidden_size, heads, rotary) for _ in range(depth))
         self.to_logit = nn.ConvTranspose2d(hidden_size, in_channels, p, stride=p)  # f_I
         self.pre_xt = nn.Conv2d(hidden_size, motion_channels, 1)  # f_M, W'-part (mean over H')
         self.pre_yt = nn.Conv2d(hidden_size, motion_channels, 1)  # f_M, H'-part (mean over W')
         self.content_embed = nn.Linear(in_channels * p * p, hidden_size)  # g_I
         self.post_xt = nn.Conv2d(motion_channels, hidden_size, 1)  # g_M
         self.post_yt = nn.Conv2d(motion_channels, hidden_size, 1)
-        self.decoder = nn.ModuleList(TimeSformerBlock(hidden_size, heads) for _ in range(depth))
+        self.decoder = nn.ModuleList(TimeSformerBlock(hidden_size, heads, rotary) for _ in range(depth))
         self.to_out = nn.ConvTranspose2d(hidden_size, in_channels, p, stride=p)  # per-frame post-layer
 
     # ---- shapes -------------------------------------------------------------------------------

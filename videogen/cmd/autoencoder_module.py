@@ -36,6 +36,7 @@ class CMDAutoencoderModule(CMDStage):
         lpips_net / lpips_pretrained / lpips_random: the LPIPS backbone (``core.losses.LPIPSLoss``).
         lr, betas: Adam (B.3: 1e-5, (0.5, 0.9)); ``scale_lr``: LDM scaling (off: the paper's rate is
         effective).
+        compile, optimizer: cluster switches (``core.training.TrainingModule``; docs/recipes.md).
     """
 
     def __init__(self, autoencoder: CMDAutoencoder | dict[str, Any], vae: FrameVAE | None = None,
@@ -43,8 +44,10 @@ class CMDAutoencoderModule(CMDStage):
                  pixel_loss: str = "l1", lpips_net: str = "vgg", lpips_pretrained: bool | str = True,
                  lpips_random: bool = False,
                  lr: float = 1e-5, betas: tuple[float, float] = (0.5, 0.9), scale_lr: bool = False,
-                 nan_policy: str = "raise"):
-        super().__init__(nan_policy=nan_policy)
+                 nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None):
+        super().__init__(nan_policy=nan_policy, compile=compile, optimizer=optimizer)
         if lpips_frames not in ("one", "all"):
             raise ValueError(f"lpips_frames must be 'one' or 'all', got {lpips_frames!r}")
         if pixel_loss not in ("l1", "l2"):
@@ -96,9 +99,12 @@ class CMDAutoencoderModule(CMDStage):
         self.log_dict(logs, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.autoencoder.parameters(),
-                                lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
-                                betas=tuple(self.hparams.betas))
+        return self.make_optimizer(self.autoencoder.parameters(),
+                                   self.scaled_lr(self.hparams.lr, self.hparams.scale_lr), "adam",
+                                   betas=tuple(self.hparams.betas))
+
+    def trained_networks(self) -> dict[str, torch.nn.Module]:
+        return {"autoencoder": self.autoencoder}
 
     @torch.no_grad()
     def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:

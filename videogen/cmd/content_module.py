@@ -14,6 +14,7 @@ from torch import nn
 from videogen.core.sd import FrameVAE, SDUNet
 from videogen.core.stages import drop_captions, drop_labels, zero_dropped
 from videogen.core.text import TextEncoder
+from videogen.data.cache import pool_text
 
 from .autoencoder import CMDAutoencoder
 from .dit import ContentDiT
@@ -53,8 +54,11 @@ class CMDContentModule(ConditionalStage):
                  text_encoder: TextEncoder | None = None, pool_masked: bool = False,
                  cond_drop_prob: float = 0.1, diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False,
-                 nan_policy: str = "raise"):
-        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
+                 nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None):
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy, compile=compile,
+                         optimizer=optimizer)
         if not isinstance(denoiser, (ContentDiT, SDUNet)):
             raise ValueError(f"denoiser must be a ContentDiT or an SDUNet, got {type(denoiser).__name__}")
         if isinstance(denoiser, SDUNet) and text_encoder is None:
@@ -72,23 +76,36 @@ class CMDContentModule(ConditionalStage):
     def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """Content frames ``(B, C, H, W)`` of the batch videos and the labels / captions (eq. 7)."""
         content, _ = self._encode(batch, sample=sample)
+        cached = self._cached_text(batch)  # token states of a latent cache in place of the captions
         if isinstance(self.denoiser, SDUNet):
+            if cached is not None:
+                return content, {"captions": None, "text_states": cached[0]}
             return content, {"captions": self._captions(batch)}
-        return content, {"label": self._labels(batch, self.denoiser.num_classes),
-                         "captions": self._captions(batch) if self.denoiser.text_dim is not None else None}
+        raw = {"label": self._labels(batch, self.denoiser.num_classes),
+               "captions": self._captions(batch) if self.denoiser.text_dim is not None else None}
+        if cached is not None and self.denoiser.text_dim is not None:
+            raw["captions"], raw["text"] = None, pool_text(*cached, masked=self.hparams.pool_masked)
+        return content, raw
 
     def conditions(self, raw: dict[str, Any], drop: torch.Tensor | None) -> dict[str, Any]:
         """SD UNet: text token states of the captions (dropped ones -> ""); DiT: label (dropped -> null
         class) and pooled text feature (dropped -> zeros)."""
         if isinstance(self.denoiser, SDUNet):
+            if raw.get("text_states") is not None:  # cached: dropped samples get the empty caption's states
+                states = raw["text_states"]
+                if drop is not None:
+                    null = self._null_text_states().to(states.dtype)
+                    states = torch.where(drop.to(states.device)[:, None, None], null, states)
+                return {"text_states": states}
             captions = raw["captions"] if drop is None else drop_captions(raw["captions"], drop)
             return {"text_states": self.text_encoder(captions)[0]}
-        label, text = raw["label"], None
+        label, text = raw["label"], raw.get("text")
         if label is not None and drop is not None:
             label = drop_labels(label, drop, self.denoiser.null_label)
         if raw["captions"] is not None:
             text = self.text_encoder.pooled(raw["captions"], masked=self.hparams.pool_masked)
-            text = text if drop is None else zero_dropped(text, drop)
+        if text is not None and drop is not None:
+            text = zero_dropped(text, drop)
         return {"label": label, "text": text}
 
     @torch.no_grad()

@@ -5,8 +5,9 @@
 * :class:`MotionDiT`: the motion model ``eps(z_t, c, x_bar, t)``.  ``z_t (B, D, L, W'+H')`` is an image of
   ``D`` channels, patchified by ``patch_size``; the content frame gets a second patch embedding with its
   own (larger) ``content_patch_size``; each stream has its own fixed 2-D sin-cos positions on its true
-  rectangular grid; the tokens are concatenated ``[motion ; content]`` and attend jointly through every
-  block; only the motion tokens reach the final layer.
+  rectangular grid (``position_grid="square"``: the official code's square tables); the tokens are
+  concatenated ``[motion ; content]`` and attend jointly through every block; only the motion tokens
+  reach the final layer.
 
 Both condition through adaLN-Zero on ``c = t_emb + e`` with ``e`` a class embedding (null row for CFG)
 or a learned linear projection of a pooled text feature (CMD's OpenCLIP ViT-H text path); a dropped /
@@ -26,7 +27,22 @@ from videogen.core.persistence import SavableModule
 
 __all__ = ["ContentDiT", "MotionDiT"]
 
-def _positions(hidden: int, grid: tuple[int, int]) -> torch.Tensor:
+POSITION_GRIDS = ("true", "square")
+
+
+def _positions(hidden: int, grid: tuple[int, int], layout: str = "true") -> torch.Tensor:
+    """Fixed 2-D sin-cos table ``(1, h*w, D)`` for the tokens of a row-major ``h x w`` grid.
+
+    ``layout="square"`` is the official CMD code's table: the ``N = h*w`` tokens laid on an ``s x s`` grid
+    with ``s = int(sqrt(N))`` (right count, wrong positions unless ``h == w``); it exists only when ``N`` is
+    a perfect square (otherwise the official code fails to build the model too)."""
+    if layout == "square":
+        n = grid[0] * grid[1]
+        s = int(n ** 0.5)
+        if s * s != n:
+            raise ValueError(f"position_grid='square' (the official layout) needs a square token count, got "
+                             f"{grid[0]}x{grid[1]} = {n} tokens; use position_grid='true'")
+        grid = (s, s)
     return torch.from_numpy(get_2d_sincos_pos_embed(hidden, grid)).float().unsqueeze(0)  # (1, h*w, D)
 
 
@@ -126,15 +142,21 @@ class MotionDiT(_ConditionedDiT):
         512x1024).
         hidden_size, depth, num_heads, mlp_ratio: DiT size (UCF: L/2 = 1024, 24, 16; WebVid: XL/2).
         num_classes / text_dim: class or text conditioning (neither: only the content frame and t).
+        position_grid: ``"true"`` (default): each stream's sin-cos table on its true ``h x w`` token grid.
+            ``"square"``: the official code's tables, which lay the ``N`` tokens of each stream on an
+            ``int(sqrt(N))`` square (for UCF's 8 x 32 motion grid a 16 x 16 one: the right count, wrong
+            positions); only for converted official checkpoints (``videogen.cmd.convert``).
     """
 
     def __init__(self, motion_channels: int = 8, num_frames: int = 16, motion_width: int = 64,
                  content_channels: int = 3, content_height: int = 64, content_width: int = 64,
                  patch_size: int = 2, content_patch_size: int = 4, hidden_size: int = 1024, depth: int = 24,
                  num_heads: int = 16, mlp_ratio: float = 4.0, num_classes: int | None = None,
-                 text_dim: int | None = None, use_checkpoint: bool = False):
+                 text_dim: int | None = None, use_checkpoint: bool = False, position_grid: str = "true"):
         super().__init__(hidden_size, depth, num_heads, mlp_ratio, num_classes, text_dim,
                          use_checkpoint)
+        if position_grid not in POSITION_GRIDS:
+            raise ValueError(f"position_grid must be one of {POSITION_GRIDS}, got {position_grid!r}")
         if num_frames % patch_size or motion_width % patch_size:
             raise ValueError(f"motion latent {num_frames}x{motion_width} must be divisible by patch_size "
                              f"{patch_size}")
@@ -148,8 +170,9 @@ class MotionDiT(_ConditionedDiT):
         self.content_grid = (content_height // content_patch_size, content_width // content_patch_size)
         self.x_embedder = PatchEmbed(patch_size, motion_channels, hidden_size)
         self.content_embedder = PatchEmbed(content_patch_size, content_channels, hidden_size)
-        self.register_buffer("pos_embed", _positions(hidden_size, self.grid), persistent=False)
-        self.register_buffer("content_pos_embed", _positions(hidden_size, self.content_grid),
+        self.position_grid = position_grid
+        self.register_buffer("pos_embed", _positions(hidden_size, self.grid, position_grid), persistent=False)
+        self.register_buffer("content_pos_embed", _positions(hidden_size, self.content_grid, position_grid),
                              persistent=False)
         self.final_layer = DiTFinalLayer(hidden_size, patch_size, motion_channels)
 

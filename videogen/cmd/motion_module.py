@@ -46,8 +46,11 @@ class CMDMotionModule(ConditionalStage):
                  text_encoder: TextEncoder | None = None, pool_masked: bool = False,
                  cond_drop_prob: float = 0.1, diffusion: dict[str, Any] | None = None, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.999), scale_lr: bool = False, nan_policy: str = "raise",
-                 motion_scale: float = 1.0):
-        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
+                 motion_scale: float = 1.0,
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None):
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy, compile=compile,
+                         optimizer=optimizer)
         if not motion_scale > 0:
             raise ValueError(f"motion_scale must be > 0, got {motion_scale}")
         self.save_hyperparameters(ignore=["denoiser", "autoencoder", "vae", "text_encoder"])
@@ -73,9 +76,7 @@ class CMDMotionModule(ConditionalStage):
         if sample:  # training batches: the std that motion_scale should normalise
             self.log("train/motion_latent_std", motion.float().std(), batch_size=motion.shape[0],
                      sync_dist=True)
-        text = None
-        if self.text_encoder is not None:
-            text = self.text_encoder.pooled(self._captions(batch), masked=self.hparams.pool_masked)
+        text = self._pooled_text(batch) if self.text_encoder is not None else None
         cond = {"content": content, "label": self._labels(batch, self.denoiser.num_classes), "text": text}
         return motion * self.hparams.motion_scale, cond
 

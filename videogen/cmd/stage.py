@@ -19,6 +19,7 @@ from videogen.core.sd import FrameVAE
 from videogen.core.stages import DiffusionStage
 from videogen.core.text import TextEncoder
 from videogen.core.training import TrainingModule
+from videogen.data.cache import cached_batch, encode_text, pool_text
 
 from .autoencoder import CMDAutoencoder
 
@@ -100,11 +101,42 @@ class ConditionalStage(CMDStage, DiffusionStage):
         return list(batch["caption"])
 
     def _encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(content_frame, motion_latent)`` of the batch: cached by :func:`cache_latents`, or encoded."""
+        """``(content_frame, motion_latent)`` of the batch: cached (:func:`cache_latents`, a
+        ``videogen.data.LatentCache``), or encoded."""
+        cached_batch(self, batch, ("content_frame", "motion_latent"))
         if "content_frame" in batch:
             return batch["content_frame"].to(self.device), batch["motion_latent"].to(self.device)
         return self.autoencoder.encode(self._ae_input(batch["video"], sample=sample))
 
+    def _cached_text(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(token states (B, L, D), mask (B, L))`` of a latent-cache batch, or None (raw captions)."""
+        if self.text_encoder is None or not cached_batch(self, batch, ("text_states", "text_mask")):
+            return None
+        return batch["text_states"].to(self.device), batch["text_mask"].to(self.device)
+
+    def _pooled_text(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The pooled text feature ``(B, D)`` (``pool_masked``) of the captions or of cached states."""
+        cached = self._cached_text(batch)
+        if cached is not None:
+            return pool_text(*cached, masked=self.hparams.pool_masked)
+        return self.text_encoder.pooled(self._captions(batch), masked=self.hparams.pool_masked)
+
+    def _null_text_states(self) -> torch.Tensor:
+        """``(1, L, D)`` token states of the empty caption (dropped captions of cached batches), once."""
+        if getattr(self, "_null_states", None) is None:
+            self._null_states = self.text_encoder([""])[0]
+        return self._null_states.to(self.device)
+
+    @torch.no_grad()
+    def cache_encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What ``videogen cache`` stores (``videogen.data.cache``): the autoencoder's ``content_frame``
+        ``(B, C, H, W)`` and ``motion_latent`` ``(B, D, L, W'+H')`` of ``batch["video"]`` (SD-VAE posterior
+        means), or the text encoder's ``text_states`` / ``text_mask`` of ``batch["caption"]``."""
+        if "video" in batch:
+            content, motion = self.autoencoder.encode(self._ae_input(batch["video"], sample=False))
+            return {"content_frame": content, "motion_latent": motion}
+        return encode_text(self.text_encoder, batch["caption"]) if self.text_encoder is not None else {}
+
     def configure_optimizers(self):
         lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
-        return torch.optim.Adam(self.denoiser.parameters(), lr=lr, betas=tuple(self.hparams.betas))
+        return self.make_optimizer(self.denoiser.parameters(), lr, "adam", betas=tuple(self.hparams.betas))

@@ -6,13 +6,16 @@ first stage and text encoder included) and has no warm-up, so this is a small ca
 the same checkpoint layout: the average in ``state_dict``, the raw weights in ``current_model_state``.
 
 ``VideoSampleLogger`` asks the module for a few sample videos at the end of a validation epoch and logs
-them to TensorBoard.  A module takes part by implementing the small protocol ``SupportsSampleVideos``.
+them to TensorBoard (an animated GIF and a contact sheet) and W&B (``wandb.Video``), without moviepy.
+A module takes part by implementing the small protocol ``SupportsSampleVideos``.
 """
 
 from __future__ import annotations
 
-import importlib
+import io
+import tempfile
 import warnings
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import lightning.pytorch as pl
@@ -22,7 +25,50 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from videogen.core.video import to_uint8
 
-__all__ = ["EMA", "SupportsSampleVideos", "VideoSampleLogger", "video_contact_sheet"]
+__all__ = ["EMA", "SupportsSampleVideos", "VideoSampleLogger", "add_gif_summary", "ema_update_",
+           "video_contact_sheet", "video_gif"]
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """The tensor this rank holds: a DTensor's local shard (FSDP2, tensor parallel), else ``t`` itself
+    (a plain parameter, or an FSDP1 ``use_orig_params`` view of this rank's shard)."""
+    to_local = getattr(t, "to_local", None)
+    return to_local() if callable(to_local) else t
+
+
+#: wrapper prefixes that FSDP1, activation checkpointing and ``torch.compile`` put into parameter names
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def _clean_name(name: str) -> str:
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name
+
+
+def _sharded_strategy(trainer: pl.Trainer) -> bool:
+    """True under Lightning's FSDP and ModelParallel (FSDP2 / tensor parallel) strategies."""
+    from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+
+    return isinstance(getattr(trainer, "strategy", None), (FSDPStrategy, ModelParallelStrategy))
+
+
+@torch.no_grad()
+def ema_update_(shadow: list[torch.Tensor], params: list[torch.Tensor], weight: float,
+                foreach: bool = True) -> None:
+    """``shadow[i] += weight * (float(local(params[i])) - shadow[i])`` for every i, in place.
+
+    ``foreach`` does it with one ``torch._foreach_lerp_`` over all tensors (one kernel launch per
+    device and dtype group on a GPU), else with one ``lerp_`` per tensor; both give identical numbers.
+    Parameters are read as the local tensors this rank holds (:func:`_local`), so sharded parameters
+    update their own shards."""
+    sources = [_local(p).detach() for p in params]
+    sources = [s if s.dtype == torch.float32 else s.float() for s in sources]
+    if foreach:
+        torch._foreach_lerp_(shadow, sources, weight)
+    else:
+        for avg, src in zip(shadow, sources):
+            avg.lerp_(src, weight)
 
 
 class EMA(Callback):
@@ -40,29 +86,40 @@ class EMA(Callback):
     so validation, the sample logger (``on_validation_epoch_end``) and checkpoint monitoring all see it,
     and it is copied into the module when training ends.  Checkpoints hold the average in
     ``state_dict`` (what ``load_from_checkpoint`` and the models' ``from_checkpoint`` read) and the raw
-    trainable weights in ``current_model_state`` (restored by ``fit --ckpt_path``).  Not for sharded
-    (FSDP) parameters.
+    trainable weights in ``current_model_state`` (restored by ``fit --ckpt_path``).
+
+    Sharded parameters (Lightning's ``FSDPStrategy`` with ``use_orig_params=True``, its default, and
+    ``ModelParallelStrategy``'s DTensors): the shadow is rebuilt at ``on_fit_start``, after the strategy
+    sharded the module, as a float copy of the local shard each rank holds, and every rank averages its
+    own shards (no communication per step).  Checkpoints are full state dicts: the average and the raw
+    weights are gathered through the strategy (the average swapped in for one extra gather), and a
+    resume loads the raw weights back through ``torch.distributed.checkpoint``'s ``set_model_state_dict``.
+    Distributed (sharded) checkpoint formats are refused at ``on_fit_start``.
 
     Args:
         decay: EMA decay in [0, 1) (LDM/LVDM 0.9999, CMD 0.999).
         warmup: LDM's ``(1 + n) / (10 + n)`` cap on the decay.
         update_every_n_steps: update after every n-th optimiser step.
         start_step: first optimiser step (0-based) that updates the average.
+        foreach: one ``torch._foreach_lerp_`` over all parameters (default) or a Python loop of
+            ``lerp_`` (LDM's ``LitEma`` loops); the numbers are identical.
     """
 
     def __init__(self, decay: float = 0.9999, warmup: bool = True, update_every_n_steps: int = 1,
-                 start_step: int = 0) -> None:
+                 start_step: int = 0, foreach: bool = True) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
         if update_every_n_steps < 1 or start_step < 0:
             raise ValueError(f"update_every_n_steps must be >= 1 and start_step >= 0, got "
                              f"{update_every_n_steps}, {start_step}")
-        self.decay, self.warmup = decay, warmup
+        self.decay, self.warmup, self.foreach = decay, warmup, foreach
         self.update_every_n_steps, self.start_step = update_every_n_steps, start_step
         self.num_updates = 0
         self._last_step = 0
-        self._shadow: dict[str, torch.Tensor] | None = None  # name -> float average
+        self._shadow: dict[str, torch.Tensor] | None = None  # name -> float average (this rank's shard)
         self._stash: dict[str, torch.Tensor] | None = None  # raw weights while the average is swapped in
+        self._sharded = False
+        self._bound: tuple[int, list[torch.nn.Parameter]] | None = None  # (id(module), params in order)
 
     def current_decay(self) -> float:
         """The decay the next update uses."""
@@ -72,18 +129,51 @@ class EMA(Callback):
             return self.decay
         return min(self.decay, (1 + self.num_updates) / (10 + self.num_updates))
 
+    def _param_list(self, pl_module: pl.LightningModule) -> list[torch.nn.Parameter]:
+        """The averaged parameters in the shadow's order (cached per module: the per-step update does not
+        walk ``named_parameters``)."""
+        assert self._shadow is not None
+        if self._bound is None or self._bound[0] != id(pl_module):
+            named = {_clean_name(n): p for n, p in pl_module.named_parameters()}
+            missing = [n for n in self._shadow if n not in named]
+            if missing:
+                raise ValueError(
+                    f"EMA: {len(missing)} averaged parameters are no longer in the module (e.g. "
+                    f"{missing[0]!r}); under FSDP give FSDPStrategy(use_orig_params=True), Lightning's "
+                    "default")
+            self._bound = (id(pl_module), [named[n] for n in self._shadow])
+        return self._bound[1]
+
     def _params(self, pl_module: pl.LightningModule) -> dict[str, torch.nn.Parameter]:
         assert self._shadow is not None
-        named = dict(pl_module.named_parameters())
-        return {name: named[name] for name in self._shadow}
+        return dict(zip(self._shadow, self._param_list(pl_module)))
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit" or self._shadow is not None:
             return
-        self._shadow = {name: p.detach().float().clone() for name, p in pl_module.named_parameters()
-                        if p.requires_grad}
+        self._shadow = {_clean_name(name): _local(p).detach().float().clone()
+                        for name, p in pl_module.named_parameters() if p.requires_grad}
+        self._bound = None
         if not self._shadow:
             raise ValueError(f"EMA: {type(pl_module).__name__} has no trainable parameters to average")
+
+    @torch.no_grad()
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Under a sharding strategy the module was sharded after ``setup``: average the local shards."""
+        self._bound = None
+        params = self._param_list(pl_module)
+        self._sharded = _sharded_strategy(trainer) or any(
+            _local(p) is not p or _local(p).shape != avg.shape
+            for p, avg in zip(params, self._shadow.values()))
+        if not self._sharded:
+            return
+        strategy = trainer.strategy
+        if getattr(strategy, "_state_dict_type", "full") != "full" or getattr(
+                strategy, "_save_distributed_checkpoint", False):
+            raise ValueError("EMA under a sharding strategy writes full checkpoints: give "
+                             "FSDPStrategy(state_dict_type='full') or "
+                             "ModelParallelStrategy(save_distributed_checkpoint=False)")
+        self._shadow = {n: _local(p).detach().float().clone() for n, p in zip(self._shadow, params)}
 
     @torch.no_grad()
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -94,26 +184,28 @@ class EMA(Callback):
         self._last_step = step
         if step - 1 < self.start_step or (step - 1 - self.start_step) % self.update_every_n_steps:
             return
-        d = self.current_decay()
-        for name, p in self._params(pl_module).items():
-            self._shadow[name].lerp_(p.detach().float(), 1.0 - d)
+        ema_update_(list(self._shadow.values()), self._param_list(pl_module), 1.0 - self.current_decay(),
+                    foreach=self.foreach)
         self.num_updates += 1
+
+    @torch.no_grad()
+    def _load(self, pl_module: pl.LightningModule, values: dict[str, torch.Tensor]) -> None:
+        """Copy ``values`` (name -> this rank's tensors) into the averaged parameters' local tensors."""
+        for name, p in self._params(pl_module).items():
+            _local(p).copy_(values[name])
 
     @torch.no_grad()
     def _swap_in(self, pl_module: pl.LightningModule) -> None:
         if self._shadow is None or self._stash is not None:
             return
-        params = self._params(pl_module)
-        self._stash = {name: p.detach().clone() for name, p in params.items()}
-        for name, p in params.items():
-            p.copy_(self._shadow[name])
+        self._stash = {name: _local(p).detach().clone() for name, p in self._params(pl_module).items()}
+        self._load(pl_module, self._shadow)
 
     @torch.no_grad()
     def _swap_out(self, pl_module: pl.LightningModule) -> None:
         if self._stash is None:
             return
-        for name, p in self._params(pl_module).items():
-            p.copy_(self._stash[name])
+        self._load(pl_module, self._stash)
         self._stash = None
 
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -127,8 +219,7 @@ class EMA(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._swap_out(pl_module)
         if self._shadow is not None:
-            for name, p in self._params(pl_module).items():
-                p.copy_(self._shadow[name])
+            self._load(pl_module, self._shadow)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -138,11 +229,35 @@ class EMA(Callback):
         self.num_updates = int(state_dict["num_updates"])
         self._last_step = int(state_dict["last_step"])
 
+    @torch.no_grad()
+    def _gathered(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                  values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The strategy's full state dict with ``values`` (local shards) in the averaged parameters: a
+        collective call on every rank; the previous local tensors are put back."""
+        keep = {name: _local(p).detach().clone() for name, p in self._params(pl_module).items()}
+        self._load(pl_module, values)
+        try:
+            state = trainer.strategy.lightning_module_state_dict()
+            # copies: a state dict may alias the parameters (one rank, CPU), which are put back next
+            return {n: state[n].detach().clone() for n in self._shadow if n in state}
+        finally:
+            self._load(pl_module, keep)
+
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         if self._shadow is None:
             return
         state = checkpoint["state_dict"]
+        if self._sharded:  # the state dict was gathered from the live shards: gather the other one too
+            swapped = self._stash is not None  # the average is in the parameters (validation)
+            live = {n: state[n].detach().clone() for n in self._shadow if n in state}
+            other = self._gathered(trainer, pl_module, self._stash if swapped else self._shadow)
+            raw, avg = (other, live) if swapped else (live, other)
+            checkpoint["current_model_state"] = raw
+            for name in self._shadow:
+                if name in state and name in avg:  # rank 0 holds the full state dict, the others none
+                    state[name] = avg[name].to(state[name].dtype)
+            return
         raw = self._stash if self._stash is not None else {n: state[n] for n in self._shadow}
         checkpoint["current_model_state"] = {n: v.detach().clone() for n, v in raw.items()}
         for name, avg in self._shadow.items():
@@ -153,11 +268,20 @@ class EMA(Callback):
                            checkpoint: dict[str, Any]) -> None:
         if self._shadow is None:
             return
-        state, raw = checkpoint["state_dict"], checkpoint.get("current_model_state")
+        raw = checkpoint.get("current_model_state")
         if raw is None:
             warnings.warn("EMA: the checkpoint was saved without EMA; the average starts from its weights",
                           stacklevel=1)
         params = self._params(pl_module)
+        if self._sharded:  # the strategy loaded the average into the shards: copy them, then load the raw
+            self._shadow = {n: _local(p).detach().float().clone() for n, p in params.items()}
+            if raw is not None:
+                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+                set_model_state_dict(trainer.model, dict(raw),
+                                     options=StateDictOptions(full_state_dict=True, strict=False))
+            return
+        state = checkpoint["state_dict"]
         for name, p in params.items():
             if name in state:
                 self._shadow[name].copy_(state[name])
@@ -190,27 +314,50 @@ def video_contact_sheet(videos: torch.Tensor) -> torch.Tensor:
     return frames.permute(4, 0, 2, 1, 3).reshape(c, b * h, t * w)
 
 
-def _tensorboard_can_encode_video() -> bool:
-    """TensorBoard's ``add_video`` needs ``moviepy.editor`` (moviepy < 2) and prints, not raises, without
-    it."""
-    try:
-        importlib.import_module("moviepy.editor")
-    except ImportError:
-        return False
-    return True
+def video_gif(videos: torch.Tensor, fps: int) -> bytes:
+    """An animated GIF of videos side by side: (B, C, T, H, W) float in [-1, 1] -> GIF bytes of T frames
+    of (H, B*W), ``1000 / fps`` ms each, looping.  Encoded with Pillow: no moviepy (TensorBoard's
+    ``add_video`` needs moviepy < 2)."""
+    from PIL import Image
+
+    if videos.ndim != 5 or videos.shape[1] not in (1, 3):
+        raise ValueError(f"videos must be (B, 1 or 3, T, H, W), got shape {tuple(videos.shape)}")
+    b, c, t, h, w = videos.shape
+    # (B, T, H, W, C) uint8 -> (T, H, B, W, C) -> (T, H, B*W, C)
+    frames = to_uint8(videos).cpu().permute(1, 2, 0, 3, 4).reshape(t, h, b * w, c).numpy()
+    images = [Image.fromarray(f[..., 0] if c == 1 else f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:],
+                   duration=max(1, round(1000 / fps)), loop=0)
+    return buf.getvalue()
+
+
+def add_gif_summary(writer: Any, tag: str, gif: bytes, height: int, width: int, step: int) -> None:
+    """Write ``gif`` as an image summary to a TensorBoard ``SummaryWriter``: TensorBoard's image
+    dashboard plays an animated GIF (what ``add_video`` writes, without its moviepy encoder)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    image = Summary.Image(height=height, width=width, colorspace=3, encoded_image_string=gif)
+    writer._get_file_writer().add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
+
+
+def _is_wandb(logger: Any) -> bool:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return isinstance(logger, WandbLogger)
 
 
 class VideoSampleLogger(Callback):
-    """Log sample videos from ``pl_module.sample_videos`` to TensorBoard after validation epochs.
+    """Log sample videos from ``pl_module.sample_videos`` to TensorBoard and W&B after validation epochs.
 
     The first validation batch of every ``every_n_epochs``-th epoch is kept and handed to
     ``sample_videos(batch, num_samples)`` when the epoch ends (rank zero only, in eval mode, without
-    gradients, after EMA weights were swapped in if an ``EMA`` callback runs).  The videos go to
-    ``add_video`` (tag ``samples/video``) when TensorBoard can encode them (needs ``moviepy`` < 2),
-    otherwise a contact sheet (rows = samples, columns = frames) goes to ``add_image``
-    (tag ``samples/contact_sheet``).  Without a TensorBoard logger the callback does nothing.
+    gradients, after EMA weights were swapped in if an ``EMA`` callback runs).  TensorBoard gets the
+    samples side by side as an animated GIF (tag ``samples/video``, :func:`video_gif`, played by the
+    image dashboard) and a contact sheet (rows = samples, columns = frames; ``samples/contact_sheet``);
+    a ``WandbLogger`` gets one ``wandb.Video`` per sample (GIF files, key ``samples/video``).  Neither
+    needs moviepy.  Without such a logger the callback does nothing.
     """
-
     def __init__(self, every_n_epochs: int = 1, num_samples: int = 4, fps: int = 8) -> None:
         if every_n_epochs < 1 or num_samples < 1 or fps < 1:
             raise ValueError(
@@ -251,20 +398,30 @@ class VideoSampleLogger(Callback):
 
     @rank_zero_only
     def _log(self, trainer: pl.Trainer, pl_module: SupportsSampleVideos, batch: dict[str, Any]) -> None:
-        writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_video")]
-        if not writers:
+        writers = [lg.experiment for lg in trainer.loggers if not _is_wandb(lg)
+                   and hasattr(lg.experiment, "add_image") and hasattr(lg.experiment, "_get_file_writer")]
+        wandb_loggers = [lg for lg in trainer.loggers if _is_wandb(lg)]
+        if not writers and not wandb_loggers:
             return
         with torch.no_grad():
             videos = pl_module.sample_videos(batch, self.num_samples)
         if videos.ndim != 5:
             raise ValueError(f"sample_videos must return (B, C, T, H, W), got shape {tuple(videos.shape)}")
-        videos = videos[: self.num_samples]
+        videos = videos[: self.num_samples].detach().float().cpu()
         step = trainer.global_step
-        as_video = _tensorboard_can_encode_video()
-        for writer in writers:
-            if as_video:
-                # (B, C, T, H, W) -> (B, T, H, W, C) -> (B, T, C, H, W) uint8, the layout add_video expects
-                frames = to_uint8(videos).cpu().permute(0, 1, 4, 2, 3)
-                writer.add_video("samples/video", frames, step, fps=self.fps)
-            else:
+        if writers:
+            gif = video_gif(videos, self.fps)
+            b, _, _, h, w = videos.shape
+            for writer in writers:
+                add_gif_summary(writer, "samples/video", gif, h, b * w, step)
                 writer.add_image("samples/contact_sheet", video_contact_sheet(videos), step)
+        if wandb_loggers:
+            with tempfile.TemporaryDirectory() as tmp:  # W&B copies the files into its run at log time
+                paths = []
+                for i, video in enumerate(videos):
+                    path = Path(tmp) / f"sample_{i}.gif"
+                    path.write_bytes(video_gif(video[None], self.fps))
+                    paths.append(str(path))
+                for lg in wandb_loggers:
+                    lg.log_video("samples/video", paths, step=step, fps=[self.fps] * len(paths),
+                                 format=["gif"] * len(paths))

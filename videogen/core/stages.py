@@ -77,13 +77,17 @@ class AutoencoderGANStage(TrainingModule):
         lr, betas, scale_lr: Adam of both optimisers; ``scale_lr`` applies the LDM scaling rule.
         grad_clip: max gradient norm of both optimisers (``None``/0: no clipping).
         nan_policy: ``"raise"`` or ``"skip"`` (see the module docstring).
+        compile, optimizer: ``TrainingModule``'s cluster switches; ``optimizer`` applies to both optimisers
+            (each keeps ``lr``, ``betas`` and ``scale_lr``).
     """
 
     def __init__(self, autoencoder: nn.Module, reconstruction: ReconstructionLoss,
                  discriminator: nn.Module | None, *, kl_weight: float, disc_weight: float, disc_start: int,
                  disc_loss: str, adaptive_max_weight: float = 1e4, lr: float, betas: tuple[float, float],
-                 scale_lr: bool = False, grad_clip: float | None = None, nan_policy: str = "raise") -> None:
-        super().__init__(nan_policy=nan_policy)
+                 scale_lr: bool = False, grad_clip: float | None = None, nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None) -> None:
+        super().__init__(nan_policy=nan_policy, compile=compile, optimizer=optimizer)
         if disc_loss not in D_LOSSES:
             raise ValueError(f"disc_loss must be one of {sorted(D_LOSSES)}, got {disc_loss!r}")
         self.autoencoder = autoencoder
@@ -119,6 +123,13 @@ class AutoencoderGANStage(TrainingModule):
     def generator_parameters(self) -> Iterable[nn.Parameter]:
         """Parameters of the generator optimiser; default the autoencoder's."""
         return self.autoencoder.parameters()
+
+    def trained_networks(self) -> dict[str, nn.Module]:
+        """The autoencoder and (with the GAN) the discriminator."""
+        nets = {"autoencoder": self.autoencoder}
+        if self.discriminator is not None:
+            nets["discriminator"] = self.discriminator
+        return nets
 
     # ---- losses -------------------------------------------------------------------------------
     def reconstruction_loss(self, recon: torch.Tensor, video: torch.Tensor
@@ -216,11 +227,12 @@ class AutoencoderGANStage(TrainingModule):
                       prog_bar=True, sync_dist=True, batch_size=video.shape[0])
 
     def configure_optimizers(self):
-        kw = dict(lr=self.scaled_lr(self.lr, self.scale_lr), betas=self.betas)
-        opt_g = torch.optim.Adam(self.generator_parameters(), **kw)
+        """Adam with ``betas`` for the generator and the discriminator (or the recipe's ``optimizer``)."""
+        lr = self.scaled_lr(self.lr, self.scale_lr)
+        opt_g = self.make_optimizer(self.generator_parameters(), lr, "adam", betas=self.betas)
         if self.discriminator is None:
             return opt_g
-        return [opt_g, torch.optim.Adam(self.discriminator.parameters(), **kw)]
+        return [opt_g, self.make_optimizer(self.discriminator.parameters(), lr, "adam", betas=self.betas)]
 
     @torch.no_grad()
     def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:
@@ -292,6 +304,7 @@ class DiffusionStage(TrainingModule):
         cond_drop_prob: probability that a training sample's condition is dropped (classifier-free
             guidance); ``None`` for a stage without condition dropout (no random draw is made).
         nan_policy: ``"raise"`` or ``"skip"`` (``TrainingModule.finite_or_skip``).
+        compile, optimizer: ``TrainingModule``'s cluster switches (``compile`` compiles :attr:`network`).
     """
 
     #: the trained network's attribute
@@ -304,8 +317,9 @@ class DiffusionStage(TrainingModule):
     sample_posterior: bool = True
 
     def __init__(self, diffusion: dict[str, Any] | None = None, cond_drop_prob: float | None = None,
-                 nan_policy: str = "raise") -> None:
-        super().__init__(nan_policy=nan_policy)
+                 nan_policy: str = "raise", compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None) -> None:
+        super().__init__(nan_policy=nan_policy, compile=compile, optimizer=optimizer)
         if cond_drop_prob is not None and not 0.0 <= cond_drop_prob < 1.0:
             raise ValueError(f"cond_drop_prob must lie in [0, 1), got {cond_drop_prob}")
         self.cond_drop_prob = cond_drop_prob
@@ -316,6 +330,10 @@ class DiffusionStage(TrainingModule):
     def network(self) -> nn.Module:
         """The trained network (``self.<network_name>``)."""
         return getattr(self, self.network_name)
+
+    def trained_networks(self) -> dict[str, nn.Module]:
+        """The trained network under its attribute name (frozen stages are never compiled)."""
+        return {self.network_name: self.network}
 
     # ---- what a subclass provides -------------------------------------------------------------
     def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:

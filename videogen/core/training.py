@@ -13,21 +13,31 @@ counter; no RNG state needs saving).  The data order is the other half of exact 
 Learning rate.  The LDM codebase that LaMD and LVDM build on multiplies ``base_learning_rate`` by
 ``num_gpus x batch_size x accumulate_grad_batches``; :func:`effective_lr` is that rule, and the modules'
 ``scale_lr`` switch applies it (docs/recipes.md, "Multi-GPU").
+
+Cluster switches (docs/recipes.md, "Cluster switches").  ``compile`` wraps the trained networks
+(:meth:`TrainingModule.trained_networks`) in ``torch.compile`` in place (``nn.Module.compile``), so
+``state_dict`` keys, checkpoints and pipeline records keep their names (no ``_orig_mod.``).  ``optimizer``
+picks the optimiser implementation from the recipe (``adam``, ``adamw``, fused / foreach kernels, or
+bitsandbytes' 8-bit ``adam8bit`` / ``adamw8bit``) while each module keeps its own hyper-parameters (betas,
+weight decay) and the ``scale_lr`` rule: ``None`` builds exactly the optimiser the module always built.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import math
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 
-__all__ = ["TrainingModule", "effective_lr", "encode_items", "reseed", "derived_seed"]
+__all__ = ["COMPILE_MODES", "OPTIMIZERS", "TrainingModule", "build_optimizer", "compile_settings",
+           "derived_seed", "effective_lr", "encode_items", "optimizer_settings", "reseed"]
 
 
 def derived_seed(*keys: int) -> int:
@@ -50,6 +60,93 @@ def effective_lr(base_lr: float, batch_size: int, devices: int = 1, num_nodes: i
     return base_lr * devices * num_nodes * batch_size * accumulate_grad_batches
 
 
+# ---- cluster switches: torch.compile and the optimiser from the recipe ------------------------------------
+#: ``torch.compile`` modes (``mode=None`` is ``"default"``)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_COMPILE_KEYS = ("mode", "fullgraph", "dynamic", "backend", "options")
+
+
+def compile_settings(compile: bool | str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``torch.compile`` keywords of a recipe's ``compile`` value, or ``None`` (no compilation).
+
+    ``False``/``None``: off; ``True``: ``torch.compile`` defaults; a mode name (``"max-autotune"`` ...);
+    or a dict of ``mode``, ``fullgraph``, ``dynamic``, ``backend``, ``options``.
+    """
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return {}
+    if isinstance(compile, str):
+        compile = {"mode": compile}
+    if not isinstance(compile, dict):
+        raise ValueError(f"compile must be a bool, a mode name or a dict, got {type(compile).__name__}")
+    unknown = sorted(set(compile) - set(_COMPILE_KEYS))
+    if unknown:
+        raise ValueError(f"compile: unknown keys {unknown}; allowed: {list(_COMPILE_KEYS)}")
+    mode = compile.get("mode")
+    if mode is not None and mode not in COMPILE_MODES:
+        raise ValueError(f"compile mode must be one of {list(COMPILE_MODES)}, got {mode!r}")
+    return dict(compile)
+
+
+#: optimiser name -> (module, class, keywords a recipe may set besides ``lr``)
+OPTIMIZERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "adam": ("torch.optim", "Adam", ("betas", "eps", "weight_decay", "amsgrad", "foreach", "fused")),
+    "adamw": ("torch.optim", "AdamW", ("betas", "eps", "weight_decay", "amsgrad", "foreach", "fused")),
+    "adam8bit": ("bitsandbytes.optim", "Adam8bit",
+                 ("betas", "eps", "weight_decay", "min_8bit_size", "percentile_clipping", "block_wise")),
+    "adamw8bit": ("bitsandbytes.optim", "AdamW8bit",
+                  ("betas", "eps", "weight_decay", "min_8bit_size", "percentile_clipping", "block_wise")),
+}
+
+
+def optimizer_settings(optimizer: str | dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recipe's ``optimizer`` value checked: ``None`` (the module's own optimiser), a name of
+    :data:`OPTIMIZERS`, or ``{"name": ..., <keywords>}`` (e.g. ``{"name": "adamw", "fused": true}``).
+
+    A name whose package is missing (bitsandbytes for the 8-bit ones) fails here, at construction."""
+    if optimizer is None:
+        return None
+    if isinstance(optimizer, str):
+        optimizer = {"name": optimizer}
+    if not isinstance(optimizer, dict):
+        raise ValueError(f"optimizer must be a name or a dict, got {type(optimizer).__name__}")
+    settings = dict(optimizer)
+    name = settings.get("name")
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer name must be one of {sorted(OPTIMIZERS)}, got {name!r}")
+    package, _, allowed = OPTIMIZERS[name]
+    unknown = sorted(set(settings) - {"name", *allowed})
+    if unknown:
+        raise ValueError(f"optimizer {name!r}: unknown keys {unknown}; allowed: {list(allowed)}")
+    root = package.split(".")[0]
+    if root != "torch" and importlib.util.find_spec(root) is None:
+        raise ImportError(f"optimizer {name!r} needs the {root} package: pip install 'videogen[bnb]'")
+    return settings
+
+
+def build_optimizer(params: Iterable[torch.nn.Parameter], lr: float, default: dict[str, Any],
+                    settings: dict[str, Any] | None = None) -> torch.optim.Optimizer:
+    """The optimiser of ``params`` at ``lr``: ``default`` (``{"name": ..., <keywords>}``, the module's own
+    choice) updated by the recipe's checked ``settings`` (:func:`optimizer_settings`).
+
+    A name in ``settings`` swaps the implementation and keeps the module's keywords it accepts (betas,
+    weight decay ...); keywords in ``settings`` win."""
+    settings = settings or {}
+    name = settings.get("name", default["name"])
+    package, cls_name, allowed = OPTIMIZERS[name]
+    kwargs = {k: v for k, v in default.items() if k != "name" and k in allowed}
+    kwargs.update({k: v for k, v in settings.items() if k != "name"})
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(kwargs["betas"])
+    try:
+        cls = getattr(importlib.import_module(package), cls_name)
+    except ImportError as err:
+        raise ImportError(f"optimizer {name!r} needs the {package.split('.')[0]} package: "
+                          f"pip install 'videogen[bnb]' ({err})") from None
+    return cls(params, lr=lr, **kwargs)
+
+
 _EPOCH, _BATCH = 1, 2  # key tags: epoch-start and per-batch seeds never coincide
 
 
@@ -63,14 +160,50 @@ class TrainingModule(pl.LightningModule):
             ``seed_everything``, i.e. the recipe's ``seed_everything``), else 0.
         nan_policy: what a NaN/Inf loss term does: ``"raise"`` (stop, naming the step and the term) or
             ``"skip"`` (skip that optimiser step and count it in ``skipped_nonfinite``).
+        compile: ``torch.compile`` of :meth:`trained_networks` at the start of ``fit``
+            (:func:`compile_settings`: ``False``, ``True``, a mode name or a dict of its keywords).
+        optimizer: the optimiser implementation (:func:`optimizer_settings`); ``None``: the module's own.
     """
 
-    def __init__(self, seed: int | None = None, nan_policy: str = "raise") -> None:
+    def __init__(self, seed: int | None = None, nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None) -> None:
         super().__init__()
         if nan_policy not in ("raise", "skip"):
             raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
         self._seed, self.nan_policy = seed, nan_policy
         self.skipped_nonfinite = 0
+        self.compile_settings = compile_settings(compile)
+        self.optimizer_settings = optimizer_settings(optimizer)
+
+    # ---- cluster switches -----------------------------------------------------------------------
+    def trained_networks(self) -> dict[str, torch.nn.Module]:
+        """The networks this stage trains, by attribute name (what ``compile`` compiles); none here."""
+        return {}
+
+    def compile_networks(self) -> list[str]:
+        """``torch.compile`` each trained network in place (``nn.Module.compile``: the module object, its
+        parameters and its ``state_dict`` keys stay); the names compiled.  Nothing when ``compile`` is
+        off; a network already compiled is left as it is."""
+        if self.compile_settings is None:
+            return []
+        networks = self.trained_networks()
+        if not networks:
+            raise ValueError(f"compile: {type(self).__name__} names no trained_networks() to compile")
+        for net in networks.values():
+            if getattr(net, "_compiled_call_impl", None) is None:
+                net.compile(**self.compile_settings)
+        return list(networks)
+
+    def on_fit_start(self) -> None:
+        """Compile the trained networks (after the strategy wrapped the model, as FSDP wants)."""
+        self.compile_networks()
+
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter], lr: float, name: str,
+                       **defaults: Any) -> torch.optim.Optimizer:
+        """The optimiser of ``params``: the module's choice ``name`` with ``defaults`` (betas, weight
+        decay ...), or the recipe's ``optimizer`` over it (:func:`build_optimizer`)."""
+        return build_optimizer(params, lr, {"name": name, **defaults}, self.optimizer_settings)
 
     @property
     def base_seed(self) -> int:
@@ -88,6 +221,18 @@ class TrainingModule(pl.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         reseed(derived_seed(self.base_seed, self.global_rank, _BATCH, self._batch_counter()))
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """uint8 images and videos of a dict batch (``ClipDataset(dtype="uint8")``: ``(B, C, T, H, W)``,
+        ``(B, C, H, W)``) become float32 in [-1, 1] here, on the device, with the dataset's float values
+        (``x / 127.5 - 1``); every loop (train, val, test, predict) gets them as if the dataset were float."""
+        batch = super().on_after_batch_transfer(batch, dataloader_idx)
+        if isinstance(batch, dict):
+            from .video import uint8_to_float
+
+            batch = {k: uint8_to_float(v) if isinstance(v, torch.Tensor) and v.dtype == torch.uint8
+                     and v.ndim in (4, 5) else v for k, v in batch.items()}
+        return batch
 
     #: attributes holding frozen earlier stages (e.g. ``("mcdvae", "text_encoder")``): :meth:`freeze_stages`
     #: stops their gradients, and they stay in eval mode whatever ``train()`` is called with (LatentNorm

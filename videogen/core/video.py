@@ -25,10 +25,14 @@ __all__ = [
     "resize_center_crop",
     "save_contact_sheet",
     "to_uint8",
+    "uint8_to_float",
     "write_video",
 ]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+#: containers in which decord's ``get_batch(indices)`` returned exactly the frames of a sequential decode
+#: (checked on libx264 MP4/MOV/MKV and VP9 WebM files at strides 2-4, every start; AVI failed)
+SEEKABLE_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
 
 
 def check_video(x: torch.Tensor, name: str = "video", *, ndim: int = 5, tol: float = 1e-3) -> None:
@@ -77,6 +81,17 @@ def from_uint8(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
                          f"{tuple(x.shape)}")
     x = x.movedim(-1, -4)  # (..., T, H, W, C) -> (..., C, T, H, W)
     return x.float() / 127.5 - 1.0
+
+
+def uint8_to_float(video: torch.Tensor) -> torch.Tensor:
+    """uint8 -> float32 in [-1, 1], layout unchanged: ``x / 127.5 - 1`` (the values of :func:`from_uint8`).
+
+    For batches that a dataset kept uint8 until the device (``ClipDataset(dtype="uint8")``): the
+    conversion runs where the batch is, on 4x fewer bytes moved than a float batch.
+    """
+    if video.dtype != torch.uint8:
+        raise ValueError(f"uint8_to_float expects a uint8 tensor, got {video.dtype}")
+    return video.float().div_(127.5).sub_(1.0)
 
 
 def clip_indices(
@@ -128,12 +143,20 @@ def read_video(
     frame_stride: int = 1,
     start: str | int = "first",
     generator: np.random.Generator | None = None,
+    *,
+    seek: bool | None = None,
 ) -> torch.Tensor:
     """Decode a clip with decord; returns uint8 ``(T, H, W, C)``.
 
     A new ``VideoReader`` is created per call (a reader shared with DataLoader workers can deadlock).
     Clip selection follows :func:`clip_indices`. Missing file -> ``FileNotFoundError``; empty file or a
     video too short for the clip -> ``ValueError``; undecodable data -> decord's error.
+
+    ``seek``: decode only the clip's frames (``get_batch(indices)``) instead of the whole span
+    ``indices[0] .. indices[-1]`` subsampled.  ``None`` (default) seeks in the containers where decord's
+    seeking is frame-accurate (:data:`SEEKABLE_EXTENSIONS`: MP4, MOV, MKV, WebM) and decodes the span in
+    the others (AVI: ``get_batch`` of frames 2 apart returned a neighbouring frame).  At stride 4 the span
+    is 4x the frames a clip needs; both ways give identical frames where seeking is exact.
     """
     import decord
 
@@ -144,12 +167,16 @@ def read_video(
         raise ValueError(f"video file is empty (0 bytes): {path}")
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     indices = clip_indices(len(reader), num_frames, frame_stride, start, generator)
-    # Decode the contiguous span and subsample it: decord's frame-accurate seeking is unreliable in some
-    # containers (AVI: get_batch([0, 2, 4]) returned a neighbouring frame), sequential decoding is not.
-    span = list(range(indices[0], indices[-1] + 1))
-    keep = [i - indices[0] for i in indices]
+    if seek is None:
+        seek = path.suffix.lower() in SEEKABLE_EXTENSIONS
     try:
-        frames = reader.get_batch(span).asnumpy()[keep]  # (T, H, W, C) uint8
+        if seek or frame_stride == 1:
+            frames = reader.get_batch(indices).asnumpy()  # (T, H, W, C) uint8
+        else:
+            # Decode the contiguous span and subsample it: decord's seeking is not frame-accurate in some
+            # containers (AVI: get_batch([0, 2, 4]) returned a neighbouring frame), sequential decoding is.
+            span = list(range(indices[0], indices[-1] + 1))
+            frames = reader.get_batch(span).asnumpy()[[i - indices[0] for i in indices]]
     except decord.DECORDError as err:
         # decord 0.6 fails on some frame widths (16, 24, 48, ...: a row-alignment bug); ffmpeg reads them.
         if "size must exactly match" not in str(err):
@@ -266,13 +293,15 @@ def save_contact_sheet(
 def resize_center_crop(video: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     """Resize the short side then centre-crop to ``size``, keeping the aspect ratio (no squashing).
 
-    ``video`` is float ``(C, T, H, W)`` or ``(B, C, T, H, W)``; ``size`` is an int (square) or
+    ``video`` is float or uint8 ``(C, T, H, W)`` or ``(B, C, T, H, W)``; ``size`` is an int (square) or
     ``(height, width)``. The frame is scaled by ``max(h_out / H, w_out / W)`` (bilinear, antialiased
-    when shrinking) so that it covers the target, then the centre is cut out.
+    when shrinking) so that it covers the target, then the centre is cut out.  uint8 is resized in
+    uint8 (PyTorch's integer kernel, fastest on the channels-last layout that a ``(T, H, W, C)`` decode
+    permuted to ``(C, T, H, W)`` already has): the result is within one level of the float resize.
     """
-    if video.ndim not in (4, 5) or not video.is_floating_point():
-        raise ValueError("resize_center_crop expects float (C,T,H,W) or (B,C,T,H,W), got "
-                         f"{tuple(video.shape)}")
+    if video.ndim not in (4, 5) or not (video.is_floating_point() or video.dtype == torch.uint8):
+        raise ValueError("resize_center_crop expects float or uint8 (C,T,H,W) or (B,C,T,H,W), got "
+                         f"{video.dtype} {tuple(video.shape)}")
     out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
     if out_h < 1 or out_w < 1:
         raise ValueError(f"size must be positive, got {size}")

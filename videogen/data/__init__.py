@@ -8,6 +8,7 @@ Names load on first access, so ``import videogen.data`` stays cheap.
 - ``WebVideoShards``: the same clips streamed from webdataset tar shards (video2dataset layout: WebVid
   at scale); ``write_shards`` makes such shards from any of the datasets above.
 - ``VideoDataModule``: train/val/test/predict loaders for any of them.
+- ``LatentCache``: a ``videogen cache`` directory (frozen-stage encodings) as a dataset; ``write_cache``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ _EXPORTS = {  # module -> the names it exports (space-separated)
     "video": "ClassFolderVideos CsvCaptionVideos FrameFolderVideos JsonCaptionVideos",
     "shards": "WebVideoShards write_shards",
     "datamodule": "VideoDataModule",
+    "cache": "LatentCache write_cache",
 }
 
 

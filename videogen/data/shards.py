@@ -139,7 +139,7 @@ class WebVideoShards(IterableDataset):
     Args:
         urls: shard URLs: a brace pattern (``shards/{00000..00099}.tar``), several joined by ``::``, or a
             list; local paths, ``pipe:`` commands, or URLs (webdataset ``gopen`` schemes, else fsspec).
-        num_frames, frame_stride, size, start, seed: the clip options of
+        num_frames, frame_stride, size, start, seed, dtype: the clip options of
             :class:`~videogen.data.clips.ClipDataset`. The random start of a sample is drawn from
             ``(seed, index, epoch)``, the draw a map-style dataset makes on its ``epoch``-th read.
         shuffle: shuffle the shard order and the samples; ``False`` reads the shards as listed.
@@ -151,6 +151,8 @@ class WebVideoShards(IterableDataset):
             skipped; ``False`` yields it without ``caption`` (unconditional data).
         tmp_dir: folder of the temporary file each video is decoded from (default: the system's); a
             memory-backed one (``/dev/shm``) saves a disk write per clip.
+        dtype: ``"float32"`` (``video`` in [-1, 1]) or ``"uint8"`` (made float on the device), as
+            :class:`~videogen.data.clips.ClipDataset`.
 
     Broken samples (no video field, undecodable or too short video, missing caption) and unreadable or
     truncated shards are skipped with a warning and counted in ``num_skipped`` (shared memory, so counts
@@ -177,10 +179,11 @@ class WebVideoShards(IterableDataset):
         epoch_size: int | None = None,
         require_caption: bool = True,
         tmp_dir: str | os.PathLike | None = None,
+        dtype: str = "float32",
     ) -> None:
         super().__init__()
         # a ClipDataset without sources: it validates the clip options and decodes exactly as map-style
-        self.clips = ClipDataset(num_frames, frame_stride, size, start, seed)
+        self.clips = ClipDataset(num_frames, frame_stride, size, start, seed, dtype)
         self.urls = expand_urls(urls)
         missing = [u for u in self.urls if _is_local(u) and not Path(urlparse(u).path or u).is_file()]
         if missing:
@@ -306,8 +309,8 @@ class WebVideoShards(IterableDataset):
             f.write(sample[field])
             f.flush()
             frames = self.clips.load_frames(ClipSource(Path(f.name)), np.random.default_rng(draw))
-        video = _to_video(frames, self.clips.size)
-        item = {"video": video, "index": torch.tensor(index, dtype=torch.int64)}
+        item = {"video": self.clips.to_output(frames),  # (T, H, W, C) uint8 -> (C, T, H, W) in dtype
+                "index": torch.tensor(index, dtype=torch.int64)}
         if label is not None:
             item["label"] = torch.tensor(int(label), dtype=torch.int64)
         if caption is not None:
@@ -352,17 +355,6 @@ class WebVideoShards(IterableDataset):
                 continue
             done += 1
             yield item
-
-
-def _to_video(frames: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
-    """uint8 ``(T, H, W, C)`` -> float ``(C, T, H, W)`` in [-1, 1], resized: the map-style item's video
-    (``ClipDataset._item``)."""
-    from videogen.core.video import from_uint8, resize_center_crop
-
-    video = from_uint8(frames)  # (T, H, W, C) uint8 -> (C, T, H, W) float
-    if video.shape[0] != 3:
-        raise ValueError(f"expected 3 colour channels, got {video.shape[0]}")
-    return resize_center_crop(video, size) if size is not None else video
 
 
 # ---- writing shards ------------------------------------------------------------------------------------

@@ -8,24 +8,30 @@
   ``sky_train/<id>/<clip>/*.jpg``, BAIR PNG folders, MUG, Taichi frame folders).
 - ``JsonCaptionVideos``: a JSON ``{idx: {"video": file, "caption": text}}`` (CATER-GEN) over ``root``.
 
-Files that a list names but that do not exist are dropped at construction with one summary warning
-(``dataset.missing``); files that exist but cannot give a clip are skipped at load time (see
-``videogen.data.clips``). Clip options (``num_frames``, ``frame_stride``, ``size``, ``start``, ``seed``)
-are those of :class:`~videogen.data.clips.ClipDataset`.
+Each layout builds a lean :class:`~videogen.data.clips.SourceIndex` (NumPy columns, no Python object per
+row) and asks the file system nothing per listed row: a 10.7M-row WebVid CSV is one parse.  Files that a
+list names but that do not exist, and files that cannot give a clip, are skipped when read, with a
+warning, and counted (``dataset.missing``, ``dataset.skipped``, ``dataset.num_skipped``; see
+``videogen.data.clips``). Clip options (``num_frames``, ``frame_stride``, ``size``, ``start``, ``seed``,
+``dtype``) are those of :class:`~videogen.data.clips.ClipDataset`.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import operator
 import os
 import re
-import warnings
-from collections.abc import Sequence
+import string
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from videogen.core.video import VIDEO_EXTENSIONS
-from videogen.data.clips import ClipDataset, ClipSource, natural_key
+from videogen.data.clips import ClipDataset, SourceIndex, StringColumn, StringColumnBuilder, natural_key
 
 __all__ = ["ClassFolderVideos", "CsvCaptionVideos", "FrameFolderVideos", "JsonCaptionVideos"]
 
@@ -52,21 +58,40 @@ def _class_caption(name: str) -> str:
     return " ".join(words.lower().split())
 
 
-class _ListedFiles(ClipDataset):
-    """A layout whose sources come from a list: drop missing files with one warning, then store."""
-
-    def _set_listed(self, sources: list[ClipSource], where: str) -> None:
-        self.missing = [s.path for s in sources if not s.path.is_file()]
-        if self.missing:
-            warnings.warn(
-                f"{type(self).__name__}: {len(self.missing)} of {len(sources)} listed videos are missing "
-                f"(first: {self.missing[0]}); they are left out",
-                stacklevel=3,
-            )
-        self._set_sources([s for s in sources if s.path.is_file()], where)
+_CHUNK_ROWS = 1 << 13  # rows parsed per chunk: construction holds the index plus one chunk of parsed rows
 
 
-class ClassFolderVideos(_ListedFiles):
+def _positional_template(template: str) -> tuple[str, list[str]]:
+    """``"{page_dir}/{videoid}.mp4"`` -> (``"{0}/{1}.mp4"``, ``["page_dir", "videoid"]``): a row's path is
+    then one ``format`` of its column values (no dict per row). Format specs and conversions are kept."""
+    parts, names = [], []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:
+        raise ValueError(f"path_template {template!r} is not a str.format template: {err}") from None
+    for literal, field, spec, conversion in parsed:
+        parts.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field is None:
+            continue
+        name = re.match(r"\w*", field).group(0)
+        if not name or name.isdigit() or "{" in (spec or ""):
+            raise ValueError(f"path_template {template!r}: fields must name CSV columns, e.g. {{videoid}}")
+        if name not in names:
+            names.append(name)
+        parts.append("{" + str(names.index(name)) + field[len(name):]
+                     + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}")
+    return "".join(parts), names
+
+
+def _row_formatter(template: str, positions: list[int]) -> Callable[[list[str]], str]:
+    """``row -> path`` for a positional template over the given column positions."""
+    fmt = template.format
+    if len(positions) == 1:
+        (k,) = positions
+        return lambda row: fmt(row[k])
+    get = operator.itemgetter(*positions)
+    return lambda row: fmt(*get(row))
+class ClassFolderVideos(ClipDataset):
     """Videos in class folders, ``root/<class>/<file>``, labelled by class (UCF-101 layout).
 
     Args:
@@ -93,8 +118,9 @@ class ClassFolderVideos(_ListedFiles):
         size: int | Sequence[int] | None = None,
         start: str = "random",
         seed: int = 0,
+        dtype: str = "float32",
     ) -> None:
-        super().__init__(num_frames, frame_stride, size, start, seed)
+        super().__init__(num_frames, frame_stride, size, start, seed, dtype)
         self.root = _existing_dir(root, "class-folder dataset root")
         if split not in (None, "train", "test"):
             raise ValueError(f"split must be None, 'train' or 'test', got {split!r}")
@@ -132,16 +158,17 @@ class ClassFolderVideos(_ListedFiles):
             list_file = _existing_file(split_dir / f"{split}list0{fold}.txt", "split list")
             rel = [line.split()[0] for line in list_file.read_text().splitlines() if line.strip()]
             where = str(list_file)
-        sources = []
-        for r in rel:
+        labels = np.empty(len(rel), np.int64)
+        for k, r in enumerate(rel):
             name = r.replace("\\", "/").split("/")[0]
             if name not in index:
                 raise ValueError(f"video {r} is in class folder {name!r}, which is not among the classes")
-            sources.append(ClipSource(self.root / r, label=index[name], caption=_class_caption(name)))
-        self._set_listed(sources, where)
+            labels[k] = index[name]
+        self._set_index(SourceIndex(self.root, StringColumn.from_strings(rel), labels=labels,
+                                    label_captions=[_class_caption(c) for c in self.classes]), where)
 
 
-class CsvCaptionVideos(_ListedFiles):
+class CsvCaptionVideos(ClipDataset):
     """Captioned videos listed in a CSV (WebVid-10M layout).
 
     Args:
@@ -163,24 +190,54 @@ class CsvCaptionVideos(_ListedFiles):
         size: int | Sequence[int] | None = None,
         start: str = "random",
         seed: int = 0,
+        dtype: str = "float32",
     ) -> None:
-        super().__init__(num_frames, frame_stride, size, start, seed)
+        super().__init__(num_frames, frame_stride, size, start, seed, dtype)
         self.root = _existing_dir(root, "video root")
         csv_path = _existing_file(csv_path, "caption CSV")
+        template, fields = _positional_template(path_template)
+        paths, captions = StringColumnBuilder(), StringColumnBuilder()
         with open(csv_path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            columns = set(reader.fieldnames or ())
-            needed = {caption_column, *re.findall(r"{(\w+)", path_template)}
-            if not needed <= columns:
-                raise ValueError(f"{csv_path} lacks columns {sorted(needed - columns)}; it has "
-                                 f"{sorted(columns)}")
-            sources = [ClipSource(self.root / path_template.format(**row),
-                                  caption=row[caption_column].strip())
-                       for row in reader]
-        self._set_listed(sources, str(csv_path))
+            reader = csv.reader(f)
+            header = next(reader, [])
+            column = {name: k for k, name in enumerate(header)}  # a repeated name: its last column
+            needed = {caption_column, *fields}
+            if not needed <= column.keys():
+                raise ValueError(f"{csv_path} lacks columns {sorted(needed - column.keys())}; it has "
+                                 f"{sorted(column)}")
+            positions = [column[name] for name in fields]
+            width = max(column[name] for name in needed) + 1
+            # one field (WebVid's {videoid}.mp4): store its value, the path is formatted when read
+            path_format = template if len(positions) == 1 else None
+            path_of = _row_formatter(template, positions)
+            c, checked = column[caption_column], False
+            while block := list(itertools.islice(reader, _CHUNK_ROWS)):
+                rows = [row for row in block if row]  # blank lines, as DictReader skips them
+                short = next((row for row in rows if len(row) < width), None) if not checked else None
+                try:
+                    if path_format is not None:
+                        k = positions[0]
+                        paths.extend([row[k] for row in rows])
+                    else:
+                        paths.extend([path_of(row) for row in rows])
+                    captions.extend([row[c].strip() for row in rows])
+                except IndexError:
+                    short = next(row for row in rows if len(row) < width)
+                if short is not None:
+                    raise ValueError(f"{csv_path}: a row has {len(short)} fields, fewer than the header's "
+                                     f"{len(header)} (up to line {reader.line_num}): {short!r:.200}")
+                if not checked and rows:  # a template that cannot format a row fails here, not when read
+                    try:
+                        path_of(rows[0])
+                    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as err:
+                        raise ValueError(f"path_template {path_template!r} does not format the row "
+                                         f"{rows[0]!r:.200}: {err}") from None
+                    checked = True
+        self._set_index(SourceIndex(self.root, paths.build(), path_format=path_format,
+                                    captions=captions.build()), str(csv_path))
 
 
-class JsonCaptionVideos(_ListedFiles):
+class JsonCaptionVideos(ClipDataset):
     """Captioned videos listed in JSON ``{idx: {"video": file, "caption": text}}`` or a list of such dicts
     (CATER-GEN)."""
 
@@ -195,19 +252,21 @@ class JsonCaptionVideos(_ListedFiles):
         size: int | Sequence[int] | None = None,
         start: str = "random",
         seed: int = 0,
+        dtype: str = "float32",
     ) -> None:
-        super().__init__(num_frames, frame_stride, size, start, seed)
+        super().__init__(num_frames, frame_stride, size, start, seed, dtype)
         self.root = _existing_dir(root, "video root")
         json_path = _existing_file(json_path, "caption JSON")
         data = json.loads(json_path.read_text(encoding="utf-8"))
         entries = [data[k] for k in sorted(data, key=natural_key)] if isinstance(data, dict) else data
-        sources = []
         for entry in entries:
             if not isinstance(entry, dict) or video_key not in entry or caption_key not in entry:
                 raise ValueError(f"{json_path}: every entry needs {video_key!r} and {caption_key!r}, got "
-                                 f"{entry!r}")
-            sources.append(ClipSource(self.root / entry[video_key], caption=str(entry[caption_key])))
-        self._set_listed(sources, str(json_path))
+                                 f"{entry!r:.200}")
+        paths = StringColumn.from_strings(str(entry[video_key]) for entry in entries)
+        captions = StringColumn.from_strings(str(entry[caption_key]) for entry in entries)
+        del data, entries
+        self._set_index(SourceIndex(self.root, paths, captions=captions), str(json_path))
 
 
 class FrameFolderVideos(ClipDataset):
@@ -226,16 +285,22 @@ class FrameFolderVideos(ClipDataset):
         size: int | Sequence[int] | None = None,
         start: str = "random",
         seed: int = 0,
+        dtype: str = "float32",
     ) -> None:
-        super().__init__(num_frames, frame_stride, size, start, seed)
+        super().__init__(num_frames, frame_stride, size, start, seed, dtype)
         self.root = _existing_dir(root, "frame-folder dataset root")
         suffixes = {e.lower() for e in extensions}
-        sources = []
+        found = []  # (folder relative to root, its frame names in natural order)
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames.sort(key=natural_key)
-            frames = sorted((f for f in filenames if Path(f).suffix.lower() in suffixes), key=natural_key)
+            frames = sorted((f for f in filenames if os.path.splitext(f)[1].lower() in suffixes),
+                            key=natural_key)
             if frames:
-                folder = Path(dirpath)
-                sources.append(ClipSource(folder, frames=tuple(folder / f for f in frames)))
-        sources.sort(key=lambda s: natural_key(str(s.path.relative_to(self.root))))
-        self._set_sources(sources, str(self.root))
+                found.append((os.path.relpath(dirpath, self.root), frames))
+        found.sort(key=lambda entry: natural_key(entry[0]))
+        offsets = np.zeros(len(found) + 1, np.int64)
+        np.cumsum([len(frames) for _, frames in found], out=offsets[1:])
+        index = SourceIndex(self.root, StringColumn.from_strings(rel for rel, _ in found),
+                            frames=StringColumn.from_strings(f for _, frames in found for f in frames),
+                            frame_offsets=offsets)
+        self._set_index(index, str(self.root))

@@ -18,6 +18,7 @@ import torch
 from videogen.core.stages import DiffusionStage, drop_conditions, drop_mask, zero_dropped
 from videogen.core.text import TextEncoder
 from videogen.core.training import encode_items
+from videogen.data.cache import cached_batch, encode_text
 
 from .dmg import MotionGenerator, check_stages
 from .mcdvae import MCDVAE
@@ -49,6 +50,7 @@ class DMGModule(DiffusionStage):
         diffusion: kwargs of ``GaussianDiffusion`` (default linear schedule, 1000 steps, eps, L2).
         sample_steps, sample_sampler, sample_guidance_scale: ``sample_videos`` settings (logging only).
         nan_policy: ``"raise"`` stops at a non-finite loss naming the step; ``"skip"`` skips the step.
+        compile, optimizer: cluster switches (``core.training.TrainingModule``; docs/recipes.md).
 
     Validation uses the posterior mean and a fixed generator per batch index (``DiffusionStage``): the
     same noise, timesteps and latents every epoch, so validation losses are comparable across epochs.
@@ -63,8 +65,11 @@ class DMGModule(DiffusionStage):
                  cond_drop_prob: float = 0.1, content_drop_prob: float = 0.0, sample_posterior: bool = True,
                  diffusion: dict[str, Any] | None = None, sample_steps: int = 50,
                  sample_sampler: str = "ddim", sample_guidance_scale: float = 1.0, scale_lr: bool = False,
-                 nan_policy: str = "raise") -> None:
-        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy)
+                 nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None) -> None:
+        super().__init__(diffusion, cond_drop_prob=cond_drop_prob, nan_policy=nan_policy, compile=compile,
+                         optimizer=optimizer)
         if not 0.0 <= content_drop_prob < 1.0:
             raise ValueError(f"content_drop_prob must lie in [0, 1), got {content_drop_prob}")
         self.save_hyperparameters(ignore=["dmg", "mcdvae", "text_encoder"])
@@ -88,6 +93,7 @@ class DMGModule(DiffusionStage):
     def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """``batch["video"] (B, C, T, H, W)`` -> ``z_m (B, d, h, w)`` and the DMG's condition kwargs
         (``content`` ``f_x0 (B, d', h, w)``, ``label``, ``text`` / ``text_mask``)."""
+        cached = cached_batch(self, batch, ("z_m", "content"))  # a LatentCache's batch
         if "z_m" in batch:  # latents cached once per video by `cache_latents`
             z_m, content = batch["z_m"], batch["content"]
         else:
@@ -102,8 +108,24 @@ class DMGModule(DiffusionStage):
         if self.text_encoder is not None:
             if "caption" not in batch:
                 raise ValueError("a text-conditional DMG needs batch['caption']")
-            cond["text"], cond["text_mask"] = (x.to(self.device) for x in self.text_encoder(batch["caption"]))
+            if cached and "text_states" in batch:
+                cond["text"], cond["text_mask"] = (batch[k].to(self.device)
+                                                   for k in ("text_states", "text_mask"))
+            else:
+                cond["text"], cond["text_mask"] = (x.to(self.device)
+                                                   for x in self.text_encoder(batch["caption"]))
         return z_m, cond
+
+    @torch.no_grad()
+    def cache_encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What ``videogen cache`` stores: ``z_m`` (normalised posterior mean), ``content`` (``f_x0``) and
+        ``first_frame`` of ``batch["video"]`` as :func:`cache_latents`, or the text encoder's
+        ``text_states`` / ``text_mask`` of ``batch["caption"]``."""
+        if "video" in batch:
+            video = batch["video"]
+            return {"z_m": self.mcdvae.encode_motion(video, sample=False)[0],
+                    "content": self.mcdvae.encode_content(video[:, :, 0])[0], "first_frame": video[:, :, 0]}
+        return encode_text(self.text_encoder, batch["caption"]) if self.text_encoder is not None else {}
 
     def conditions(self, raw: dict[str, Any], drop: torch.Tensor | None) -> dict[str, Any]:
         """Classifier-free guidance training: null label / masked text / (optionally) zero content."""
@@ -120,8 +142,8 @@ class DMGModule(DiffusionStage):
     # ---- Lightning hooks ----------------------------------------------------------------------
     def configure_optimizers(self) -> torch.optim.Optimizer:
         lr = self.scaled_lr(self.hparams.lr, self.hparams.scale_lr)
-        return torch.optim.Adam(self.dmg.parameters(), lr=lr, betas=tuple(self.hparams.betas),
-                                weight_decay=self.hparams.weight_decay)
+        return self.make_optimizer(self.dmg.parameters(), lr, "adam", betas=tuple(self.hparams.betas),
+                                   weight_decay=self.hparams.weight_decay)
 
     def sample_inputs(self, batch: dict[str, Any], num: int) -> dict[str, Any]:
         """Animate the first frames of up to ``num`` batch videos (with their labels / captions)."""

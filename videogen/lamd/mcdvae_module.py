@@ -68,6 +68,7 @@ class MCDVAEModule(AutoencoderGANStage):
             uncertainty, for hundreds of steps; L2 keeps it (docs/lamd.md, "CPU demo").
         nan_policy: ``"raise"`` stops at a non-finite loss naming the step and term; ``"skip"`` skips
             the step (single device only).
+        compile, optimizer: cluster switches (``core.training.TrainingModule``; docs/recipes.md).
 
     Lightning's ``global_step`` counts optimiser steps, two per batch once the GAN is on; ``disc_start``
     counts generator steps (the ``gen_steps`` buffer, kept across resumes).  Under DDP the
@@ -102,6 +103,8 @@ class MCDVAEModule(AutoencoderGANStage):
         rec_loss: str = "l1",
         scale_lr: bool = False,
         nan_policy: str = "raise",
+        compile: bool | str | dict[str, Any] | None = False,
+        optimizer: str | dict[str, Any] | None = None,
     ):
         if rec_loss not in ("l1", "l2"):
             raise ValueError(f"rec_loss must be 'l1' or 'l2', got {rec_loss!r}")
@@ -121,7 +124,8 @@ class MCDVAEModule(AutoencoderGANStage):
             disc = PatchGANDiscriminator(ae.in_channels, disc_channels, disc_layers, dims=3)
         super().__init__(ae, reconstruction, disc, kl_weight=beta, disc_weight=disc_weight,
                          disc_start=disc_start, disc_loss=disc_loss, adaptive_max_weight=adaptive_max_weight,
-                         lr=lr, betas=betas, scale_lr=scale_lr, grad_clip=grad_clip, nan_policy=nan_policy)
+                         lr=lr, betas=betas, scale_lr=scale_lr, grad_clip=grad_clip, nan_policy=nan_policy,
+                         compile=compile, optimizer=optimizer)
         self.save_hyperparameters(ignore=["autoencoder", "discriminator"])
         # stored as a class_path dict so that both load_from_checkpoint and the CLI rebuild it
         self.hparams["autoencoder"] = {"class_path": "videogen.lamd.MCDVAE", "init_args": ae.config}

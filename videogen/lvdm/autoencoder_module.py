@@ -59,7 +59,9 @@ class VideoAutoencoder3DModule(AutoencoderGANStage):
                  disc_weight: float = 0.5, disc_start: int = 50001, disc_channels: int = 64,
                  disc_layers: int = 3, lr: float = 3.6e-5, betas: tuple[float, float] = (0.5, 0.9),
                  scale_lr: bool = False,
-                 pixel_loss: str = "l1", nan_policy: str = "raise", grad_clip: float | None = None):
+                 pixel_loss: str = "l1", nan_policy: str = "raise", grad_clip: float | None = None,
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None):
         if pixel_loss not in ("l1", "l2"):
             raise ValueError(f"pixel_loss must be 'l1' or 'l2', got {pixel_loss!r}")
         # built in this order (autoencoder, LPIPS, discriminator): it fixes the seeded initialisation
@@ -76,7 +78,7 @@ class VideoAutoencoder3DModule(AutoencoderGANStage):
                 if disc_weight > 0 else None)
         super().__init__(ae, reconstruction, disc, kl_weight=kl_weight, disc_weight=disc_weight,
                          disc_start=disc_start, disc_loss="hinge", lr=lr, betas=betas, scale_lr=scale_lr,
-                         grad_clip=grad_clip, nan_policy=nan_policy)
+                         grad_clip=grad_clip, nan_policy=nan_policy, compile=compile, optimizer=optimizer)
         self.save_hyperparameters(ignore=["autoencoder"])
         self.hparams["autoencoder"] = {"class_path": "videogen.lvdm.VideoAutoencoder3D",
                                        "init_args": ae.config}

@@ -17,6 +17,7 @@ import torch
 from videogen.core.persistence import load_component
 from videogen.core.pretrained import missing_stage_checkpoint
 from videogen.core.stages import DiffusionStage, drop_mask
+from videogen.data.cache import cached_batch
 
 from .autoencoder import VideoAutoencoder3D
 from .short_module import batch_latents, load_video_autoencoder
@@ -38,6 +39,7 @@ class LVDMLongModule(DiffusionStage):
         cond_prob: probability that a sample gets its conditioning frames (0.5 / 0.9 officially).
         max_noise_level: s ~ U{0 .. max - 1} for the given frames (250).
         lr, weight_decay: AdamW (official 8e-5, 0.01).
+        compile, optimizer: cluster switches (``core.training.TrainingModule``; docs/recipes.md).
     """
 
     network_name = "unet"
@@ -50,8 +52,11 @@ class LVDMLongModule(DiffusionStage):
                  mode: str = "prediction", keyframe_stride: int = 4, cond_prob: float | None = None,
                  short_checkpoint: str | None = None, diffusion: dict[str, Any] | None = None,
                  lr: float = 8e-5, weight_decay: float = 0.01, scale_lr: bool = False,
-                 nan_policy: str = "raise"):
-        super().__init__(diffusion, nan_policy=nan_policy)  # cond_prob is drawn in diffusion_loss
+                 nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None):
+        # cond_prob is drawn in diffusion_loss
+        super().__init__(diffusion, nan_policy=nan_policy, compile=compile, optimizer=optimizer)
         if mode not in ("prediction", "interpolation"):
             raise ValueError(f"mode must be 'prediction' or 'interpolation', got {mode!r}")
         cond_prob = (0.5 if mode == "prediction" else 0.9) if cond_prob is None else cond_prob
@@ -100,7 +105,14 @@ class LVDMLongModule(DiffusionStage):
 
     def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """The latent clip (:meth:`clip_latents`); the given frames are chosen in :meth:`diffusion_loss`."""
+        cached_batch(self, batch, ("latent",))
         return self.clip_latents(batch, sample), {}
+
+    @torch.no_grad()
+    def cache_encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What ``videogen cache`` stores: the (calibrated) autoencoder's normalised posterior means
+        ``latent`` ``(B, 4, t, h, w)`` of whole clips; :meth:`clip_latents` picks the frames each step."""
+        return {"latent": self.autoencoder.encode(batch["video"], sample=False)} if "video" in batch else {}
 
     def diffusion_loss(self, z0: torch.Tensor, cond: dict[str, Any],
                        generator: torch.Generator | None = None) -> torch.Tensor:
@@ -128,9 +140,9 @@ class LVDMLongModule(DiffusionStage):
         return (err * keep).sum() / keep.sum().clamp(min=1.0)
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.unet.parameters(),
-                                 lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
-                                 weight_decay=self.hparams.weight_decay)
+        return self.make_optimizer(self.unet.parameters(),
+                                   self.scaled_lr(self.hparams.lr, self.hparams.scale_lr), "adamw",
+                                   weight_decay=self.hparams.weight_decay)
 
     @torch.no_grad()
     def sample_videos(self, batch: dict[str, Any], num: int) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch
 from videogen.core.pretrained import load_stage_network
 from videogen.core.stages import DiffusionStage
 from videogen.core.training import encode_items
+from videogen.data.cache import cached_batch
 
 from .autoencoder import VideoAutoencoder3D
 from .unet3d import DEFAULT_DIFFUSION, UNet3D
@@ -63,6 +64,7 @@ class LVDMShortModule(DiffusionStage):
         calibrate_latents: clips for the latent scale/shift when the autoencoder is uncalibrated (0: never).
         diffusion: ``GaussianDiffusion`` kwargs (default: the official schedule and L1 loss).
         lr, weight_decay, scale_lr: AdamW (official 6e-5, 0.01, unscaled).
+        compile, optimizer: cluster switches (``core.training.TrainingModule``; docs/recipes.md).
     """
 
     network_name = "unet"
@@ -72,8 +74,10 @@ class LVDMShortModule(DiffusionStage):
 
     def __init__(self, unet: UNet3D, autoencoder: VideoAutoencoder3D | str, calibrate_latents: int = 1024,
                  diffusion: dict[str, Any] | None = None, lr: float = 6e-5, weight_decay: float = 0.01,
-                 scale_lr: bool = False, nan_policy: str = "raise"):
-        super().__init__(diffusion, nan_policy=nan_policy)
+                 scale_lr: bool = False, nan_policy: str = "raise",
+                 compile: bool | str | dict[str, Any] | None = False,
+                 optimizer: str | dict[str, Any] | None = None):
+        super().__init__(diffusion, nan_policy=nan_policy, compile=compile, optimizer=optimizer)
         self.save_hyperparameters(ignore=["unet", "autoencoder"])
         self.unet = unet
         self.autoencoder = load_video_autoencoder(autoencoder)
@@ -90,7 +94,18 @@ class LVDMShortModule(DiffusionStage):
 
     def encode(self, batch: dict[str, Any], sample: bool) -> tuple[torch.Tensor, dict[str, Any]]:
         """Normalised latents ``(B, 4, t, h, w)``; no conditions."""
+        cached_batch(self, batch, ("latent",))
         return batch_latents(self.autoencoder, batch, sample), {}
+
+    @torch.no_grad()
+    def cache_encode(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """What ``videogen cache`` stores: the normalised posterior means ``latent`` ``(B, 4, t, h, w)`` of
+        ``batch["video"]`` (no text).  The autoencoder must be calibrated already: the constants
+        ``on_fit_start`` would derive are part of the cached latents."""
+        if not self.calibrated and self.hparams.calibrate_latents > 0:
+            raise ValueError("the autoencoder's latent scale / shift are not calibrated yet: cache after a "
+                             "run that calibrated them (or set calibrate_latents: 0 to train uncalibrated)")
+        return {"latent": self.autoencoder.encode(batch["video"], sample=False)} if "video" in batch else {}
 
     @property
     def calibrated(self) -> bool:
@@ -98,6 +113,7 @@ class LVDMShortModule(DiffusionStage):
 
     @torch.no_grad()
     def on_fit_start(self) -> None:
+        super().on_fit_start()  # compile
         if self.calibrated or self.hparams.calibrate_latents <= 0:
             return
         trainer = self.trainer
@@ -112,9 +128,9 @@ class LVDMShortModule(DiffusionStage):
         self.autoencoder.set_latent_normalization(float(stats[0]), float(stats[1]))
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.unet.parameters(),
-                                 lr=self.scaled_lr(self.hparams.lr, self.hparams.scale_lr),
-                                 weight_decay=self.hparams.weight_decay)
+        return self.make_optimizer(self.unet.parameters(),
+                                   self.scaled_lr(self.hparams.lr, self.hparams.scale_lr), "adamw",
+                                   weight_decay=self.hparams.weight_decay)
 
     @torch.no_grad()
     def sample(self, num: int, num_frames: int, height: int, width: int, num_steps: int = 50,

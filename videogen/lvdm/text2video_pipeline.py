@@ -24,7 +24,10 @@ class LVDMTextToVideo(VideoPipeline):
     """LVDM text-to-video inference: ``generate(text=...)`` (the shared protocol) -> ``(B, 3, T, H, W)``.
 
     Sampling as the official script: DDIM 50 steps, eta 1, classifier-free guidance 15 against the empty
-    caption; every frame decoded by the SD VAE.  ``num_frames`` frames come from one clip (default
+    caption; every frame decoded by the SD VAE.  DDIM timesteps: videogen's (``timesteps="videogen"``:
+    trailing, the last step to alpha_bar = 1) or the official sampler's (``"official"``: LDM's leading
+    spacing, offset 1, the last step to alpha_bar_0; what a converted ``t2v.ckpt`` uses by default).
+    ``num_frames`` frames come from one clip (default
     ``clip_frames``, 16): the temporal layers take any length, their relative positions clipped at
     ``max_relative_distance``, so lengths beyond training are extrapolation.
 
@@ -33,6 +36,7 @@ class LVDMTextToVideo(VideoPipeline):
         diffusion: ``GaussianDiffusion`` kwargs it was trained with (default SD's schedule, eps).
         video_size: ``(height, width)`` default for sampling (None: give height and width).
         clip_frames: frames per clip by default.
+        timesteps: ``"videogen"`` or ``"official"``: the DDIM timestep convention of ``sampler="ddim"``.
     """
 
     components = {"unet": "unet", "vae": "vae", "text_encoder": "text_encoder"}
@@ -47,8 +51,11 @@ class LVDMTextToVideo(VideoPipeline):
 
     def __init__(self, unet: VideoUNetFromSD, vae: FrameVAE, text_encoder: TextEncoder,
                  diffusion: dict[str, Any] | None = None, video_size: tuple[int, int] | None = None,
-                 clip_frames: int = 16):
+                 clip_frames: int = 16, timesteps: str = "videogen"):
         super().__init__()
+        if timesteps not in ("videogen", "official"):
+            raise ValueError(f"timesteps must be 'videogen' or 'official', got {timesteps!r}")
+        self.timesteps = timesteps
         self.unet, self.vae, self.text_encoder = unet, vae, text_encoder
         self.diffusion_config = {**SD_DIFFUSION, **(diffusion or {})}
         self.diffusion = GaussianDiffusion(**self.diffusion_config)
@@ -76,6 +83,9 @@ class LVDMTextToVideo(VideoPipeline):
         dev = self._device()
         shape = (batch, self.vae.latent_channels, num_frames or self.clip_frames, height // f, width // f)
         scale = 15.0 if guidance_scale is None else guidance_scale
+        if self.timesteps == "official" and sampler == "ddim":  # the official DDIMSampler's timesteps
+            sampler = self.diffusion.make_scheduler("ddim", timestep_spacing="leading", steps_offset=1,
+                                                    set_alpha_to_one=False)
         cond = {"text_states": self.text_encoder(texts)[0].to(dev)}
         uncond = {"text_states": self.text_encoder([""] * batch)[0].to(dev)} if scale != 1.0 else None
         z = self.diffusion.sample(self.unet, shape, cond=cond, uncond=uncond, guidance_scale=scale,

@@ -1,0 +1,318 @@
+"""Bench tables ``data_index``, ``data_workers``, ``data_decode``: the real-data path at WebVid scale.
+
+- ``data_index``: construction time and memory of ``CsvCaptionVideos`` over a synthetic WebVid-layout CSV
+  (``videoid, contentUrl, duration, page_dir, name``; files absent, as nothing is checked per row), the
+  lean index vs the per-row construction it replaced (kept here only, :func:`_old_index`: a ``ClipSource``
+  dataclass + ``Path`` + caption per row and two ``Path.is_file`` calls per row).  Each is built in a fresh
+  process; "held" is its RSS after construction minus before, "peak" its peak RSS.
+- ``data_workers``: memory growth of 4 forked DataLoader workers over one epoch of reads of the index
+  alone (no decoding: each item reads its row's path and caption), the sum of the workers' private
+  memory (``/proc/<pid>/smaps_rollup``) at the end minus after their first batch.  Per-row Python
+  objects are copied page by page as reference counts touch them; NumPy columns are not written.
+- ``data_decode``: clips per second in one thread (``torch.set_num_threads(1)``, decord ``num_threads=1``,
+  a new reader per clip as in a worker), random 16-frame clips at stride 4 from generated 64-frame
+  libx264 MP4s: decord returning uint8 (the raw decode), the old dataset path (decode the 61-frame span,
+  subsample, float out of place on the permuted layout) and the dataset now (float32 and uint8 items).
+  (PyAV and torchcodec are not in the environment: no rows for them.)
+
+The 10.7M-row index numbers in docs/data.md come from a one-off run of this module's command line:
+``python -m videogen.bench.data --rows 10700000 --impl lean`` (and ``--impl old`` at 1M rows, scaled).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from videogen.bench.harness import register_table
+
+__all__ = ["build_decode_table", "build_index_table", "build_workers_table", "write_webvid_csv"]
+
+HEADER = ["videoid", "contentUrl", "duration", "page_dir", "name"]
+_WORDS = ("aerial view of a city at night, time lapse of clouds over mountains, woman walking on the beach "
+          "at sunset, close up of hands typing on a laptop keyboard, slow motion water splash").split()
+
+
+def write_webvid_csv(path: Path, rows: int, seed: int = 0) -> Path:
+    """A WebVid-10M-layout CSV of ``rows`` rows: captions of 6-16 stock words (~60 characters, WebVid's
+    typical length), ``page_dir`` folders of 50 videos."""
+    rng = np.random.default_rng(seed)
+    words = np.array(_WORDS)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        for start in range(0, rows, 100_000):
+            n = min(100_000, rows - start)
+            lengths = rng.integers(6, 17, n)
+            picks = rng.integers(0, len(words), (n, 16))
+            writer.writerows(
+                [str(1_000_000_000 + i), f"https://ak.picdn.net/shutterstock/videos/{1_000_000_000 + i}/"
+                 "preview/stock-footage.mp4", "PT00H00M15S",
+                 f"{i // 50 * 50 + 1:06d}_{i // 50 * 50 + 50:06d}", " ".join(words[picks[k, :lengths[k]]])]
+                for k, i in enumerate(range(start, start + n)))
+    return path
+
+
+# ----------------------------------------------------------------------------- index construction
+
+
+def _old_index(root: Path, csv_path: Path, template: str = "{videoid}.mp4") -> list:
+    """The per-row construction that the lean index replaced (for comparison only): one ``ClipSource``
+    per row, two ``is_file`` calls per row; every row is kept (as if its file existed)."""
+    from videogen.data.clips import ClipSource
+
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        sources = [ClipSource(root / template.format(**row), caption=row["name"].strip())
+                   for row in csv.DictReader(f)]
+    for source in sources:  # the files are absent here: the results are dropped, every row is kept
+        source.path.is_file()  # the missing list
+        source.path.is_file()  # the kept list
+    return sources
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        return int(re.search(r"VmRSS:\s+(\d+)", f.read()).group(1)) / 1024
+
+
+def _index_child(impl: str, root: str, csv_path: str) -> dict[str, Any]:
+    """Build one index in this process; its time, rows and memory (run in a fresh process)."""
+    import gc
+
+    from videogen.data import CsvCaptionVideos
+
+    gc.collect()
+    before = _rss_mib()
+    start = time.perf_counter()
+    if impl == "old":
+        index = _old_index(Path(root), Path(csv_path))
+    else:
+        index = CsvCaptionVideos(root, csv_path)
+    seconds = time.perf_counter() - start
+    gc.collect()
+    held = _rss_mib() - before
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    return {"rows": len(index), "seconds": seconds, "held_mib": held, "peak_mib": peak}
+
+
+def _run_index_child(impl: str, root: Path, csv_path: Path) -> dict[str, Any]:
+    code = ("import json, sys; from videogen.bench.data import _index_child; "
+            "print(json.dumps(_index_child(*sys.argv[1:])))")
+    out = subprocess.run([sys.executable, "-c", code, impl, str(root), str(csv_path)], check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def build_index_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
+    rows = 20_000 if quick else 100_000
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        csv_path = write_webvid_csv(tmp / "results_train.csv", rows)
+        for impl, label in (("old", "per-row ClipSource + 2 is_file (before)"), ("lean", "lean index (now)")):
+            r = _run_index_child(impl, tmp, csv_path)
+            out.append({"index": label, "rows": r["rows"], "seconds": round(r["seconds"], 3),
+                        "rows/s": round(r["rows"] / r["seconds"]),
+                        "held MiB": round(r["held_mib"], 1),
+                        "held B/row": round(r["held_mib"] * 2**20 / r["rows"], 1),
+                        "peak MiB": round(r["peak_mib"], 1),
+                        "10.7M rows s (scaled)": round(r["seconds"] * 10.7e6 / r["rows"], 1),
+                        "10.7M rows GiB (scaled)": round(r["held_mib"] * 10.7e6 / r["rows"] / 1024, 2)})
+    return out
+
+
+# ----------------------------------------------------------------------------- worker memory
+
+
+class _RowsOnly(torch.utils.data.Dataset):
+    """Items that read only a row of the index (path and caption), no decoding."""
+
+    def __init__(self, dataset: Any, old: bool) -> None:
+        self.dataset, self.old = dataset, old
+        self.rows = list(dataset.sources) if old else None  # the old layout: a list of ClipSource
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> int:
+        source = self.rows[i] if self.old else self.dataset.index.source(i)
+        return len(str(source.path)) + len(source.caption)
+
+
+def _private_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        text = f.read()
+    return sum(int(v) for v in re.findall(r"Private_(?:Clean|Dirty):\s+(\d+)", text)) / 1024
+
+
+def _worker_growth(dataset: Any, old: bool, workers: int = 4) -> float:
+    import multiprocessing
+
+    loader = torch.utils.data.DataLoader(_RowsOnly(dataset, old), batch_size=512, num_workers=workers,
+                                         multiprocessing_context=multiprocessing.get_context("fork"))
+    it = iter(loader)
+    batches = len(loader)
+    next(it)
+    pids = [w.pid for w in it._workers]
+    start = sum(_private_mib(p) for p in pids)
+    for k in range(1, batches):
+        next(it)
+        if k == batches - workers - 1:  # every worker still alive, nearly all rows read
+            end = sum(_private_mib(p) for p in pids)
+    del it
+    return end - start
+
+
+def build_workers_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
+    from videogen.data import CsvCaptionVideos
+
+    rows = 20_000 if quick else 100_000
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        dataset = CsvCaptionVideos(tmp, write_webvid_csv(tmp / "results_train.csv", rows))
+        for old, label in ((True, "per-row ClipSource list (before)"), (False, "lean index (now)")):
+            growth = _worker_growth(dataset, old)
+            out.append({"index": label, "rows read (1 epoch)": rows, "workers": 4,
+                        "workers' growth MiB": round(growth, 1),
+                        "B/row": round(growth * 2**20 / rows, 1)})
+    return out
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+def _write_test_video(path: Path, frames: int, h: int, w: int) -> Path:
+    """A textured pattern that moves each frame (so the encoder has real work, as with stock footage)."""
+    from videogen.core.video import write_video
+
+    rng = np.random.default_rng(0)
+    texture = rng.integers(0, 256, (h // 8 + 1, w // 8 + frames + 1, 3), dtype=np.uint8)
+    big = np.repeat(np.repeat(texture, 8, 0), 8, 1)  # 8x8 blocks
+    video = np.stack([big[:h, 8 * t // 2:8 * t // 2 + w] for t in range(frames)])
+    return write_video(path, video, fps=25)
+
+
+def _old_dataset_clip(path: Path, indices: list[int]) -> torch.Tensor:
+    """The old item path: decode the span, subsample, float out of place on the permuted layout."""
+    import decord
+
+    from videogen.core.video import from_uint8
+
+    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+    span = list(range(indices[0], indices[-1] + 1))
+    frames = reader.get_batch(span).asnumpy()[[i - indices[0] for i in indices]]
+    return from_uint8(torch.from_numpy(frames))
+
+
+def _decord_clip(path: Path, indices: list[int]) -> np.ndarray:
+    import decord
+
+    return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1).get_batch(indices).asnumpy()
+
+
+def _clips_per_second(methods: dict[str, Any], starts: list[int]) -> dict[str, float]:
+    """Clips per second of each method over the same starts, the methods interleaved clip by clip (so that
+    a change of machine load hits every method alike)."""
+    seconds = dict.fromkeys(methods, 0.0)
+    for fn in methods.values():
+        fn(starts[0])  # warm-up (library load, page cache)
+    for s in starts:
+        for name, fn in methods.items():
+            begin = time.perf_counter()
+            fn(s)
+            seconds[name] += time.perf_counter() - begin
+    return {name: len(starts) / t for name, t in seconds.items()}
+
+
+def _decode_rows(folder: Path, h: int, w: int, clips: int) -> list[dict[str, Any]]:
+    from videogen.core.video import read_video
+    from videogen.data import JsonCaptionVideos
+
+    num_frames, stride, length = 16, 4, 64
+    span = (num_frames - 1) * stride + 1
+    path = _write_test_video(folder / f"v{h}x{w}.mp4", length, h, w)
+    (folder / f"v{h}.json").write_text(json.dumps([{"video": path.name, "caption": "x"}]))
+    starts = [int(s) for s in np.random.default_rng(0).integers(0, length - span + 1, clips)]
+    datasets = {d: JsonCaptionVideos(folder, folder / f"v{h}.json", num_frames=num_frames,
+                                     frame_stride=stride, dtype=d) for d in ("float32", "uint8")}
+
+    def dataset_item(dtype: str, s: int) -> torch.Tensor:
+        # the item of a given start: the dataset's own decode and conversion
+        return datasets[dtype].to_output(read_video(path, num_frames, stride, s))
+
+    raw = "decord get_batch(indices), uint8 (raw)"
+    methods = {
+        raw: lambda s: _decord_clip(path, list(range(s, s + span, stride))),
+        "old dataset path: span decode + float out of place":
+            lambda s: _old_dataset_clip(path, list(range(s, s + span, stride))),
+        "dataset now, float32 item": lambda s: dataset_item("float32", s),
+        "dataset now, uint8 item": lambda s: dataset_item("uint8", s),
+    }
+    rates = _clips_per_second(methods, starts)
+    return [{"video (HxW), 16 frames stride 4": f"{h}x{w}", "reader": name, "clips": clips,
+             "clips/s (1 thread)": round(rate, 2), "vs raw decode": round(rate / rates[raw], 3)}
+            for name, rate in rates.items()]
+
+
+def build_decode_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            return (_decode_rows(Path(tmp), 256, 256, 4 if quick else 10)
+                    + _decode_rows(Path(tmp), 512, 1024, 2 if quick else 5))
+    finally:
+        torch.set_num_threads(threads)
+
+
+register_table(
+    "data_index", build_index_table, title="Data: WebVid-layout index construction",
+    description="`CsvCaptionVideos` over a synthetic WebVid-layout CSV (no video files: nothing is checked "
+                "per row), each built in a fresh process: the per-row construction it replaced vs the lean "
+                "index. held = RSS after minus before; the 10.7M-row columns scale linearly (a measured "
+                "10.7M-row run is in docs/data.md).")
+register_table(
+    "data_workers", build_workers_table, title="Data: DataLoader worker memory growth over an epoch",
+    description="4 forked workers read every row of the index once (path and caption, no decoding); growth "
+                "of the sum of their private memory from the first batch to the end of the epoch.")
+register_table(
+    "data_decode", build_decode_table, title="Data: clip decoding, one thread",
+    description="Random 16-frame clips at stride 4 from a generated 64-frame libx264 MP4, one thread, a new "
+                "decord reader per clip; the raw decode returns uint8 (T, H, W, C), the dataset rows include "
+                "the conversion to the item's (C, T, H, W) tensor.")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """One-off index measurement at a given size: ``python -m videogen.bench.data --rows N --impl lean``."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--rows", type=int, default=10_700_000)
+    parser.add_argument("--impl", choices=("lean", "old"), default="lean")
+    parser.add_argument("--dir", default=None, help="where the CSV is written (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        start = time.perf_counter()
+        csv_path = write_webvid_csv(Path(tmp) / "results_train.csv", args.rows)
+        size = csv_path.stat().st_size
+        print(f"wrote {args.rows} rows ({size / 2**20:.0f} MiB) in {time.perf_counter() - start:.1f} s",
+              flush=True)
+        r = _run_index_child(args.impl, Path(tmp), csv_path)
+        print(json.dumps({"impl": args.impl, "csv_mib": round(size / 2**20), **r}))
+
+
+if __name__ == "__main__":
+    main()
