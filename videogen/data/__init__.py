@@ -5,6 +5,8 @@ Names load on first access, so ``import videogen.data`` stays cheap.
 - ``SyntheticVideoDataset``: deterministic moving shapes with direction labels, captions, trajectories
   (the scorers of generated videos against its rules live with the demos, in ``videogen.toy``).
 - ``ClassFolderVideos``, ``CsvCaptionVideos``, ``FrameFolderVideos``, ``JsonCaptionVideos``: real layouts.
+- ``WebVideoShards``: the same clips streamed from webdataset tar shards (video2dataset layout: WebVid
+  at scale); ``write_shards`` makes such shards from any of the datasets above.
 - ``VideoDataModule``: train/val/test/predict loaders for any of them.
 - ``LatentCache``: a ``videogen cache`` directory (frozen-stage encodings) as a dataset; ``write_cache``.
 """
@@ -18,6 +20,7 @@ _EXPORTS = {  # module -> the names it exports (space-separated)
                  "direction_vectors",
     "clips": "ClipDataset ClipSource",
     "video": "ClassFolderVideos CsvCaptionVideos FrameFolderVideos JsonCaptionVideos",
+    "shards": "WebVideoShards write_shards",
     "datamodule": "VideoDataModule",
     "cache": "LatentCache write_cache",
 }

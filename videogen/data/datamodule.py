@@ -16,6 +16,11 @@ that jsonargparse instantiates (the arguments are typed ``torch.utils.data.Datas
 
 Items are dicts (see ``docs/architecture.md``); the default collate stacks tensors and turns captions
 into a list of str.
+
+A streaming ``IterableDataset`` (``videogen.data.WebVideoShards``) is taken as it is: it shuffles and
+splits itself over ranks and workers; the module tells it the rank, world size and batch size
+(``set_distributed``) and, each epoch, the epoch (``set_epoch``), and its loader resumes mid-epoch
+through ``skip_next``.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import os
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, random_split
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset, random_split
 
 __all__ = ["EpochSampler", "ResumableDataLoader", "VideoDataModule"]
 
@@ -54,11 +59,13 @@ class ResumableDataLoader(DataLoader):
     epoch-seeded order, instead of starting that epoch's order again.
 
     ``consumed()`` gives the batches the interrupted epoch had taken (Lightning's restored progress).
+    Over a streaming dataset (an ``IterableDataset`` with ``set_epoch`` / ``skip_next``), ``epoch()``
+    gives the epoch each pass is told, and the resume skip is the dataset's.
     """
 
-    def __init__(self, *args, consumed=None, **kwargs) -> None:
+    def __init__(self, *args, consumed=None, epoch=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self._consumed, self._resume = consumed, False
+        self._consumed, self._epoch, self._resume = consumed, epoch, False
 
     def state_dict(self) -> dict:
         return {"kind": "videogen.ResumableDataLoader"}
@@ -67,14 +74,28 @@ class ResumableDataLoader(DataLoader):
         self._resume = True
 
     def __iter__(self):
+        stream = isinstance(self.dataset, IterableDataset)
+        if stream and self._epoch is not None and hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(int(self._epoch()))  # before the workers start their pass
         if self._resume:
             self._resume = False
             n = int(self._consumed()) if self._consumed is not None else 0
             # n == len(self): the checkpoint was saved on the epoch's last batch, and Lightning goes on with
             # the next epoch, which must not lose its first n batches (it would skip that whole epoch)
-            if 0 < n < len(self) and isinstance(self.sampler, EpochSampler):
-                self.sampler.skip_next(n * self.batch_size)
+            if 0 < n < _sized_len(self, n + 1):
+                if isinstance(self.sampler, EpochSampler):
+                    self.sampler.skip_next(n * self.batch_size)
+                elif stream and hasattr(self.dataset, "skip_next"):
+                    self.dataset.skip_next(n, self.batch_size)
         return super().__iter__()
+
+
+def _sized_len(obj, default: int) -> int:
+    """``len(obj)``, or ``default`` for a stream without a length."""
+    try:
+        return len(obj)
+    except TypeError:
+        return default
 
 
 def _base(dataset: Dataset) -> Dataset:
@@ -101,6 +122,9 @@ class VideoDataModule(L.LightningDataModule):
         shuffle_seed: seed of that order; ``None`` takes ``PL_GLOBAL_SEED`` (the recipe's
             ``seed_everything``), else 0.
         drop_last: drop the last incomplete training batch.
+
+    A streaming dataset (``IterableDataset``) shuffles itself (``shuffle``/``shuffle_seed`` do not apply)
+    and cannot be split by ``val_fraction``.
     """
 
     def __init__(
@@ -141,7 +165,13 @@ class VideoDataModule(L.LightningDataModule):
         """Check the datasets are non-empty and make the (seeded) validation split once."""
         if self.train_dataset is not None:
             return
-        n = len(self.dataset)
+        if isinstance(self.dataset, IterableDataset):
+            if self.val_fraction > 0:
+                raise ValueError(f"val_fraction cannot split the stream {type(self.dataset).__name__}: give "
+                                 "a val_dataset")
+            n = _sized_len(self.dataset, 1)
+        else:
+            n = len(self.dataset)
         if n == 0:
             raise ValueError(f"training dataset {type(self.dataset).__name__} is empty")
         if self.val_fraction > 0:
@@ -154,7 +184,7 @@ class VideoDataModule(L.LightningDataModule):
             self.train_dataset = self.dataset
         for name in ("val_dataset", "test_dataset", "predict_dataset"):
             ds = getattr(self, name)
-            if ds is not None and len(ds) == 0:
+            if ds is not None and _sized_len(ds, 1) == 0:
                 raise ValueError(f"{name} {type(ds).__name__} is empty")
 
     def _train_sampler(self, dataset: Dataset) -> EpochSampler | None:
@@ -162,28 +192,38 @@ class VideoDataModule(L.LightningDataModule):
 
         Lightning leaves a ``DistributedSampler`` in place, so this one is used with and without DDP.
         """
-        if not self.shuffle:
+        if not self.shuffle or isinstance(dataset, IterableDataset):
             return None
-        trainer = self.trainer
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        world, rank = self._world()
         seed = self.shuffle_seed if self.shuffle_seed is not None else int(os.environ.get("PL_GLOBAL_SEED",
                                                                                           0))
         return EpochSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
 
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
     def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
         if dataset is None:
             return []  # Lightning skips a stage whose loader is empty
-        extra = {"consumed": self._consumed_batches} if train else {}
+        batch_size = self.batch_size if train else self.eval_batch_size
+        if isinstance(dataset, IterableDataset) and hasattr(dataset, "set_distributed"):
+            world, rank = self._world()
+            dataset.set_distributed(rank, world, batch_size)
+        extra = {"consumed": self._consumed_batches, "epoch": self._current_epoch} if train else {}
         return (ResumableDataLoader if train else DataLoader)(
             dataset,
             **extra,
-            batch_size=self.batch_size if train else self.eval_batch_size,
+            batch_size=batch_size,
             sampler=self._train_sampler(dataset) if train else None,
             drop_last=self.drop_last and train,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
         )
+
+    def _current_epoch(self) -> int:
+        return 0 if self.trainer is None else int(self.trainer.current_epoch)
 
     def _consumed_batches(self) -> int:
         trainer = self.trainer
