@@ -362,3 +362,11 @@ def test_cli_convert_lvdm_writes_a_folder_that_loads(files, official, tmp_path):
     pipe = videogen.load_pretrained(tmp_path / "short")
     with torch.no_grad():
         assert close(pipe.short(out["short.x"], out["short.t"]), out["short.eps_raw"]) < RTOL
+
+
+def test_the_cli_knows_every_preset():
+    """`videogen convert lvdm --preset` lists the presets without importing torch; the lists agree."""
+    from videogen.cli import LVDM_PRESETS
+    from videogen.lvdm.convert import PRESETS
+
+    assert set(LVDM_PRESETS) == set(PRESETS)
