@@ -84,6 +84,33 @@ def test_reference_cache_holds_the_autoencoder_encodings_of_the_dataset(tiny):
         assert item["index"] == i and "video" not in item
 
 
+def test_a_recipe_that_streams_shards_is_cached_sample_by_sample(tiny, tmp_path):
+    """WebVid's path: shards (video2dataset layout) -> `videogen cache` -> LatentCache. The recipe's
+    WebVideoShards block is read by position (ShardSamples, same clip options): every sample once."""
+    from videogen.cmd import load_cmd_autoencoder
+    from videogen.data import ShardSamples, write_shards
+
+    write_shards(SyntheticVideoDataset(NUM_VIDEOS, num_frames=8, size=32, seed=0),
+                 str(tmp_path / "shards" / "%05d.tar"), samples_per_shard=3)  # 4 shards: 3 3 3 1
+    recipe = yaml.safe_load((tiny / "motion.yaml").read_text())
+    clip = {"num_frames": 8, "size": 32, "start": "first"}
+    recipe["data"]["init_args"]["dataset"] = {
+        "class_path": "videogen.data.WebVideoShards",
+        "init_args": {"urls": str(tmp_path / "shards" / "{00000..00003}.tar"), "epoch_size": NUM_VIDEOS,
+                      "shuffle_buffer": 4, **clip}}
+    (tmp_path / "shards.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["cache", "--recipe", str(tmp_path / "shards.yaml"), "--out", str(tmp_path / "c"),
+                 "--shard-size", "4", "--no-progress"]) == 0
+    cache = LatentCache(tmp_path / "c")
+    samples = ShardSamples(str(tmp_path / "shards" / "{00000..00003}.tar"), **clip)
+    assert len(cache) == len(samples) == NUM_VIDEOS
+    ae = load_cmd_autoencoder(tiny / "ae").eval()
+    for i in (0, 4, 9):
+        content, motion = ae.encode(samples[i]["video"][None])
+        torch.testing.assert_close(cache[i]["motion_latent"], motion[0], rtol=1e-5, atol=1e-6)
+        assert cache[i]["caption"] == samples[i]["caption"] and int(cache[i]["index"]) == i
+
+
 @pytest.mark.slow
 def test_killed_writer_leaves_no_shard_that_is_read_and_a_rerun_finishes_it(tiny, tmp_path, capsys):
     """SIGKILL while shard 1 sits under its temporary name: no index, no shard-000001, the reader refuses

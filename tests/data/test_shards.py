@@ -81,6 +81,37 @@ def test_shards_give_the_map_style_items(webvid, tmp_path):
         assert it["video"].dtype == torch.uint8 and torch.equal(it["video"], ref["video"])
 
 
+def test_shard_samples_read_by_position_give_the_map_style_items(webvid, tmp_path):
+    """``ShardSamples`` (what ``videogen cache`` encodes for a shards recipe): item i is the i-th sample
+    of the listed shards, the map-style item of epoch 0; counts from the stats files or, without them,
+    the tar headers; a corrupt sample is skipped and counted."""
+    from videogen.data import ShardSamples
+
+    ds = CsvCaptionVideos(*webvid, **CLIP, size=(8, 12))
+    write_shards(ds, str(tmp_path / "shards" / "%05d.tar"), samples_per_shard=3)
+    pattern = str(tmp_path / "shards" / "{00000..00002}.tar")
+    samples = ShardSamples(pattern, **CLIP, size=(8, 12))
+    assert len(samples) == 8
+    for i in (0, 4, 3, 7):  # across shards, out of order
+        it, ref = samples[i], ds[i]
+        assert int(it["index"]) == i and it["caption"] == ref["caption"]
+        assert torch.equal(it["video"], ref["video"])
+    for stats in (tmp_path / "shards").glob("*_stats.json"):
+        stats.unlink()
+    assert len(ShardSamples(pattern, **CLIP)) == 8  # counted from the tar headers
+    # a sample whose video is garbage: skipped (the next one comes), counted
+    (tmp_path / "bad").mkdir()
+    _tar(tmp_path / "bad" / "00000.tar", [{"000000000.mp4": b"not a video", "000000000.txt": b"x"},
+                                          {"000000001.mp4": (webvid[0] / "1001.mp4").read_bytes(),
+                                           "000000001.txt": b"y"}])
+    bad = ShardSamples(str(tmp_path / "bad" / "00000.tar"), **CLIP)
+    with pytest.warns(UserWarning, match="skipping sample 0"):
+        assert bad[0]["caption"] == "y"
+    assert bad.num_skipped == 1
+    with pytest.raises(ValueError, match="local shards only"):
+        ShardSamples("https://example.com/{00000..00001}.tar")
+
+
 def test_shuffling_is_seeded_and_epoch_aware(webvid, tmp_path):
     write_shards(CsvCaptionVideos(*webvid), str(tmp_path / "s" / "%05d.tar"), samples_per_shard=2)
     url = str(tmp_path / "s" / "{00000..00003}.tar")

@@ -6,7 +6,8 @@ Names load on first access, so ``import videogen.data`` stays cheap.
   (the scorers of generated videos against its rules live with the demos, in ``videogen.toy``).
 - ``ClassFolderVideos``, ``CsvCaptionVideos``, ``FrameFolderVideos``, ``JsonCaptionVideos``: real layouts.
 - ``WebVideoShards``: the same clips streamed from webdataset tar shards (video2dataset layout: WebVid
-  at scale); ``write_shards`` makes such shards from any of the datasets above.
+  at scale); ``write_shards`` makes such shards from any of the datasets above; ``ShardSamples`` reads
+  local shards by position (what ``videogen cache`` encodes when a recipe streams shards).
 - ``VideoDataModule``: train/val/test/predict loaders for any of them.
 - ``LatentCache``: a ``videogen cache`` directory (frozen-stage encodings) as a dataset; ``write_cache``.
 """
@@ -20,7 +21,7 @@ _EXPORTS = {  # module -> the names it exports (space-separated)
                  "direction_vectors",
     "clips": "ClipDataset ClipSource",
     "video": "ClassFolderVideos CsvCaptionVideos FrameFolderVideos JsonCaptionVideos",
-    "shards": "WebVideoShards write_shards",
+    "shards": "WebVideoShards ShardSamples write_shards",
     "datamodule": "VideoDataModule",
     "cache": "LatentCache write_cache",
 }

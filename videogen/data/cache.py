@@ -450,7 +450,17 @@ def cache_command(args: Any, build: Callable[[Any, type], Any]) -> int:
     if device == "cuda" and "LOCAL_RANK" in os.environ:
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     module = build(model_block, pl.LightningModule).to(device)
-    dataset = build(data[split], Dataset)
+    block = data[split]
+    if str(block.get("class_path", "")).rsplit(".", 1)[-1] == "WebVideoShards":
+        # streamed shards: encode every sample once, by position (same clip options)
+        import inspect
+
+        from videogen.data.shards import ShardSamples
+
+        takes = inspect.signature(ShardSamples).parameters
+        block = {"class_path": "videogen.data.ShardSamples",
+                 "init_args": {k: v for k, v in (block.get("init_args") or {}).items() if k in takes}}
+    dataset = build(block, Dataset)
     summary = write_cache(module, dataset, args.out, clips_per_video=args.clips_per_video, flip=args.flip,
                           shard_size=args.shard_size, batch_size=args.batch_size, rank=rank, world_size=world,
                           dtype=args.dtype, source=str(recipe), progress=not args.no_progress)

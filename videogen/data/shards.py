@@ -42,7 +42,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from videogen.core.video import VIDEO_EXTENSIONS
 from videogen.data.clips import ClipDataset, ClipSource
 
-__all__ = ["WebVideoShards", "expand_urls", "main", "write_shards"]
+__all__ = ["ShardSamples", "WebVideoShards", "expand_urls", "main", "write_shards"]
 
 #: the sample fields that hold a video, in the order they are looked for
 VIDEO_FIELDS = tuple(e.lstrip(".") for e in VIDEO_EXTENSIONS)
@@ -358,6 +358,105 @@ class WebVideoShards(IterableDataset):
 
 
 # ---- writing shards ------------------------------------------------------------------------------------
+
+
+_MEMBER = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # "dir/000012.mp4" -> key "dir/000012", field "mp4"
+
+
+class ShardSamples(Dataset):
+    """Map-style access to local webdataset shards: item ``i`` is the ``i``-th sample of the shards in the
+    order listed, decoded exactly as :class:`WebVideoShards` decodes it (epoch 0).
+
+    Made for reading every sample once by position, as ``videogen cache`` does (a recipe whose data are
+    shards is cached through it); train with :class:`WebVideoShards`, which streams.  Only local shards:
+    the member offsets of a tar are read from its headers (no video is read) when one of its samples is
+    first asked for, and kept for the last shard read.  The sample counts come from the
+    ``<stem>_stats.json`` beside each shard (``successes``, as video2dataset and :func:`write_shards` write
+    it), else from the tar's headers.  A broken sample is skipped, warned about and counted
+    (``num_skipped``) and the next one is returned, as the map-style datasets do.
+
+    Args: ``urls`` as :class:`WebVideoShards` (local paths only), and its clip options.
+    """
+
+    def __init__(self, urls: str | Sequence[str], num_frames: int = 16, frame_stride: int = 1,
+                 size: int | Sequence[int] | None = None, start: str = "random", seed: int = 0,
+                 require_caption: bool = True, tmp_dir: str | os.PathLike | None = None,
+                 dtype: str = "float32") -> None:
+        self.stream = WebVideoShards(urls, num_frames, frame_stride, size, start, seed, shuffle=False,
+                                     require_caption=require_caption, tmp_dir=tmp_dir, dtype=dtype)
+        remote = [u for u in self.stream.urls if not _is_local(u)]
+        if remote:
+            raise ValueError(f"ShardSamples reads local shards only (random access), got {remote[0]}: "
+                             "copy the shards to a local disk, or stream them with WebVideoShards")
+        self.paths = [urlparse(u).path or u for u in self.stream.urls]
+        counts = np.array([self._count(k) for k in range(len(self.paths))], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(counts)])  # sample i lies in shard searchsorted(i)
+        self._members: tuple[int, list[tuple[str, dict[str, tuple[int, int]]]]] | None = None
+        self.num_skipped = 0
+
+    def _count(self, k: int) -> int:
+        path = self.paths[k]
+        stats = Path((path[: -len(".tar")] if path.endswith(".tar") else path) + "_stats.json")
+        if stats.is_file():
+            try:
+                return int(json.loads(stats.read_text())["successes"])
+            except (ValueError, KeyError, TypeError):
+                pass  # an unreadable record: count from the tar itself
+        return len(self._read_members(k))
+
+    def _read_members(self, k: int) -> list[tuple[str, dict[str, tuple[int, int]]]]:
+        """``[(key, {field: (offset, size)})]`` of shard ``k``, in tar order (headers only)."""
+        import tarfile
+
+        samples: list[tuple[str, dict[str, tuple[int, int]]]] = []
+        try:
+            with tarfile.open(self.paths[k], "r:") as tar:
+                for member in tar:
+                    found = _MEMBER.match(member.name) if member.isfile() else None
+                    if found is None:
+                        continue
+                    key, field = found.group(1), found.group(2).lower()
+                    if not samples or samples[-1][0] != key:
+                        samples.append((key, {}))
+                    samples[-1][1][field] = (member.offset_data, member.size)
+        except (tarfile.TarError, OSError) as err:
+            raise ValueError(f"shard {self.paths[k]} is not a readable tar: {err}") from None
+        return samples
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _sample(self, i: int) -> dict:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        if self._members is None or self._members[0] != k:
+            self._members = (k, self._read_members(k))
+        members = self._members[1]
+        j = i - int(self.starts[k])
+        if j >= len(members):
+            raise ValueError(f"shard {self.paths[k]} holds {len(members)} samples, its stats file "
+                             f"{int(self.starts[k + 1] - self.starts[k])}")
+        key, fields = members[j]
+        sample: dict = {"__key__": key, "__url__": self.paths[k]}
+        with open(self.paths[k], "rb") as f:
+            for field, (offset, size) in fields.items():
+                f.seek(offset)
+                sample[field] = f.read(size)
+        return sample
+
+    def __getitem__(self, index: int) -> dict:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} samples")
+        for offset in range(n):
+            i = (index + offset) % n
+            try:
+                return self.stream._item(self._sample(i), epoch=0, pass_=0)
+            except Exception as err:  # any decoder error: a corrupt sample must not end a long run
+                self.num_skipped += 1
+                if self.num_skipped <= _WARN_LIMIT:
+                    warnings.warn(f"ShardSamples: skipping sample {i}: {' '.join(str(err).split())[:200]}",
+                                  stacklevel=2)
+        raise ValueError(f"ShardSamples: all {n} samples are unreadable or too short for the clip")
 
 
 class _AtomicShards:
