@@ -614,7 +614,9 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
         p.description = ("Encode a recipe's videos and captions once through its frozen stages into a latent "
                          "cache (shards + index.json; resumable; rank r of W writes shards r, r+W, ...) that "
                          "the recipe trains from with data: videogen.data.LatentCache {root: OUT}.")
-        p.add_argument("--recipe", required=True, help="the stage-2 recipe (its model and data blocks)")
+        p.add_argument("--recipe", required=True, nargs="+",
+                       help="the stage-2 recipe (its model and data blocks); more files are merged over it "
+                            "as `videogen fit --config A --config B` does (e.g. a data block for shards)")
         p.add_argument("--out", required=True, help="cache directory")
         p.add_argument("--split", default="train", choices=("train", "val"))
         p.add_argument("--clips-per-video", type=_count(1), default=1,

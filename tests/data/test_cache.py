@@ -92,15 +92,14 @@ def test_a_recipe_that_streams_shards_is_cached_sample_by_sample(tiny, tmp_path)
 
     write_shards(SyntheticVideoDataset(NUM_VIDEOS, num_frames=8, size=32, seed=0),
                  str(tmp_path / "shards" / "%05d.tar"), samples_per_shard=3)  # 4 shards: 3 3 3 1
-    recipe = yaml.safe_load((tiny / "motion.yaml").read_text())
     clip = {"num_frames": 8, "size": 32, "start": "first"}
-    recipe["data"]["init_args"]["dataset"] = {
+    overlay = {"data": {"init_args": {"dataset": {  # merged over the recipe as `fit --config A --config B`
         "class_path": "videogen.data.WebVideoShards",
         "init_args": {"urls": str(tmp_path / "shards" / "{00000..00003}.tar"), "epoch_size": NUM_VIDEOS,
-                      "shuffle_buffer": 4, **clip}}
-    (tmp_path / "shards.yaml").write_text(yaml.safe_dump(recipe))
-    assert main(["cache", "--recipe", str(tmp_path / "shards.yaml"), "--out", str(tmp_path / "c"),
-                 "--shard-size", "4", "--no-progress"]) == 0
+                      "shuffle_buffer": 4, **clip}}}}}
+    (tmp_path / "shards.yaml").write_text(yaml.safe_dump(overlay))
+    assert main(["cache", "--recipe", str(tiny / "motion.yaml"), str(tmp_path / "shards.yaml"), "--out",
+                 str(tmp_path / "c"), "--shard-size", "4", "--no-progress"]) == 0
     cache = LatentCache(tmp_path / "c")
     samples = ShardSamples(str(tmp_path / "shards" / "{00000..00003}.tar"), **clip)
     assert len(cache) == len(samples) == NUM_VIDEOS
