@@ -27,6 +27,24 @@ def test_recipe_parses_with_strict_keys(recipe, capsys):
         assert resolved[key]["class_path"].rsplit(".", 1)[1] == source[key]["class_path"].rsplit(".", 1)[1]
 
 
+OVERLAYS = sorted((RECIPES[0].parent / "overlays").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=[p.stem for p in OVERLAYS])
+@pytest.mark.parametrize("recipe", ["cmd_webvid_motion", "lvdm_text2video"])
+def test_data_overlays_merge_over_the_webvid_recipes(recipe, overlay, capsys):
+    """`videogen fit --config RECIPE --config recipes/overlays/X.yaml` parses with strict keys and swaps
+    the dataset class (shards, latent cache)."""
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", "--config", str(RECIPES[0].parent / f"{recipe}.yaml"), "--config", str(overlay),
+              "--print_config"])
+    captured = capsys.readouterr()
+    assert exc.value.code in (0, None), captured.err
+    want = yaml.safe_load(overlay.read_text())["data"]["init_args"]["dataset"]["class_path"]
+    got = yaml.safe_load(captured.out)["data"]["init_args"]["dataset"]["class_path"]
+    assert got.rsplit(".", 1)[1] == want.rsplit(".", 1)[1]
+
+
 def test_tiny_stage1_recipe_trains_one_step(tmp_path):
     """A shipped recipe with real library classes runs end to end (one batch, fast_dev_run)."""
     recipe = RECIPES[0].parent / "lamd_tiny_mcdvae.yaml"
