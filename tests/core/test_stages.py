@@ -154,3 +154,33 @@ def test_grad_clip_bounds_both_optimisers(tmp_path, make):
         norms[clip] = spy.norms
     assert max(norms[None]) > 1e-3
     assert max(norms[1e-3]) <= 1e-3 * (1 + 1e-4), norms[1e-3]
+
+
+def test_accumulate_sums_the_gradients_of_several_batches(tmp_path, monkeypatch):
+    """``accumulate=2`` on two batches of 2 takes the optimiser step that one batch of 4 takes (GAN off,
+    posterior means: every term is a batch mean); with the GAN on, both optimisers step every 2 batches
+    and ``disc_start`` counts those steps. Lightning refuses its own accumulate_grad_batches here."""
+    monkeypatch.setattr(torch, "randn_like", torch.zeros_like)  # z = mean: no sampling noise to match
+    video = _videos(n=4)
+    steps = {}
+    for accumulate, batch in ((1, 4), (2, 2)):
+        torch.manual_seed(0)
+        module = _TinyStage(disc_start=100, accumulate=accumulate)
+        loader = DataLoader([{"video": v} for v in video], batch_size=batch)
+        _trainer(tmp_path, max_steps=1).fit(module, loader)
+        steps[accumulate] = module
+        assert int(module.gen_steps) == 1 and int(module.micro_steps) == accumulate
+    for (name, a), b in zip(steps[1].autoencoder.named_parameters(), steps[2].autoencoder.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    torch.manual_seed(0)
+    start = _TinyStage(disc_start=100).autoencoder.state_dict()
+    assert any(not torch.equal(start[k], v) for k, v in steps[2].autoencoder.state_dict().items())
+
+    torch.manual_seed(0)
+    gan = _TinyStage(disc_start=1, accumulate=2)
+    trainer = _trainer(tmp_path, max_steps=100)
+    trainer.fit(gan, _loader(video[:2], repeats=6))  # 6 batches: 3 windows, the GAN from window 2 on
+    assert int(gan.gen_steps) == 3 and int(gan.micro_steps) == 6
+    assert trainer.global_step == 3 + 2  # generator steps + discriminator steps
+    with pytest.raises(ValueError, match="accumulate"):
+        _TinyStage(accumulate=0)

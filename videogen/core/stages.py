@@ -79,6 +79,13 @@ class AutoencoderGANStage(TrainingModule):
         nan_policy: ``"raise"`` or ``"skip"`` (see the module docstring).
         compile, optimizer: ``TrainingModule``'s cluster switches; ``optimizer`` applies to both optimisers
             (each keeps ``lr``, ``betas`` and ``scale_lr``).
+        accumulate: batches whose gradients each optimiser step sums (the official LVDM autoencoder's
+            ``accumulate_grad_batches: 2``). Lightning's ``Trainer(accumulate_grad_batches)`` does not apply
+            to these manually optimised stages (it refuses them), so the stage accumulates itself: each
+            loss is divided by ``accumulate``, both optimisers step every ``accumulate`` batches, and
+            ``disc_start`` / ``scale_lr`` count optimiser steps / the accumulated batch.  A window left
+            open at the end of an epoch continues into the next; a checkpoint taken inside a window does
+            not hold its partial gradients (save every N steps, which are window ends).
     """
 
     def __init__(self, autoencoder: nn.Module, reconstruction: ReconstructionLoss,
@@ -86,8 +93,11 @@ class AutoencoderGANStage(TrainingModule):
                  disc_loss: str, adaptive_max_weight: float = 1e4, lr: float, betas: tuple[float, float],
                  scale_lr: bool = False, grad_clip: float | None = None, nan_policy: str = "raise",
                  compile: bool | str | dict[str, Any] | None = False,
-                 optimizer: str | dict[str, Any] | None = None) -> None:
+                 optimizer: str | dict[str, Any] | None = None, accumulate: int = 1) -> None:
         super().__init__(nan_policy=nan_policy, compile=compile, optimizer=optimizer)
+        if not isinstance(accumulate, int) or accumulate < 1:
+            raise ValueError(f"accumulate must be an integer >= 1, got {accumulate!r}")
+        self.accumulate = accumulate
         if disc_loss not in D_LOSSES:
             raise ValueError(f"disc_loss must be one of {sorted(D_LOSSES)}, got {disc_loss!r}")
         self.autoencoder = autoencoder
@@ -95,6 +105,8 @@ class AutoencoderGANStage(TrainingModule):
         self.discriminator = discriminator if disc_weight > 0 else None
         # generator steps taken (persisted, so that disc_start survives resuming)
         self.register_buffer("gen_steps", torch.zeros((), dtype=torch.long))
+        # batches taken into the current accumulation window (persisted with the phase of the window)
+        self.register_buffer("micro_steps", torch.zeros((), dtype=torch.long))
         self.kl_weight, self.disc_weight, self.disc_start = kl_weight, disc_weight, disc_start
         self.disc_loss, self.adaptive_max_weight = disc_loss, adaptive_max_weight
         self.lr, self.betas, self.scale_lr, self.grad_clip = lr, tuple(betas), scale_lr, grad_clip
@@ -184,13 +196,14 @@ class AutoencoderGANStage(TrainingModule):
             if self.discriminator is not None:
                 self.untoggle_optimizer(opt_g)
             return None
-        opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss)
-        self._clip(opt_g)
-        opt_g.step()
+        last = (int(self.micro_steps) + 1) % self.accumulate == 0  # this batch closes the window
+        self.manual_backward(loss / self.accumulate)
+        if last:
+            self._clip(opt_g)
+            opt_g.step()
+            opt_g.zero_grad(set_to_none=True)
         if self.discriminator is not None:
             self.untoggle_optimizer(opt_g)
-        self.gen_steps += 1
 
         # discriminator step
         if gan:
@@ -200,14 +213,18 @@ class AutoencoderGANStage(TrainingModule):
             logits_fake = self.discriminator(self.disc_input(recon.detach()))
             d_loss = D_LOSSES[self.disc_loss](logits_real, logits_fake)
             if self.finite_or_skip(d_loss=d_loss):
-                opt_d.zero_grad(set_to_none=True)
-                self.manual_backward(d_loss)
+                self.manual_backward(d_loss / self.accumulate)
+            if last:
                 self._clip(opt_d)
                 opt_d.step()
+                opt_d.zero_grad(set_to_none=True)
             self.untoggle_optimizer(opt_d)
             logs.update(d_loss=d_loss.detach(), logits_real=logits_real.detach().mean(),
                         logits_fake=logits_fake.detach().mean())
 
+        self.micro_steps += 1
+        if last:
+            self.gen_steps += 1
         logs.update(loss=loss.detach(), gen_steps=self.gen_steps.float())
         # sync_dist: under DDP the logged values are averages over ranks, not rank 0's alone
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False, batch_size=video.shape[0],

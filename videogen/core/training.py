@@ -325,7 +325,8 @@ class TrainingModule(pl.LightningModule):
         if batch is None:
             raise ValueError("scale_lr needs the data module's batch_size (videogen.data.VideoDataModule has "
                              "it)")
-        accumulate = trainer.accumulate_grad_batches
+        # Lightning's accumulation, or a manually optimised stage's own (AutoencoderGANStage.accumulate)
+        accumulate = trainer.accumulate_grad_batches * int(getattr(self, "accumulate", 1))
         lr = effective_lr(base_lr, batch, trainer.num_devices, trainer.num_nodes, accumulate)
         if not math.isfinite(lr) or lr <= 0:
             raise ValueError(f"scaled learning rate {lr} is not positive")

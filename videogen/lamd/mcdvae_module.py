@@ -69,6 +69,8 @@ class MCDVAEModule(AutoencoderGANStage):
         nan_policy: ``"raise"`` stops at a non-finite loss naming the step and term; ``"skip"`` skips
             the step (single device only).
         compile, optimizer: cluster switches (``core.training.TrainingModule``; docs/recipes.md).
+        accumulate: batches per optimiser step (``core.stages.AutoencoderGANStage``: Lightning's
+            ``accumulate_grad_batches`` does not apply to this manually optimised stage).
 
     Lightning's ``global_step`` counts optimiser steps, two per batch once the GAN is on; ``disc_start``
     counts generator steps (the ``gen_steps`` buffer, kept across resumes).  Under DDP the
@@ -105,6 +107,7 @@ class MCDVAEModule(AutoencoderGANStage):
         nan_policy: str = "raise",
         compile: bool | str | dict[str, Any] | None = False,
         optimizer: str | dict[str, Any] | None = None,
+        accumulate: int = 1,
     ):
         if rec_loss not in ("l1", "l2"):
             raise ValueError(f"rec_loss must be 'l1' or 'l2', got {rec_loss!r}")
@@ -125,7 +128,7 @@ class MCDVAEModule(AutoencoderGANStage):
         super().__init__(ae, reconstruction, disc, kl_weight=beta, disc_weight=disc_weight,
                          disc_start=disc_start, disc_loss=disc_loss, adaptive_max_weight=adaptive_max_weight,
                          lr=lr, betas=betas, scale_lr=scale_lr, grad_clip=grad_clip, nan_policy=nan_policy,
-                         compile=compile, optimizer=optimizer)
+                         compile=compile, optimizer=optimizer, accumulate=accumulate)
         self.save_hyperparameters(ignore=["autoencoder", "discriminator"])
         # stored as a class_path dict so that both load_from_checkpoint and the CLI rebuild it
         self.hparams["autoencoder"] = {"class_path": "videogen.lamd.MCDVAE", "init_args": ae.config}

@@ -46,6 +46,8 @@ class VideoAutoencoder3DModule(AutoencoderGANStage):
         lr, betas, scale_lr: Adam for both networks (official 3.6e-5, (0.5, 0.9), unscaled).
         pixel_loss: "l1" (official) or "l2" (the CPU demo: it learns a small autoencoder's colours faster).
         grad_clip: optional max gradient norm for both optimisers (default none, as the official code).
+        accumulate: batches per optimiser step (official 2, ``accumulate_grad_batches``; Lightning's own
+            accumulation does not apply to this manually optimised stage: ``core.stages.AutoencoderGANStage``).
     """
 
     pipeline_name = "videogen.lvdm.LVDM"  # stage 1: its checkpoint holds the pipeline's autoencoder
@@ -61,7 +63,7 @@ class VideoAutoencoder3DModule(AutoencoderGANStage):
                  scale_lr: bool = False,
                  pixel_loss: str = "l1", nan_policy: str = "raise", grad_clip: float | None = None,
                  compile: bool | str | dict[str, Any] | None = False,
-                 optimizer: str | dict[str, Any] | None = None):
+                 optimizer: str | dict[str, Any] | None = None, accumulate: int = 1):
         if pixel_loss not in ("l1", "l2"):
             raise ValueError(f"pixel_loss must be 'l1' or 'l2', got {pixel_loss!r}")
         # built in this order (autoencoder, LPIPS, discriminator): it fixes the seeded initialisation
@@ -78,7 +80,8 @@ class VideoAutoencoder3DModule(AutoencoderGANStage):
                 if disc_weight > 0 else None)
         super().__init__(ae, reconstruction, disc, kl_weight=kl_weight, disc_weight=disc_weight,
                          disc_start=disc_start, disc_loss="hinge", lr=lr, betas=betas, scale_lr=scale_lr,
-                         grad_clip=grad_clip, nan_policy=nan_policy, compile=compile, optimizer=optimizer)
+                         grad_clip=grad_clip, nan_policy=nan_policy, compile=compile, optimizer=optimizer,
+                         accumulate=accumulate)
         self.save_hyperparameters(ignore=["autoencoder"])
         self.hparams["autoencoder"] = {"class_path": "videogen.lvdm.VideoAutoencoder3D",
                                        "init_args": ae.config}
