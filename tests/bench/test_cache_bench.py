@@ -10,9 +10,10 @@ from videogen.bench import harness
 from videogen.bench.cache import build_flops_table
 
 
-def test_cache_tables_are_registered():
-    assert "cache" in harness.TABLE_MODULES
-    assert {"data_cache_flops", "data_cache_step"} <= set(harness.registered_tables())
+def test_data_tables_are_registered():
+    assert {"data", "cache"} <= set(harness.TABLE_MODULES)
+    assert {"data_index", "data_workers", "data_decode", "data_shards", "data_cache_flops",
+            "data_cache_step"} <= set(harness.registered_tables())
 
 
 def test_frozen_share_at_paper_size(tmp_path: Path):
