@@ -306,6 +306,21 @@ def test_tiny_recipe_trains_and_resumes_from_a_cache(tiny, tmp_path):
                             optimizer=True)
 
 
+@pytest.mark.ddp
+def test_tiny_recipe_trains_from_a_cache_with_two_ddp_processes(tiny, tmp_path):
+    """The cached recipe under DDP (2 gloo processes): each rank reads its share of the cache through
+    the sampler (map-style), 10 videos / (2 ranks x batch 5) = 1 step an epoch."""
+    from tests._recipes import fit_ddp
+
+    ckpt = fit_ddp(tmp_path, "cmd_tiny_motion_cached.yaml", "ddp",
+                   ["--trainer.enable_model_summary=false", f"--model.init_args.autoencoder={tiny / 'ae'}",
+                    f"--data.init_args.dataset.init_args.root={tiny / 'ref'}",
+                    f"--data.init_args.val_dataset.init_args.root={tiny / 'ref'}",
+                    "--data.init_args.batch_size=5", "--trainer.max_epochs=2",
+                    "--trainer.limit_val_batches=1", "--trainer.check_val_every_n_epoch=1"])
+    assert ckpt["global_step"] == 2 and ckpt["epoch"] == 1
+
+
 def test_bad_caches_stop_with_one_line(tiny, tmp_path, capsys):
     import shutil
 
