@@ -62,10 +62,11 @@ def rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 @functools.lru_cache(maxsize=64)
 def _rotary_tables(axes: tuple[int, ...], head_dim: int,
                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cos, sin`` of shape ``(N, G, dim / 2G)`` for :func:`_rotate_pairs`, computed once per token layout.
+    """``(cos, signed sin)`` of shape ``(N, d)`` for :func:`_rotate_pairs`, computed once per token layout.
 
     ``axes = (n,)``: one group (the whole head dimension) turned by the 1-D position; ``(h, w)``: two groups
     (each half of the head dimension) turned by the row and by the column of a row-major ``h x w`` grid.
+    In each group of width ``2m`` the tables hold ``[cos, cos]`` and ``[-sin, sin]`` of the ``m`` angles.
     Built outside inference mode, so that tables first made while sampling also serve training."""
     with torch.inference_mode(False), torch.no_grad():
         if len(axes) == 1:
@@ -74,19 +75,20 @@ def _rotary_tables(axes: tuple[int, ...], head_dim: int,
             h, w = axes
             positions = [torch.arange(h, device=device).repeat_interleave(w),  # row-major grid: rows
                          torch.arange(w, device=device).repeat(h)]  # and columns
-        cos, sin = zip(*(_rotary_angles(p, head_dim // len(axes)) for p in positions))  # each (N, dim / 2G)
-        return torch.stack(cos, dim=1), torch.stack(sin, dim=1)
+        cos, sin = zip(*(_rotary_angles(p, head_dim // len(axes)) for p in positions))  # each (N, m)
+        return (torch.cat([t for c in cos for t in (c, c)], dim=-1),
+                torch.cat([t for s in sin for t in (-s, s)], dim=-1))
 
 
-def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, groups: int) -> torch.Tensor:
     """Rotate ``x (..., N, d)`` in one pass: in each of the ``G`` groups of the head dimension the pairs
-    ``(x_i, x_{i + d/2G})`` turn by the angles of ``cos, sin (N, G, d/2G)`` (what :func:`rotary` does per
-    group)."""
-    *lead, n, d = x.shape
-    g = cos.shape[1]
-    x1, x2 = x.float().reshape(*lead, n, g, 2, d // (2 * g)).unbind(dim=-2)  # (..., N, G, d/2G) each
-    out = torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-2)  # (..., N, G, 2, d/2G)
-    return out.reshape(*lead, n, d).to(x.dtype)
+    ``(x_i, x_{i + m})`` (``m = d/2G``) turn by their angles (what :func:`rotary` does per group), as
+    ``x * cos + swap(x) * sin`` with the tables of :func:`_rotary_tables` (``swap`` exchanges the halves of
+    each group): four elementwise passes, the same numbers as rotating the halves separately."""
+    d = x.shape[-1]
+    halves = x.float().unflatten(-1, (groups, 2, d // (2 * groups)))  # (..., N, G, 2, m)
+    swapped = halves.flip(-2).flatten(-3)  # (..., N, d): [x2, x1] in each group
+    return (x.float() * cos + swapped * sin).to(x.dtype)
 
 
 class _RotaryAttention(nn.Module):
@@ -109,7 +111,7 @@ class _RotaryAttention(nn.Module):
         qkv = self.qkv(x).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)  # (3, B', h, N, d)
         if self.use_rotary:  # q and k together, with the cached tables of this token layout
             cos, sin = _rotary_tables(tuple(axes), self.head_dim, x.device)
-            (q, k), v = _rotate_pairs(qkv[:2], cos, sin), qkv[2]
+            (q, k), v = _rotate_pairs(qkv[:2], cos, sin, len(axes)), qkv[2]
         else:
             q, k, v = qkv
         out = F.scaled_dot_product_attention(q, k, v)  # (B', h, N, d)
