@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from videogen.bench.harness import _explicit_attention, register_table
 
 __all__ = ["AE_SD1024", "MOTION_SD1024", "SD21_BASE_UNET", "build_params_table", "build_flops_table",
-           "macs_and_flops"]
+           "build_rotary_table", "macs_and_flops"]
 
 #: Stable Diffusion 2.1-base UNet (diffusers config of stabilityai/stable-diffusion-2-1-base/unet)
 #: The 512x1024 text-to-video networks: CMDAutoencoder on 4x16x64x128 SD latents, motion DiT-XL/2 (key patch
@@ -189,3 +189,52 @@ register_table(
     "autoencoder's 0.77 and the 46.83 TFLOPs of one 512x1024x16 video are in it. 'TFLOPs, incl. attention' "
     "is ours (2 FLOPs per multiply-add, attention included, as the LaMD tables).",
 )
+
+
+def build_rotary_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
+    """Training step (encode + decode + backward) of the CMD autoencoder with and without rotary positions,
+    one thread, interleaved A B A B, median."""
+    import statistics
+    import time
+
+    from videogen.cmd import CMDAutoencoder
+
+    cfg = dict(in_channels=3, num_frames=8, height=32, width=32, patch_size=2, hidden_size=384, depth=2,
+               heads=8, motion_channels=8)
+    rounds = 3 if quick else 7
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        nets = {}
+        for rot in (True, False):
+            torch.manual_seed(0)
+            nets[rot] = CMDAutoencoder(**cfg, rotary=rot)
+        x = torch.rand(2, 3, 8, 32, 32) * 2 - 1
+
+        def step(net: torch.nn.Module) -> float:
+            start = time.perf_counter()
+            content, motion = net.encode(x)
+            net.decode(content, motion).square().mean().backward()
+            return time.perf_counter() - start
+
+        for net in nets.values():
+            step(net)  # warm-up
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(rounds):
+            for rot, net in nets.items():
+                times[rot].append(step(net))
+    finally:
+        torch.set_num_threads(threads)
+    with_rot, without = statistics.median(times[True]), statistics.median(times[False])
+    return [{"autoencoder": "width 384, 8 heads, depth 2, pixels 2x3x8x32x32",
+             "rotary ms": round(1000 * with_rot), "no positions ms": round(1000 * without),
+             "ratio": round(with_rot / without, 3), "rounds": rounds}]
+
+
+register_table(
+    "cmd_rotary_cost", build_rotary_table, title="CMD: cost of the autoencoder's rotary positions (CPU)",
+    description="One training step (encode, decode, backward of a squared-output loss) of the CMD "
+                "autoencoder at the official width with rotary positions (videogen's default) and without "
+                "(the official code's behaviour, rotary=False), one thread, interleaved, median. The "
+                "rotation uses cached cos / signed-sin tables of each token layout and turns q and k "
+                "together in one pass.")
