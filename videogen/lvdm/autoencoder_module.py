@@ -47,7 +47,8 @@ class VideoAutoencoder3DModule(AutoencoderGANStage):
         pixel_loss: "l1" (official) or "l2" (the CPU demo: it learns a small autoencoder's colours faster).
         grad_clip: optional max gradient norm for both optimisers (default none, as the official code).
         accumulate: batches per optimiser step (official 2, ``accumulate_grad_batches``; Lightning's own
-            accumulation does not apply to this manually optimised stage: ``core.stages.AutoencoderGANStage``).
+            accumulation does not apply to this manually optimised stage; see
+            ``core.stages.AutoencoderGANStage``).
     """
 
     pipeline_name = "videogen.lvdm.LVDM"  # stage 1: its checkpoint holds the pipeline's autoencoder
