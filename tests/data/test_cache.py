@@ -110,7 +110,6 @@ def test_a_recipe_that_streams_shards_is_cached_sample_by_sample(tiny, tmp_path)
         assert cache[i]["caption"] == samples[i]["caption"] and int(cache[i]["index"]) == i
 
 
-@pytest.mark.slow
 def test_killed_writer_leaves_no_shard_that_is_read_and_a_rerun_finishes_it(tiny, tmp_path, capsys):
     """SIGKILL while shard 1 sits under its temporary name: no index, no shard-000001, the reader refuses
     the unfinished cache; a rerun skips shard 0, drops the temporary file and equals the reference."""

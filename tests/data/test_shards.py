@@ -275,7 +275,6 @@ def test_tiny_recipe_trains_from_shards(tmp_path):
     assert torch.load(run, map_location="cpu", weights_only=True)["global_step"] == 4
 
 
-@pytest.mark.slow
 def test_tiny_recipe_resumed_mid_epoch_from_shards_gives_the_same_weights(tmp_path):
     from tests._recipes import QUIET, assert_same_checkpoints, fit
 
@@ -296,7 +295,6 @@ def test_tiny_recipe_resumed_mid_epoch_from_shards_gives_the_same_weights(tmp_pa
 
 
 @pytest.mark.ddp
-@pytest.mark.slow
 def test_tiny_recipe_trains_from_shards_with_two_ddp_processes(tmp_path):
     from tests._recipes import fit_ddp
 
