@@ -295,17 +295,36 @@ def _instantiate(config: Any, base: type = object) -> Any:
     return config
 
 
-def _split_dataset(recipe: str, split: str) -> Any:
-    """The ``dataset`` / ``val_dataset`` / ``test_dataset`` block of a recipe's data module, built."""
+def _merge_recipe(base: Any, over: Any) -> Any:
+    """``over`` merged into ``base`` as LightningCLI merges ``--config A --config B``: mappings key by key,
+    anything else (and a block whose ``class_path`` changes) replaced."""
+    if not isinstance(base, dict) or not isinstance(over, dict):
+        return over
+    if "class_path" in over and over.get("class_path") != base.get("class_path"):
+        return over
+    return {**base, **{k: _merge_recipe(base.get(k), v) for k, v in over.items()}}
+
+
+def _read_recipe(*paths: str) -> Any:
+    """One recipe file, or several merged in order (:func:`_merge_recipe`), read with ``yaml.safe_load``."""
     import yaml
 
-    path = Path(recipe)
-    if not path.is_file():
-        raise FileNotFoundError(f"recipe {recipe} not found")
-    try:
-        recipe_dict = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CommandError(f"recipe {recipe} is not YAML: {' '.join(str(exc).split())[:200]}") from None
+    config: Any = {}
+    for recipe in paths:
+        path = Path(recipe)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe {recipe} not found")
+        try:
+            layer = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise CommandError(f"recipe {recipe} is not YAML: {' '.join(str(exc).split())[:200]}") from None
+        config = _merge_recipe(config, layer)
+    return config
+
+
+def _split_dataset(recipe: str, split: str) -> Any:
+    """The ``dataset`` / ``val_dataset`` / ``test_dataset`` block of a recipe's data module, built."""
+    recipe_dict = _read_recipe(recipe)
     data = recipe_dict.get("data") if isinstance(recipe_dict, dict) else None
     data = (data or {}).get("init_args") if isinstance(data, dict) else None
     if not isinstance(data, dict):
@@ -422,6 +441,12 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     print(json.dumps({"out": str(out), "class": type(converted).__name__,
                       "mode": "corrected" if args.corrected else "official"}))
     return 0
+
+
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from videogen.data.cache import cache_command
+
+    return cache_command(args, _read_recipe(*args.recipe), _instantiate)
 
 
 def _count(low: int):
@@ -635,7 +660,7 @@ def _tool_parser(command: str) -> argparse.ArgumentParser:
 
 _TOOLS = {"demo": _cmd_demo, "bench": _cmd_bench, "sample": _cmd_sample, "generate": _cmd_generate,
           "evaluate": _cmd_evaluate, "convert": _cmd_convert,
-          "cache": lambda a: importlib.import_module("videogen.data.cache").cache_command(a, _instantiate)}
+          "cache": _cmd_cache}
 
 
 class CommandError(ValueError):

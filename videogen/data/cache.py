@@ -423,32 +423,13 @@ class LatentCache(Dataset):
 
 
 # ---- the command --------------------------------------------------------------------------------------
-def _merge_recipe(base: Any, over: Any) -> Any:
-    """``over`` merged into ``base`` as LightningCLI merges ``--config A --config B``: mappings key by key,
-    anything else (and a block whose ``class_path`` changes) replaced."""
-    if not isinstance(base, dict) or not isinstance(over, dict):
-        return over
-    if "class_path" in over and over.get("class_path") != base.get("class_path"):
-        return over
-    return {**base, **{k: _merge_recipe(base.get(k), v) for k, v in over.items()}}
-
-
-def cache_command(args: Any, build: Callable[[Any, type], Any]) -> int:
-    """``videogen cache``: ``build(config, base)`` instantiates a recipe's ``class_path`` blocks (the CLI's
-    builder); the model's frozen stages encode the ``--split`` dataset of the recipe's data module."""
+def cache_command(args: Any, config: dict[str, Any], build: Callable[[Any, type], Any]) -> int:
+    """``videogen cache``: ``config`` is the recipe (its files merged by the CLI), ``build(config, base)``
+    instantiates its ``class_path`` blocks (the CLI's builder); the model's frozen stages encode the
+    ``--split`` dataset of the recipe's data module."""
     import lightning.pytorch as pl
-    import yaml
 
-    recipes = [Path(r) for r in ([args.recipe] if isinstance(args.recipe, (str, Path)) else args.recipe)]
-    config: Any = {}
-    for recipe in recipes:
-        if not recipe.is_file():
-            raise FileNotFoundError(f"recipe {recipe} not found")
-        try:
-            layer = yaml.safe_load(recipe.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ValueError(f"recipe {recipe} is not YAML: {' '.join(str(exc).split())[:200]}") from None
-        config = _merge_recipe(config, layer)
+    recipes = [str(r) for r in ([args.recipe] if isinstance(args.recipe, (str, Path)) else args.recipe)]
     recipe = recipes[0]
     model_block = config.get("model") if isinstance(config, dict) else None
     data = ((config.get("data") or {}).get("init_args") if isinstance(config, dict) else None) or {}
@@ -477,7 +458,7 @@ def cache_command(args: Any, build: Callable[[Any, type], Any]) -> int:
     dataset = build(block, Dataset)
     summary = write_cache(module, dataset, args.out, clips_per_video=args.clips_per_video, flip=args.flip,
                           shard_size=args.shard_size, batch_size=args.batch_size, rank=rank, world_size=world,
-                          dtype=args.dtype, source=" + ".join(map(str, recipes)),
+                          dtype=args.dtype, source=" + ".join(recipes),
                           progress=not args.no_progress)
     print(json.dumps({"out": str(args.out), "rank": rank, "world_size": world, **summary}))
     return 0
