@@ -19,7 +19,7 @@ from tests.data.helpers import frame_levels, level_frames
 from videogen.core.video import write_video
 from videogen.data import CsvCaptionVideos, WebVideoShards, write_shards
 from videogen.data.datamodule import ResumableDataLoader
-from videogen.data.shards import main as shards_main
+from videogen.data.shard_writer import main as shards_main
 
 CLIP = {"num_frames": 3, "frame_stride": 2, "start": "random", "seed": 5}
 

@@ -21,7 +21,8 @@ _EXPORTS = {  # module -> the names it exports (space-separated)
                  "direction_vectors",
     "clips": "ClipDataset ClipSource",
     "video": "ClassFolderVideos CsvCaptionVideos FrameFolderVideos JsonCaptionVideos",
-    "shards": "WebVideoShards ShardSamples write_shards",
+    "shards": "WebVideoShards ShardSamples",
+    "shard_writer": "write_shards",
     "datamodule": "VideoDataModule",
     "cache": "LatentCache write_cache",
 }
