@@ -2,8 +2,9 @@
 
 Inside the library a video is float ``(B, C, T, H, W)`` (or one video ``(C, T, H, W)``) in [-1, 1];
 uint8 ``(B, T, H, W, C)`` / ``(T, H, W, C)`` appears only at the file boundary. This module is that
-boundary: decoding (decord), encoding (imageio: mp4/avi through ffmpeg + libx264, gif through Pillow),
-PNG contact sheets, aspect-preserving resizing, and the shared ``check_video`` validator.
+boundary: decoding (decord, PyAV or torchcodec: :mod:`videogen.core.decoders`), encoding (imageio:
+mp4/avi through ffmpeg + libx264, gif through Pillow), PNG contact sheets, aspect-preserving resizing,
+and the shared ``check_video`` validator.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .decoders import SEEKABLE_EXTENSIONS
 
 __all__ = [
     "check_video",
@@ -30,9 +33,6 @@ __all__ = [
 ]
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-#: containers in which decord's ``get_batch(indices)`` returned exactly the frames of a sequential decode
-#: (checked on libx264 MP4/MOV/MKV and VP9 WebM files at strides 2-4, every start; AVI failed)
-SEEKABLE_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm")
 
 
 def check_video(x: torch.Tensor, name: str = "video", *, ndim: int = 5, tol: float = 1e-3) -> None:
@@ -145,53 +145,44 @@ def read_video(
     generator: np.random.Generator | None = None,
     *,
     seek: bool | None = None,
+    decoder: str = "auto",
 ) -> torch.Tensor:
-    """Decode a clip with decord; returns uint8 ``(T, H, W, C)``.
+    """Decode a clip; returns uint8 ``(T, H, W, C)``.
 
-    A new ``VideoReader`` is created per call (a reader shared with DataLoader workers can deadlock).
-    Clip selection follows :func:`clip_indices`. Missing file -> ``FileNotFoundError``; empty file or a
-    video too short for the clip -> ``ValueError``; undecodable data -> decord's error.
+    ``decoder``: ``"decord"``, ``"pyav"``, ``"torchcodec"`` or ``"auto"`` (decord if it imports, else
+    PyAV, else torchcodec; see :mod:`videogen.core.decoders`).  All return the same frames for the same
+    clip.  An explicit backend that is not installed is a one-line ``ImportError`` (torchcodec without
+    loadable FFmpeg libraries a ``RuntimeError``) naming what to install.
 
-    ``seek``: decode only the clip's frames (``get_batch(indices)``) instead of the whole span
-    ``indices[0] .. indices[-1]`` subsampled.  ``None`` (default) seeks in the containers where decord's
-    seeking is frame-accurate (:data:`SEEKABLE_EXTENSIONS`: MP4, MOV, MKV, WebM) and decodes the span in
-    the others (AVI: ``get_batch`` of frames 2 apart returned a neighbouring frame).  At stride 4 the span
-    is 4x the frames a clip needs; both ways give identical frames where seeking is exact.
+    A new reader is opened per call (a reader shared with DataLoader workers can deadlock).  Clip
+    selection follows :func:`clip_indices` on the backend's frame count.  Missing file ->
+    ``FileNotFoundError``; empty file or a video too short for the clip -> ``ValueError`` naming the
+    file; undecodable data -> the backend's error.
+
+    ``seek``: decode only what the clip's frames need instead of the whole span ``indices[0] ..
+    indices[-1]`` (decord: ``get_batch(indices)``; PyAV: from the keyframe before the first index instead
+    of from the first frame; torchcodec always seeks exactly).  ``None`` (default) seeks in the
+    containers where seeking is frame-accurate (:data:`SEEKABLE_EXTENSIONS`: MP4, MOV, MKV, WebM) and
+    decodes sequentially in the others (AVI: decord's ``get_batch`` of frames 2 apart returned a
+    neighbouring frame).  At stride 4 the span is 4x the frames a clip needs; both ways give identical
+    frames where seeking is exact.
     """
-    import decord
+    from .decoders import check_decoder, open_video
 
+    check_decoder(decoder)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"video file not found: {path}")
     if path.stat().st_size == 0:
         raise ValueError(f"video file is empty (0 bytes): {path}")
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    indices = clip_indices(len(reader), num_frames, frame_stride, start, generator)
+    reader = open_video(path, decoder)
+    try:
+        indices = clip_indices(len(reader), num_frames, frame_stride, start, generator)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     if seek is None:
         seek = path.suffix.lower() in SEEKABLE_EXTENSIONS
-    try:
-        if seek or frame_stride == 1:
-            frames = reader.get_batch(indices).asnumpy()  # (T, H, W, C) uint8
-        else:
-            # Decode the contiguous span and subsample it: decord's seeking is not frame-accurate in some
-            # containers (AVI: get_batch([0, 2, 4]) returned a neighbouring frame), sequential decoding is.
-            span = list(range(indices[0], indices[-1] + 1))
-            frames = reader.get_batch(span).asnumpy()[[i - indices[0] for i in indices]]
-    except decord.DECORDError as err:
-        # decord 0.6 fails on some frame widths (16, 24, 48, ...: a row-alignment bug); ffmpeg reads them.
-        if "size must exactly match" not in str(err):
-            raise
-        frames = _read_frames_ffmpeg(path)[indices]
-    return torch.from_numpy(frames)
-
-
-def _read_frames_ffmpeg(path: Path) -> np.ndarray:
-    """Every frame of a video through imageio-ffmpeg, uint8 ``(N, H, W, 3)``."""
-    import imageio_ffmpeg
-
-    frames = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-    w, h = next(frames)["size"]  # the generator yields its metadata first
-    return np.stack([np.frombuffer(f, dtype=np.uint8).reshape(h, w, 3) for f in frames])
+    return reader.frames(indices, seek)
 
 
 def _as_uint8_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:
