@@ -150,8 +150,8 @@ class _PyAV:
         self.av = _import("pyav")
         self.path = path
         self.container = self._open()
-        # (frame count, sorted packet timestamps or None when one is missing, keyframes' (pts, dts))
-        self._scan: tuple[int, list[int] | None, list[tuple[int, int]]] | None = None
+        # (frame count, sorted packet timestamps or None when one is missing, the keyframes' timestamps)
+        self._scan: tuple[int, list[int] | None, list[int]] | None = None
 
     def _open(self):
         container = self.av.open(str(self.path))
@@ -170,7 +170,7 @@ class _PyAV:
     def stream(self):
         return self.container.streams.video[0]
 
-    def _packets(self) -> tuple[int, list[int] | None, list[tuple[int, int]]]:
+    def _packets(self) -> tuple[int, list[int] | None, list[int]]:
         """Read every video packet of the file once (no decoding), then reopen it at the start."""
         if self._scan is None:
             pts, keys = [], []
@@ -179,7 +179,7 @@ class _PyAV:
                     continue
                 pts.append(packet.pts)
                 if packet.is_keyframe and packet.pts is not None:
-                    keys.append((packet.pts, packet.dts if packet.dts is not None else packet.pts))
+                    keys.append(packet.pts)
             self._reopen()
             complete = all(p is not None for p in pts)
             self._scan = (len(pts), sorted(pts) if complete else None, sorted(keys))
@@ -219,11 +219,14 @@ class _PyAV:
                 break
         return out
 
-    def _seek_decode(self, indices: Sequence[int], pts: list[int], keys: list[tuple[int, int]]
+    def _seek_decode(self, indices: Sequence[int], pts: list[int], keys: list[int]
                      ) -> list[np.ndarray] | None:
         wanted = [pts[i] for i in indices]
-        _, key_dts = max((k for k in keys if k[0] <= wanted[0]), default=keys[0])
-        self.container.seek(key_dts, stream=self.stream, backward=True, any_frame=False)
+        key = max((k for k in keys if k <= wanted[0]), default=keys[0])
+        # MP4 and MKV seek by presentation timestamp (mov turns back to a sample whose pts is not later,
+        # Matroska cues hold pts): this lands on that keyframe (its dts, earlier with B-frames, landed one
+        # GOP too early in MP4)
+        self.container.seek(key, stream=self.stream, backward=True, any_frame=False)
         out = self._collect(self.container.decode(self.stream), lambda n, f: f.pts, indices, wanted,
                             max(wanted))
         if any(a is None for a in out):  # a wanted frame did not come: decode from the start instead

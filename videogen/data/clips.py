@@ -12,7 +12,8 @@ This base class turns a source into an item dict: ``video`` ``(C, T, H, W)`` plu
 when the layout has them, and ``index``.  ``video`` is float32 in [-1, 1] (``dtype="float32"``, the
 default) or the decoded uint8 (``dtype="uint8"``: 4x fewer bytes through worker queues and pinned
 buffers; ``videogen.core.training.TrainingModule`` turns it into float on the device).  Decoders are
-opened inside ``__getitem__`` (decord readers shared with DataLoader workers can deadlock).
+opened inside ``__getitem__`` (decord readers shared with DataLoader workers can deadlock); ``decoder``
+chooses decord, PyAV or torchcodec (``videogen.core.decoders``).
 
 A source that cannot give a clip (a missing, empty or truncated file, undecodable data, too few frames,
 an unreadable image) is skipped with a warning and recorded; the next readable source is returned in its
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from videogen.core.decoders import resolve_decoder
 from videogen.core.video import clip_indices, read_video, resize_center_crop
 
 __all__ = ["ClipDataset", "ClipSource", "SourceIndex", "StringColumn", "natural_key", "read_frames"]
@@ -264,6 +266,10 @@ class ClipDataset(Dataset):
             uint8, within one level of the float resize), made float on the device by
             ``TrainingModule.on_after_batch_transfer`` (training loops only: code that reads items
             directly wants ``"float32"``).
+        decoder: the video decoder of :func:`~videogen.core.video.read_video`: ``"auto"`` (decord if it
+            imports, else PyAV, else torchcodec), ``"decord"``, ``"pyav"`` or ``"torchcodec"``; checked
+            at construction (an explicit one that is not installed is a one-line error here, not a skip of
+            every item).
     """
 
     def __init__(
@@ -274,6 +280,7 @@ class ClipDataset(Dataset):
         start: str = "random",
         seed: int = 0,
         dtype: str = "float32",
+        decoder: str = "auto",
     ) -> None:
         if num_frames < 1 or frame_stride < 1:
             raise ValueError(f"num_frames and frame_stride must be >= 1, got {num_frames}, {frame_stride}")
@@ -288,6 +295,8 @@ class ClipDataset(Dataset):
         self.num_frames, self.frame_stride, self.size, self.start, self.seed, self.dtype = (
             num_frames, frame_stride, size, start, seed, dtype
         )
+        resolve_decoder(decoder)  # ValueError for an unknown name, ImportError/RuntimeError if unusable
+        self.decoder = decoder
         self.index = SourceIndex("", StringColumn.from_strings([]))
         self._warned = 0
 
@@ -333,7 +342,8 @@ class ClipDataset(Dataset):
         if source.frames is not None:
             indices = clip_indices(len(source.frames), self.num_frames, self.frame_stride, self.start, rng)
             return read_frames([source.frames[i] for i in indices])
-        return read_video(source.path, self.num_frames, self.frame_stride, self.start, rng)
+        return read_video(source.path, self.num_frames, self.frame_stride, self.start, rng,
+                          decoder=self.decoder)
 
     def to_output(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 ``(T, H, W, C)`` -> the item's ``video`` ``(C, T, H, W)`` in this dataset's ``dtype``.

@@ -8,8 +8,8 @@ does not know (``s3://``, ``az://`` ...) are opened with ``fsspec``.
 
 - :class:`WebVideoShards`: an ``IterableDataset`` that reads the shards once per epoch, split by rank
   and DataLoader worker, shuffled (per-epoch shard order + a seeded sample buffer), and decodes clips with
-  the map-style datasets' options (``num_frames``, ``frame_stride``, ``size``, ``start``, ``seed``) into
-  the same item dicts (``video``, ``index``, ``caption``, ``label``).
+  the map-style datasets' options (``num_frames``, ``frame_stride``, ``size``, ``start``, ``seed``,
+  ``dtype``, ``decoder``) into the same item dicts (``video``, ``index``, ``caption``, ``label``).
 - :class:`ShardSamples`: local shards read by position (what ``videogen cache`` encodes).
 - Writing shards from any videogen dataset: :mod:`videogen.data.shard_writer` (``write_shards``, ``python
   -m videogen.data.shard_writer``).
@@ -150,6 +150,9 @@ class WebVideoShards(IterableDataset):
             memory-backed one (``/dev/shm``) saves a disk write per clip.
         dtype: ``"float32"`` (``video`` in [-1, 1]) or ``"uint8"`` (made float on the device), as
             :class:`~videogen.data.clips.ClipDataset`.
+        decoder: the video decoder (``"auto"``, ``"decord"``, ``"pyav"``, ``"torchcodec"``), as
+            :class:`~videogen.data.clips.ClipDataset`; the file extension of the sample's video field
+            (``mp4``, ``avi`` ...) chooses seeking as for files.
 
     Broken samples (no video field, undecodable or too short video, missing caption) and unreadable or
     truncated shards are skipped with a warning and counted in ``num_skipped`` (shared memory, so counts
@@ -177,10 +180,11 @@ class WebVideoShards(IterableDataset):
         require_caption: bool = True,
         tmp_dir: str | os.PathLike | None = None,
         dtype: str = "float32",
+        decoder: str = "auto",
     ) -> None:
         super().__init__()
         # a ClipDataset without sources: it validates the clip options and decodes exactly as map-style
-        self.clips = ClipDataset(num_frames, frame_stride, size, start, seed, dtype)
+        self.clips = ClipDataset(num_frames, frame_stride, size, start, seed, dtype, decoder)
         self.urls = expand_urls(urls)
         missing = [u for u in self.urls if _is_local(u) and not Path(urlparse(u).path or u).is_file()]
         if missing:
@@ -372,15 +376,16 @@ class ShardSamples(Dataset):
     it), else from the tar's headers.  A broken sample is skipped, warned about and counted
     (``num_skipped``) and the next one is returned, as the map-style datasets do.
 
-    Args: ``urls`` as :class:`WebVideoShards` (local paths only), and its clip options.
+    Args: ``urls`` as :class:`WebVideoShards` (local paths only), and its clip options and ``decoder``.
     """
 
     def __init__(self, urls: str | Sequence[str], num_frames: int = 16, frame_stride: int = 1,
                  size: int | Sequence[int] | None = None, start: str = "random", seed: int = 0,
                  require_caption: bool = True, tmp_dir: str | os.PathLike | None = None,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", decoder: str = "auto") -> None:
         self.stream = WebVideoShards(urls, num_frames, frame_stride, size, start, seed, shuffle=False,
-                                     require_caption=require_caption, tmp_dir=tmp_dir, dtype=dtype)
+                                     require_caption=require_caption, tmp_dir=tmp_dir, dtype=dtype,
+                                     decoder=decoder)
         remote = [u for u in self.stream.urls if not _is_local(u)]
         if remote:
             raise ValueError(f"ShardSamples reads local shards only (random access), got {remote[0]}: "

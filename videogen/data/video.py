@@ -13,7 +13,7 @@ row) and asks the file system nothing per listed row: a 10.7M-row WebVid CSV is 
 list names but that do not exist, and files that cannot give a clip, are skipped when read, with a
 warning, and counted (``dataset.missing``, ``dataset.skipped``, ``dataset.num_skipped``; see
 ``videogen.data.clips``). Clip options (``num_frames``, ``frame_stride``, ``size``, ``start``, ``seed``,
-``dtype``) are those of :class:`~videogen.data.clips.ClipDataset`.
+``dtype``, ``decoder``) are those of :class:`~videogen.data.clips.ClipDataset`.
 """
 
 from __future__ import annotations
@@ -119,8 +119,9 @@ class ClassFolderVideos(ClipDataset):
         start: str = "random",
         seed: int = 0,
         dtype: str = "float32",
+        decoder: str = "auto",
     ) -> None:
-        super().__init__(num_frames, frame_stride, size, start, seed, dtype)
+        super().__init__(num_frames, frame_stride, size, start, seed, dtype, decoder)
         self.root = _existing_dir(root, "class-folder dataset root")
         if split not in (None, "train", "test"):
             raise ValueError(f"split must be None, 'train' or 'test', got {split!r}")
@@ -191,8 +192,9 @@ class CsvCaptionVideos(ClipDataset):
         start: str = "random",
         seed: int = 0,
         dtype: str = "float32",
+        decoder: str = "auto",
     ) -> None:
-        super().__init__(num_frames, frame_stride, size, start, seed, dtype)
+        super().__init__(num_frames, frame_stride, size, start, seed, dtype, decoder)
         self.root = _existing_dir(root, "video root")
         csv_path = _existing_file(csv_path, "caption CSV")
         template, fields = _positional_template(path_template)
@@ -253,8 +255,9 @@ class JsonCaptionVideos(ClipDataset):
         start: str = "random",
         seed: int = 0,
         dtype: str = "float32",
+        decoder: str = "auto",
     ) -> None:
-        super().__init__(num_frames, frame_stride, size, start, seed, dtype)
+        super().__init__(num_frames, frame_stride, size, start, seed, dtype, decoder)
         self.root = _existing_dir(root, "video root")
         json_path = _existing_file(json_path, "caption JSON")
         data = json.loads(json_path.read_text(encoding="utf-8"))
@@ -286,8 +289,9 @@ class FrameFolderVideos(ClipDataset):
         start: str = "random",
         seed: int = 0,
         dtype: str = "float32",
+        decoder: str = "auto",
     ) -> None:
-        super().__init__(num_frames, frame_stride, size, start, seed, dtype)
+        super().__init__(num_frames, frame_stride, size, start, seed, dtype, decoder)
         self.root = _existing_dir(root, "frame-folder dataset root")
         suffixes = {e.lower() for e in extensions}
         found = []  # (folder relative to root, its frame names in natural order)
