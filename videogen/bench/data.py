@@ -9,11 +9,12 @@
   alone (no decoding: each item reads its row's path and caption), the sum of the workers' private
   memory (``/proc/<pid>/smaps_rollup``) at the end minus after their first batch.  Per-row Python
   objects are copied page by page as reference counts touch them; NumPy columns are not written.
-- ``data_decode``: clips per second in one thread (``torch.set_num_threads(1)``, decord ``num_threads=1``,
-  a new reader per clip as in a worker), random 16-frame clips at stride 4 from generated 64-frame
-  libx264 MP4s: decord returning uint8 (the raw decode), the old dataset path (decode the 61-frame span,
-  subsample, float out of place on the permuted layout) and the dataset now (float32 and uint8 items).
-  (PyAV and torchcodec are not in the environment: no rows for them.)
+- ``data_decode``: clips per second per DataLoader worker (one thread: ``torch.set_num_threads(1)`` and
+  one decoding thread in every backend; a new reader per clip as in a worker) for each decoder backend
+  that loads (decord, PyAV, torchcodec: ``videogen.core.decoders``), random 16-frame clips at stride 4
+  from generated 64-frame libx264 MP4s (WebVid's 336x596 and 720p): the decode alone (uint8
+  ``(T, H, W, C)``) and the loader's item (``dtype="uint8"``, resized and centre-cropped to 256x256 and
+  512x1024).  The decoders' frames are checked identical on every clip timed.
 
 The 10.7M-row index numbers in docs/data.md come from a one-off run of this module's command line:
 ``python -m videogen.bench.data --rows 10700000 --impl lean`` (and ``--impl old`` at 1M rows, scaled).
@@ -207,24 +208,6 @@ def _write_test_video(path: Path, frames: int, h: int, w: int) -> Path:
     return write_video(path, video, fps=25)
 
 
-def _old_dataset_clip(path: Path, indices: list[int]) -> torch.Tensor:
-    """The old item path: decode the span, subsample, float out of place on the permuted layout."""
-    import decord
-
-    from videogen.core.video import from_uint8
-
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    span = list(range(indices[0], indices[-1] + 1))
-    frames = reader.get_batch(span).asnumpy()[[i - indices[0] for i in indices]]
-    return from_uint8(torch.from_numpy(frames))
-
-
-def _decord_clip(path: Path, indices: list[int]) -> np.ndarray:
-    import decord
-
-    return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1).get_batch(indices).asnumpy()
-
-
 def _clips_per_second(methods: dict[str, Any], starts: list[int]) -> dict[str, float]:
     """Clips per second of each method over the same starts, the methods interleaved clip by clip (so that
     a change of machine load hits every method alike)."""
@@ -239,7 +222,26 @@ def _clips_per_second(methods: dict[str, Any], starts: list[int]) -> dict[str, f
     return {name: len(starts) / t for name, t in seconds.items()}
 
 
-def _decode_rows(folder: Path, h: int, w: int, clips: int) -> list[dict[str, Any]]:
+def _usable_decoders() -> list[str]:
+    """The decoder backends that load here (decord, PyAV, torchcodec), in the ``"auto"`` order."""
+    from videogen.core.decoders import resolve_decoder
+
+    usable = []
+    for name in ("decord", "pyav", "torchcodec"):
+        try:
+            resolve_decoder(name)
+        except (ImportError, RuntimeError):
+            continue
+        usable.append(name)
+    return usable
+
+
+#: (source video H, W, item size): WebVid's 336x596 previews -> 256x256, 720p -> 512x1024
+DECODE_SETTINGS = ((336, 596, (256, 256)), (720, 1280, (512, 1024)))
+
+
+def _decode_rows(folder: Path, h: int, w: int, size: tuple[int, int], clips: int,
+                 decoders: list[str]) -> list[dict[str, Any]]:
     from videogen.core.video import read_video
     from videogen.data import JsonCaptionVideos
 
@@ -248,34 +250,41 @@ def _decode_rows(folder: Path, h: int, w: int, clips: int) -> list[dict[str, Any
     path = _write_test_video(folder / f"v{h}x{w}.mp4", length, h, w)
     (folder / f"v{h}.json").write_text(json.dumps([{"video": path.name, "caption": "x"}]))
     starts = [int(s) for s in np.random.default_rng(0).integers(0, length - span + 1, clips)]
-    datasets = {d: JsonCaptionVideos(folder, folder / f"v{h}.json", num_frames=num_frames,
-                                     frame_stride=stride, dtype=d) for d in ("float32", "uint8")}
+    # the loader's work: a uint8 item (the WebVid recipes' dtype), resized and centre-cropped to ``size``
+    dataset = JsonCaptionVideos(folder, folder / f"v{h}.json", num_frames=num_frames, frame_stride=stride,
+                                size=size, dtype="uint8")
 
-    def dataset_item(dtype: str, s: int) -> torch.Tensor:
-        # the item of a given start: the dataset's own decode and conversion
-        return datasets[dtype].to_output(read_video(path, num_frames, stride, s))
+    for s in sorted(set(starts)):  # every decoder gives the same frames for every clip timed
+        clips_of = [read_video(path, num_frames, stride, s, decoder=d) for d in decoders]
+        if not all(torch.equal(clips_of[0], c) for c in clips_of[1:]):
+            raise AssertionError(f"decoders {decoders} disagree on the clip from frame {s} of {path.name}")
 
-    raw = "decord get_batch(indices), uint8 (raw)"
-    methods = {
-        raw: lambda s: _decord_clip(path, list(range(s, s + span, stride))),
-        "old dataset path: span decode + float out of place":
-            lambda s: _old_dataset_clip(path, list(range(s, s + span, stride))),
-        "dataset now, float32 item": lambda s: dataset_item("float32", s),
-        "dataset now, uint8 item": lambda s: dataset_item("uint8", s),
-    }
+    def item(decoder: str, s: int) -> torch.Tensor:
+        return dataset.to_output(read_video(path, num_frames, stride, s, decoder=decoder))
+
+    methods = {}
+    for d in decoders:
+        methods[f"{d}: decode, uint8 (T, H, W, C)"] = lambda s, d=d: read_video(path, num_frames, stride, s,
+                                                                                 decoder=d)
+        methods[f"{d}: uint8 item, resized to {size[0]}x{size[1]}"] = lambda s, d=d: item(d, s)
     rates = _clips_per_second(methods, starts)
-    return [{"video (HxW), 16 frames stride 4": f"{h}x{w}", "reader": name, "clips": clips,
-             "clips/s (1 thread)": round(rate, 2), "vs raw decode": round(rate / rates[raw], 3)}
+    base = rates[f"{decoders[0]}: decode, uint8 (T, H, W, C)"]
+    return [{"source HxW -> item": f"{h}x{w} -> {size[0]}x{size[1]}", "reader": name, "clips": clips,
+             "clips/s (1 thread)": round(rate, 2), f"vs {decoders[0]} decode": round(rate / base, 3)}
             for name, rate in rates.items()]
 
 
 def build_decode_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
+    decoders = _usable_decoders()
+    if not decoders:
+        raise RuntimeError("no video decoder loads here: pip install av")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            return (_decode_rows(Path(tmp), 256, 256, 4 if quick else 10)
-                    + _decode_rows(Path(tmp), 512, 1024, 2 if quick else 5))
+            (small_h, small_w, small), (big_h, big_w, big) = DECODE_SETTINGS
+            return (_decode_rows(Path(tmp), small_h, small_w, small, 4 if quick else 20, decoders)
+                    + _decode_rows(Path(tmp), big_h, big_w, big, 2 if quick else 8, decoders))
     finally:
         torch.set_num_threads(threads)
 
@@ -331,10 +340,11 @@ register_table(
     description="4 forked workers read every row of the index once (path and caption, no decoding); growth "
                 "of the sum of their private memory from the first batch to the end of the epoch.")
 register_table(
-    "data_decode", build_decode_table, title="Data: clip decoding, one thread",
-    description="Random 16-frame clips at stride 4 from a generated 64-frame libx264 MP4, one thread, a new "
-                "decord reader per clip; the raw decode returns uint8 (T, H, W, C), the dataset rows include "
-                "the conversion to the item's (C, T, H, W) tensor.")
+    "data_decode", build_decode_table, title="Data: clip decoding per decoder, one thread",
+    description="Random 16-frame clips at stride 4 from a generated 64-frame libx264 MP4 (one keyframe), one "
+                "thread, a new reader per clip, for each decoder that loads here (decord, PyAV, torchcodec; "
+                "frames checked identical): the decode alone returns uint8 (T, H, W, C); the item is the "
+                "loader's work, a dtype='uint8' (C, T, H, W) item resized and centre-cropped.")
 register_table(
     "data_shards", build_shards_table, title="Data: shard streaming vs map-style files, one thread",
     description="The same generated 64-frame 288x512 libx264 mp4 files read as a map-style dataset and as "

@@ -122,6 +122,9 @@ class _Decord:
             frames = _read_frames_ffmpeg(self.path)[list(indices)]
         return torch.from_numpy(frames)
 
+    def close(self) -> None:
+        pass  # the reader's file is released with the reader
+
 
 def _read_frames_ffmpeg(path: Path) -> np.ndarray:
     """Every frame of a video through imageio-ffmpeg, uint8 ``(N, H, W, 3)``."""
@@ -152,6 +155,7 @@ class _PyAV:
         self.container = self._open()
         # (frame count, sorted packet timestamps or None when one is missing, the keyframes' timestamps)
         self._scan: tuple[int, list[int] | None, list[int]] | None = None
+        self._rewind = False  # the file was read past its start: reopen before a sequential decode
 
     def _open(self):
         container = self.av.open(str(self.path))
@@ -171,7 +175,7 @@ class _PyAV:
         return self.container.streams.video[0]
 
     def _packets(self) -> tuple[int, list[int] | None, list[int]]:
-        """Read every video packet of the file once (no decoding), then reopen it at the start."""
+        """Read every video packet of the file once (no decoding); the next decode seeks, or reopens."""
         if self._scan is None:
             pts, keys = [], []
             for packet in self.container.demux(self.stream):
@@ -180,7 +184,7 @@ class _PyAV:
                 pts.append(packet.pts)
                 if packet.is_keyframe and packet.pts is not None:
                     keys.append(packet.pts)
-            self._reopen()
+            self._rewind = True
             complete = all(p is not None for p in pts)
             self._scan = (len(pts), sorted(pts) if complete else None, sorted(keys))
         return self._scan
@@ -222,7 +226,7 @@ class _PyAV:
     def _seek_decode(self, indices: Sequence[int], pts: list[int], keys: list[int]
                      ) -> list[np.ndarray] | None:
         wanted = [pts[i] for i in indices]
-        key = max((k for k in keys if k <= wanted[0]), default=keys[0])
+        key = max((k for k in keys if k <= min(wanted)), default=keys[0])
         # MP4 and MKV seek by presentation timestamp (mov turns back to a sample whose pts is not later,
         # Matroska cues hold pts): this lands on that keyframe (its dts, earlier with B-frames, landed one
         # GOP too early in MP4)
@@ -230,17 +234,23 @@ class _PyAV:
         out = self._collect(self.container.decode(self.stream), lambda n, f: f.pts, indices, wanted,
                             max(wanted))
         if any(a is None for a in out):  # a wanted frame did not come: decode from the start instead
-            self._reopen()
+            self._rewind = True
             return None
         return out
 
     def _sequential_decode(self, indices: Sequence[int]) -> list[np.ndarray]:
+        if self._rewind:
+            self._reopen()
+            self._rewind = False
         out = self._collect(self.container.decode(self.stream), lambda n, f: n, indices, list(indices),
                             max(indices))
         if any(a is None for a in out):
             raise ValueError(f"{self.path} decoded to fewer frames than the clip needs (frame "
                              f"{max(indices)})")
         return out
+
+    def close(self) -> None:
+        self.container.close()
 
 
 class _TorchCodec:
@@ -268,11 +278,14 @@ class _TorchCodec:
                              f"for {self.path.name}, or seek=True to trust it")
         return self.decoder.get_frames_at(list(indices)).data  # (T, H, W, C) uint8
 
+    def close(self) -> None:
+        pass  # the decoder's file is released with the decoder
+
 
 _BACKENDS = {"decord": _Decord, "pyav": _PyAV, "torchcodec": _TorchCodec}
 
 
 def open_video(path: Path, decoder: str = "auto"):
     """A backend reader of ``path``: ``len(reader)`` frames, ``reader.frames(indices, seek)`` -> uint8
-    ``(T, H, W, C)``.  The file's existence is the caller's check (:func:`read_video`)."""
+    ``(T, H, W, C)``, ``reader.close()``.  The file's existence is the caller's check (:func:`read_video`)."""
     return _BACKENDS[resolve_decoder(decoder)](path)

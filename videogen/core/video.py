@@ -175,14 +175,17 @@ def read_video(
         raise FileNotFoundError(f"video file not found: {path}")
     if path.stat().st_size == 0:
         raise ValueError(f"video file is empty (0 bytes): {path}")
-    reader = open_video(path, decoder)
-    try:
-        indices = clip_indices(len(reader), num_frames, frame_stride, start, generator)
-    except ValueError as err:
-        raise ValueError(f"{path}: {err}") from None
     if seek is None:
         seek = path.suffix.lower() in SEEKABLE_EXTENSIONS
-    return reader.frames(indices, seek)
+    reader = open_video(path, decoder)
+    try:
+        try:
+            indices = clip_indices(len(reader), num_frames, frame_stride, start, generator)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        return reader.frames(indices, seek)
+    finally:
+        reader.close()
 
 
 def _as_uint8_frames(video: torch.Tensor | np.ndarray) -> np.ndarray:
