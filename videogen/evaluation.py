@@ -312,7 +312,7 @@ def generate_split(model: Any, dataset: Any, out: str | os.PathLike, samples_per
 def _finished(out: Path) -> dict[str, int]:
     """The videos an earlier run finished (``out/generate_done.jsonl``: file -> frames) that still decode
     with that many frames; anything else under ``out`` is generated again."""
-    import decord
+    from videogen.core.decoders import open_video
 
     done: dict[str, int] = {}
     log = out / DONE
@@ -325,8 +325,12 @@ def _finished(out: Path) -> dict[str, int]:
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             continue  # a line cut short by a killed run
         try:
-            if len(decord.VideoReader(str(out / name), num_threads=1)) == frames:
-                done[name] = frames
+            reader = open_video(out / name)
+            try:
+                if len(reader) == frames:
+                    done[name] = frames
+            finally:
+                reader.close()
         except Exception:  # noqa: BLE001 - missing or undecodable: not done
             pass
     return done

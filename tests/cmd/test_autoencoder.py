@@ -78,16 +78,17 @@ def test_positions_are_applied_permuting_frames_changes_the_encoding():
     torch.testing.assert_close(official.encode(x)[1][:, :, perm], official.encode(x[:, :, perm])[1])
 
 
-def test_cached_one_pass_rotation_equals_rotating_q_and_k_separately():
-    """The attention rotates q and k together with cached tables; the oracle is the per-call ``rotary``
-    of each of q and k (1-D over frames, axial 2-D over the grid): bit for bit.  Tables first built under
-    inference mode must still serve a training step."""
+def test_complex_pair_rotation_equals_rotating_q_and_k_separately():
+    """The attention takes q and k in pair order and turns them by one complex multiply with cached phases;
+    the oracle is the per-call ``rotary`` of each of q and k on the plain ``qkv`` projection (1-D over
+    frames, axial 2-D over the grid).  In float64 they agree to rounding, outputs and input gradients alike.
+    Phases first built under inference mode must still serve a training step."""
     import torch.nn.functional as F
 
     from videogen.cmd.autoencoder import _RotaryAttention, rotary
 
     torch.manual_seed(0)
-    attn = _RotaryAttention(32, 2)
+    attn = _RotaryAttention(32, 2).double()
 
     def reference(x, axes):
         b, n, c = x.shape
@@ -104,11 +105,18 @@ def test_cached_one_pass_rotation_equals_rotating_q_and_k_separately():
         return attn.proj(out.transpose(1, 2).reshape(b, n, c))
 
     for axes, n in (((5,), 5), ((3, 4), 12)):
-        x = torch.randn(2, n, 32)
-        assert torch.equal(attn(x, axes), reference(x, axes))
-    x = torch.randn(2, 21, 32, requires_grad=True)
+        x = torch.randn(2, n, 32, dtype=torch.float64, requires_grad=True)
+        ours, ref = attn(x, axes), reference(x, axes)
+        torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-9)
+        grad = torch.randn_like(ref)
+        (ours_grad,), (ref_grad,) = torch.autograd.grad(ours, x, grad), torch.autograd.grad(ref, x, grad)
+        torch.testing.assert_close(ours_grad, ref_grad, rtol=1e-6, atol=1e-9)
+        without = _RotaryAttention(32, 2, rotary=False).double()
+        without.load_state_dict(attn.state_dict())
+        assert (without(x, axes) - ref).abs().max() > 1e-3  # the positions do change the output
+    x = torch.randn(2, 21, 32, dtype=torch.float64, requires_grad=True)
     with torch.inference_mode():
-        attn(x.detach(), (7, 3))  # a fresh layout's tables made in inference mode
+        attn(x.detach(), (7, 3))  # a fresh layout's phases made in inference mode
     attn(x, (7, 3)).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 

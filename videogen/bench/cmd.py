@@ -191,50 +191,76 @@ register_table(
 )
 
 
+def _peak_step_memory(net: torch.nn.Module, x: torch.Tensor) -> float:
+    """Peak tensor memory (MiB) of one training step: parameters, gradients, activations, temporaries,
+    counted by torch's ``MemTracker`` (device independent, so it works on the CPU)."""
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    net.zero_grad(set_to_none=True)
+    tracker = MemTracker()
+    tracker.track_external(net)
+    with tracker:
+        content, motion = net.encode(x)
+        net.decode(content, motion).square().mean().backward()
+    peak = tracker.get_tracker_snapshot("peak")
+    return sum(stats["Total"] for stats in peak.values()) / 2**20
+
+
 def build_rotary_table(out_dir: Path, quick: bool) -> list[dict[str, Any]]:
     """Training step (encode + decode + backward) of the CMD autoencoder with and without rotary positions,
-    one thread, interleaved A B A B, median."""
+    one thread, interleaved A B A B, median; and its peak tensor memory."""
     import statistics
     import time
 
     from videogen.cmd import CMDAutoencoder
 
-    cfg = dict(in_channels=3, num_frames=8, height=32, width=32, patch_size=2, hidden_size=384, depth=2,
-               heads=8, motion_channels=8)
-    rounds = 3 if quick else 7
+    settings = [("width 384, 8 heads, depth 2, pixels 2x3x8x32x32 (256 tokens a frame)",
+                 dict(num_frames=8, height=32, width=32, depth=2), (2, 3, 8, 32, 32), 3 if quick else 9)]
+    if not quick:  # the UCF-101 training clip: 16 frames of 64x64 at patch 2, 1,024 tokens a frame
+        settings.append(("width 384, 8 heads, depth 1, pixels 1x3x16x64x64 (UCF clip, 1,024 tokens a frame)",
+                         dict(num_frames=16, height=64, width=64, depth=1), (1, 3, 16, 64, 64), 5))
+    rows = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        nets = {}
-        for rot in (True, False):
-            torch.manual_seed(0)
-            nets[rot] = CMDAutoencoder(**cfg, rotary=rot)
-        x = torch.rand(2, 3, 8, 32, 32) * 2 - 1
+        for name, shape, size, rounds in settings:
+            cfg = dict(in_channels=3, patch_size=2, hidden_size=384, heads=8, motion_channels=8, **shape)
+            nets = {}
+            for rot in (True, False):
+                torch.manual_seed(0)
+                nets[rot] = CMDAutoencoder(**cfg, rotary=rot)
+            x = torch.rand(*size) * 2 - 1
 
-        def step(net: torch.nn.Module) -> float:
-            start = time.perf_counter()
-            content, motion = net.encode(x)
-            net.decode(content, motion).square().mean().backward()
-            return time.perf_counter() - start
+            def step(net: torch.nn.Module, x: torch.Tensor = x) -> float:
+                net.zero_grad(set_to_none=True)
+                start = time.perf_counter()
+                content, motion = net.encode(x)
+                net.decode(content, motion).square().mean().backward()
+                return time.perf_counter() - start
 
-        for net in nets.values():
-            step(net)  # warm-up
-        times: dict[bool, list[float]] = {True: [], False: []}
-        for _ in range(rounds):
-            for rot, net in nets.items():
-                times[rot].append(step(net))
+            for net in nets.values():
+                step(net)  # warm-up
+            times: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(rounds):
+                for rot, net in nets.items():
+                    times[rot].append(step(net))
+            with_rot, without = statistics.median(times[True]), statistics.median(times[False])
+            mem = {rot: _peak_step_memory(net, x) for rot, net in nets.items()}
+            rows.append({"autoencoder": name, "rotary ms": round(1000 * with_rot),
+                         "no positions ms": round(1000 * without), "time ratio": round(with_rot / without, 3),
+                         "rotary peak MiB": round(mem[True], 1),
+                         "no positions peak MiB": round(mem[False], 1),
+                         "memory ratio": round(mem[True] / mem[False], 3), "rounds": rounds})
     finally:
         torch.set_num_threads(threads)
-    with_rot, without = statistics.median(times[True]), statistics.median(times[False])
-    return [{"autoencoder": "width 384, 8 heads, depth 2, pixels 2x3x8x32x32",
-             "rotary ms": round(1000 * with_rot), "no positions ms": round(1000 * without),
-             "ratio": round(with_rot / without, 3), "rounds": rounds}]
+    return rows
 
 
 register_table(
     "cmd_rotary_cost", build_rotary_table, title="CMD: cost of the autoencoder's rotary positions (CPU)",
     description="One training step (encode, decode, backward of a squared-output loss) of the CMD "
                 "autoencoder at the official width with rotary positions (videogen's default) and without "
-                "(the official code's behaviour, rotary=False), one thread, interleaved, median. The "
-                "rotation uses cached cos / signed-sin tables of each token layout and turns q and k "
-                "together in one pass.")
+                "(the official code's behaviour, rotary=False), one thread, interleaved, median, and the "
+                "peak tensor memory of the step (torch's MemTracker). q and k come from their projection "
+                "rows in pair order and turn by one complex multiply with phases cached per token layout; "
+                "only the rotated q, k and v are kept for backward, as without positions.")

@@ -2,7 +2,7 @@
 
 Every backend opens one file, reports its frame count and returns the frames of given indices as uint8
 ``(T, H, W, C)`` RGB, one decoding thread (DataLoader workers give the parallelism); for the same
-indices all three return the same frames (``tests/test_decoders.py``).
+indices all three return the same frames (``tests/core/test_decoders.py``).
 
 - ``"decord"``: the fastest at small frame sizes (docs/data.md "Decoding"), but its wheels exist for
   x86_64 only (Linux, Intel macOS, Windows).
