@@ -193,3 +193,5 @@ while True:
     pipe = load_pretrained(tmp_path / "pair")
     sizes = {pipe.first.w.numel(), pipe.second.w.numel()}
     assert (pipe.gain, sizes) in ((1.0, {3}), (2.0, {4_000_000}))
+    pipe.save_pretrained(tmp_path / "pair")  # the next save removes what the killed one left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pair"]

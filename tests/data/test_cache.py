@@ -139,7 +139,6 @@ def test_killed_writer_leaves_no_shard_that_is_read_and_a_rerun_finishes_it(tiny
     _assert_same_items(_items(LatentCache(out)), _items(LatentCache(tiny / "ref")))
 
 
-@pytest.mark.slow
 @pytest.mark.ddp
 def test_two_ranks_write_the_single_process_cache(tiny, tmp_path):
     out = tmp_path / "ddp"

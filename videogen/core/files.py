@@ -3,7 +3,8 @@
 * :func:`atomic_path`: yields a temporary name in the target's folder (same suffix, so writers that pick
   the format from it still work); on success it is renamed over the target (``os.replace``, atomic on
   one filesystem), on failure removed.  A process killed mid-write leaves only a hidden ``.*.tmp-*``
-  file, never a half-written file under the final name.
+  file, never a half-written file under the final name; the next successful write of that name removes
+  what dead processes of this host left (:func:`remove_stale_temporaries`).
 * :func:`atomic_write_text`: the same for a text file (manifests, metrics JSON).
 * :class:`FolderLock`: an exclusive lock file in an output folder; a second writer fails with one line
   naming the holder (host and pid). A lock left by a process that no longer runs on this host is taken
@@ -13,14 +14,57 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["FolderLock", "FolderLockedError", "TEMP_MARK", "atomic_path", "atomic_write_text", "is_temporary"]
+__all__ = ["FolderLock", "FolderLockedError", "TEMP_MARK", "atomic_path", "atomic_write_text", "is_temporary",
+           "remove_stale_temporaries", "temporary_tag"]
 
 TEMP_MARK = ".tmp-"
+#: what follows ``TEMP_MARK`` in a temporary name: ``HOST-PID`` then the suffix or ``.RANDOM``
+_OWNER = re.compile(r"^(?P<host>.+)-(?P<pid>\d+)(?:\..*)?$")
+
+
+def temporary_tag() -> str:
+    """``HOST-PID`` of this process, written into its temporary names so that a later run can tell the
+    leftovers of dead processes from a write in progress."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _process_alive(host: str, pid: int) -> bool:
+    """Whether ``pid`` runs on ``host``; another host's process cannot be checked, so it counts as alive."""
+    if host != socket.gethostname():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str) -> list[Path]:
+    """Remove ``folder/.{name}.tmp-HOST-PID*`` files and folders whose process (of this host) no longer
+    runs: what a killed writer of ``name`` left.  Writes in progress, other hosts' temporaries and names
+    without an owner are kept.  Returns what was removed."""
+    removed = []
+    prefix = f".{name}{TEMP_MARK}"
+    for entry in Path(folder).glob(glob.escape(prefix) + "*"):
+        owner = _OWNER.match(entry.name[len(prefix):])
+        if owner is None or _process_alive(owner["host"], int(owner["pid"])):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed.append(entry)
+    return removed
 
 
 def is_temporary(path: str | os.PathLike) -> bool:
@@ -34,10 +78,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}{TEMP_MARK}{os.getpid()}{path.suffix}")
+    tmp = path.with_name(f".{path.stem}{TEMP_MARK}{temporary_tag()}{path.suffix}")
     try:
         yield tmp
         os.replace(tmp, path)
+        remove_stale_temporaries(path.parent, path.stem)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -74,17 +119,6 @@ class FolderLock:
         except (OSError, ValueError):
             return None
 
-    def _alive(self, host: str, pid: int) -> bool:
-        if host != socket.gethostname():
-            return True  # another machine's process: cannot tell, so it holds the lock
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
     def __enter__(self) -> FolderLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = f"{socket.gethostname()}:{os.getpid()}"
@@ -93,7 +127,7 @@ class FolderLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if holder is not None and self._alive(*holder):
+                if holder is not None and _process_alive(*holder):
                     raise FolderLockedError(f"{self.path.parent} is in use by another {self.what} run (host "
                                             f"{holder[0]}, pid {holder[1]}); wait for it or write elsewhere "
                                             f"(remove {self.path} if that run is gone)") from None

@@ -35,6 +35,8 @@ from typing import Any
 
 from huggingface_hub import ModelHubMixin
 
+from .files import TEMP_MARK, remove_stale_temporaries, temporary_tag
+
 __all__ = ["CKPT_KEY", "CONFIG_NAME", "INDEX_NAME", "WEIGHTS_NAME", "PipelineMixin", "SavableModule",
            "UnknownClassError", "checkpoint_record", "component_record", "load_component", "load_pretrained",
            "read_foreign_checkpoint", "register", "registered_name", "resolve_class", "safe_load",
@@ -103,10 +105,12 @@ def _json_config(config: dict[str, Any]) -> dict[str, Any]:
 @contextlib.contextmanager
 def write_directory(directory: str | os.PathLike):
     """Yield a fresh temporary directory beside ``directory``; on success it replaces ``directory`` as a
-    whole (an interrupted save leaves the old folder, or none, never a mix of old and new files)."""
+    whole (an interrupted save leaves the old folder, or none, never a mix of old and new files), and the
+    temporary folders that killed saves of it left are removed (``remove_stale_temporaries``)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    prefix = f".{directory.name}{TEMP_MARK}{temporary_tag()}."  # a killed save's leftover names its process
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=directory.parent))
     try:
         yield tmp
         old = None
@@ -118,6 +122,7 @@ def write_directory(directory: str | os.PathLike):
         tmp.rename(directory)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        remove_stale_temporaries(directory.parent, directory.name)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -225,13 +225,15 @@ class TrainingModule(pl.LightningModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """uint8 images and videos of a dict batch (``ClipDataset(dtype="uint8")``: ``(B, C, T, H, W)``,
         ``(B, C, H, W)``) become float32 in [-1, 1] here, on the device, with the dataset's float values
-        (``x / 127.5 - 1``); every loop (train, val, test, predict) gets them as if the dataset were float."""
+        (``x / 127.5 - 1``); every loop (train, val, test, predict) gets them as if the dataset were float.
+        A channels-last batch (``videogen.data.collate``) is made contiguous first, on the device."""
         batch = super().on_after_batch_transfer(batch, dataloader_idx)
         if isinstance(batch, dict):
             from .video import uint8_to_float
 
-            batch = {k: uint8_to_float(v) if isinstance(v, torch.Tensor) and v.dtype == torch.uint8
-                     and v.ndim in (4, 5) else v for k, v in batch.items()}
+            batch = {k: uint8_to_float(v.contiguous())
+                     if isinstance(v, torch.Tensor) and v.dtype == torch.uint8 and v.ndim in (4, 5) else v
+                     for k, v in batch.items()}
         return batch
 
     #: attributes holding frozen earlier stages (e.g. ``("mcdvae", "text_encoder")``): :meth:`freeze_stages`

@@ -26,6 +26,7 @@ __all__ = [
     "from_uint8",
     "read_video",
     "resize_center_crop",
+    "resize_frames",
     "save_contact_sheet",
     "to_uint8",
     "uint8_to_float",
@@ -296,16 +297,52 @@ def resize_center_crop(video: torch.Tensor, size: int | Sequence[int]) -> torch.
     if video.ndim not in (4, 5) or not (video.is_floating_point() or video.dtype == torch.uint8):
         raise ValueError("resize_center_crop expects float or uint8 (C,T,H,W) or (B,C,T,H,W), got "
                          f"{video.dtype} {tuple(video.shape)}")
-    out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
-    if out_h < 1 or out_w < 1:
-        raise ValueError(f"size must be positive, got {size}")
+    out_h, out_w = _target_size(size)
     *lead, c, t, h, w = video.shape
-    scale = max(out_h / h, out_w / w)
-    new_h, new_w = max(out_h, math.ceil(h * scale - 1e-6)), max(out_w, math.ceil(w * scale - 1e-6))
+    new_h, new_w, shrink = _cover_size(h, w, out_h, out_w)
     x = video
     if (new_h, new_w) != (h, w):
         x = x.reshape(-1, c, t, h, w).transpose(1, 2).reshape(-1, c, h, w)  # (B,C,T,H,W) -> (B*T,C,H,W)
-        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=scale < 1)
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False,
+                          antialias=shrink)
         x = x.reshape(-1, t, c, new_h, new_w).transpose(1, 2).reshape(*lead, c, t, new_h, new_w)
     top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
     return x[..., top : top + out_h, left : left + out_w].contiguous()
+
+
+def resize_frames(frames: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """:func:`resize_center_crop` of decoded frames in their own layout: uint8 ``(T, H, W, C)`` in, uint8
+    ``(T, h, w, C)`` out, contiguous, with the same values as ``resize_center_crop(frames.permute(3, 0, 1,
+    2), size)`` permuted back.
+
+    The loader's uint8 path: the frames stay channels-last from the decoder to the batch (the crop copies
+    whole rows), instead of a ``(C, T, H, W)`` copy that de-interleaves every pixel (about 25 ms per
+    16 x 512 x 1024 clip on one CPU thread, a third of its decode)."""
+    if frames.ndim != 4 or frames.dtype != torch.uint8:
+        raise ValueError(f"resize_frames expects uint8 (T, H, W, C) frames, got {frames.dtype} "
+                         f"{tuple(frames.shape)}")
+    out_h, out_w = _target_size(size)
+    t, h, w, c = frames.shape
+    new_h, new_w, shrink = _cover_size(h, w, out_h, out_w)
+    if (new_h, new_w, out_h, out_w) == (h, w, h, w):
+        return frames  # nothing to resize or cut
+    x = frames.permute(0, 3, 1, 2)  # (T, C, H, W), channels-last storage
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False,
+                          antialias=shrink)  # channels-last in, channels-last out
+    top, left = (new_h - out_h) // 2, (new_w - out_w) // 2
+    return x[..., top : top + out_h, left : left + out_w].permute(0, 2, 3, 1).contiguous()
+
+
+def _target_size(size: int | Sequence[int]) -> tuple[int, int]:
+    out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    return out_h, out_w
+
+
+def _cover_size(h: int, w: int, out_h: int, out_w: int) -> tuple[int, int, bool]:
+    """The frame size that covers ``out_h x out_w`` at the aspect ratio of ``h x w``, and whether that
+    shrinks the frame (then the resize is antialiased)."""
+    scale = max(out_h / h, out_w / w)
+    return max(out_h, math.ceil(h * scale - 1e-6)), max(out_w, math.ceil(w * scale - 1e-6)), scale < 1

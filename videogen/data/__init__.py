@@ -25,6 +25,7 @@ _EXPORTS = {  # module -> the names it exports (space-separated)
     "shard_writer": "write_shards",
     "datamodule": "VideoDataModule",
     "cache": "LatentCache write_cache",
+    "collation": "collate",
 }
 
 

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from videogen.core.decoders import resolve_decoder
-from videogen.core.video import clip_indices, read_video, resize_center_crop
+from videogen.core.video import clip_indices, read_video, resize_center_crop, resize_frames
 
 __all__ = ["ClipDataset", "ClipSource", "SourceIndex", "StringColumn", "natural_key", "read_frames"]
 
@@ -350,13 +350,16 @@ class ClipDataset(Dataset):
 
         float32 is ``x / 127.5 - 1`` (the values of ``from_uint8``, then ``resize_center_crop``), computed
         in place after a uint8 transpose rather than out of place on a permuted float layout; uint8 is
-        resized in uint8 and otherwise a view of the decoded frames (collation copies it once).
+        resized in uint8 in the decoded ``(T, H, W, C)`` layout (:func:`resize_frames`) and returned as a
+        ``(C, T, H, W)`` view of it: :func:`videogen.data.collate` stacks such views in that layout, and
+        the batch becomes contiguous on the device (``TrainingModule.on_after_batch_transfer``).
         """
         if frames.shape[-1] != 3:
             raise ValueError(f"expected 3 colour channels, got {frames.shape[-1]}")
         if self.dtype == "uint8":
-            video = frames.permute(3, 0, 1, 2)  # (C, T, H, W) view, channels-last storage
-            return resize_center_crop(video, self.size) if self.size is not None else video
+            if self.size is not None:
+                frames = resize_frames(frames, self.size)  # (T, h, w, C)
+            return frames.permute(3, 0, 1, 2)  # (C, T, H, W) view, channels-last storage
         if self.size is None:
             return frames.permute(3, 0, 1, 2).contiguous().float().div_(127.5).sub_(1.0)
         video = frames.float().div_(127.5).sub_(1.0).permute(3, 0, 1, 2)  # (C, T, H, W) view

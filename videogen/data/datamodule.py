@@ -14,8 +14,8 @@ that jsonargparse instantiates (the arguments are typed ``torch.utils.data.Datas
         val_fraction: 0.1
         batch_size: 32
 
-Items are dicts (see ``docs/architecture.md``); the default collate stacks tensors and turns captions
-into a list of str.
+Items are dicts (see ``docs/architecture.md``); :func:`videogen.data.collate` (PyTorch's default
+collation, uint8 videos kept channels-last) stacks tensors and turns captions into a list of str.
 
 A streaming ``IterableDataset`` (``videogen.data.WebVideoShards``) is taken as it is: it shuffles and
 splits itself over ranks and workers; the module tells it the rank, world size and batch size
@@ -31,6 +31,8 @@ import os
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset, random_split
+
+from .collation import collate
 
 __all__ = ["EpochSampler", "ResumableDataLoader", "VideoDataModule"]
 
@@ -217,6 +219,7 @@ class VideoDataModule(L.LightningDataModule):
             batch_size=batch_size,
             sampler=self._train_sampler(dataset) if train else None,
             drop_last=self.drop_last and train,
+            collate_fn=collate,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers and self.num_workers > 0,
