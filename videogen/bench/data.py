@@ -245,7 +245,7 @@ DECODE_SETTINGS = ((336, 596, (256, 256)), (512, 1024, (512, 1024)), (720, 1280,
 def _decode_rows(folder: Path, h: int, w: int, size: tuple[int, int], clips: int,
                  decoders: list[str]) -> list[dict[str, Any]]:
     from videogen.core.video import read_video
-    from videogen.data import JsonCaptionVideos
+    from videogen.data import JsonCaptionVideos, collate
 
     num_frames, stride, length = 16, 4, 64
     span = (num_frames - 1) * stride + 1
@@ -261,18 +261,20 @@ def _decode_rows(folder: Path, h: int, w: int, size: tuple[int, int], clips: int
         if not all(torch.equal(clips_of[0], c) for c in clips_of[1:]):
             raise AssertionError(f"decoders {decoders} disagree on the clip from frame {s} of {path.name}")
 
-    def item(decoder: str, s: int) -> torch.Tensor:
+    def item(decoder: str, s: int) -> torch.Tensor:  # the dataset's __getitem__ work: decode, resize
         return dataset.to_output(read_video(path, num_frames, stride, s, decoder=decoder))
 
     methods = {}
     for d in decoders:
         methods[(d, "decode")] = lambda s, d=d: read_video(path, num_frames, stride, s, decoder=d)
         methods[(d, "item")] = lambda s, d=d: item(d, s)
+        methods[(d, "collated")] = lambda s, d=d: collate([{"video": item(d, s)}])
     rates = _clips_per_second(methods, starts)
     base = rates[(decoders[0], "decode")]
     return [{"source HxW -> item": f"{h}x{w} -> {size[0]}x{size[1]}", "decoder": d, "clips": clips,
              "decode clips/s": round(rates[(d, "decode")], 2), "item clips/s": round(rates[(d, "item")], 2),
              "item / decode": round(rates[(d, "item")] / rates[(d, "decode")], 3),
+             "item + collate / decode": round(rates[(d, "collated")] / rates[(d, "decode")], 3),
              f"decode vs {decoders[0]}": round(rates[(d, "decode")] / base, 3)} for d in decoders]
 
 
@@ -346,8 +348,10 @@ register_table(
     description="Random 16-frame clips at stride 4 from a generated 64-frame libx264 MP4 (one keyframe), one "
                 "thread, a new reader per clip, for each decoder that loads here (decord, PyAV, torchcodec; "
                 "frames checked identical): the decode alone returns uint8 (T, H, W, C); the item is the "
-                "loader's work, a dtype='uint8' (C, T, H, W) item resized and centre-cropped (512x1024 "
-                "sources need no resize: the item is a view of the decode).")
+                "dataset's work for a clip (__getitem__): a dtype='uint8' item resized and centre-cropped "
+                "(512x1024 sources need no resize: the item is a view of the decode); 'item + collate' adds "
+                "the clip's batching copy (videogen.data.collate: stacked in the decoded (T, H, W, C) "
+                "layout), which any batch of decoded frames needs.")
 register_table(
     "data_shards", build_shards_table, title="Data: shard streaming vs map-style files, one thread",
     description="The same generated 64-frame 288x512 libx264 mp4 files read as a map-style dataset and as "
