@@ -128,6 +128,29 @@ def test_pyav_frame_count_without_nb_frames(videos):
     assert len(decoders.open_video(path, "pyav")) == len(decord.VideoReader(str(path))) == FRAMES
 
 
+def test_pyav_leaves_out_the_frames_an_edit_list_cuts(videos, tmp_path):
+    """An MP4 trimmed without re-encoding (``ffmpeg -ss 0.5 -c copy``) keeps the packets before the cut and
+    an edit list that discards them: PyAV counts and indexes only the frames ffmpeg shows."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    cut = tmp_path / "cut.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-ss", "0.5", "-i",
+                    str(videos["gop_mp4"][0]), "-c", "copy", str(cut)], check=True)
+    every = _read_frames_ffmpeg(cut)
+    assert 0 < len(every) < FRAMES
+    reader = decoders.open_video(cut, "pyav")
+    try:
+        assert len(reader) == len(every)
+    finally:
+        reader.close()
+    for start in range(0, len(every) - 7, 3):
+        clip = read_video(cut, 4, 2, start, decoder="pyav")
+        np.testing.assert_array_equal(clip.numpy(), every[start:start + 7:2])
+    np.testing.assert_array_equal(read_video(cut, decoder="pyav").numpy(), every)
+
+
 @pytest.mark.parametrize("decoder", ["decord", "pyav"])
 def test_error_contracts(tmp_path, videos, decoder):
     with pytest.raises(FileNotFoundError, match="video file not found"):

@@ -45,3 +45,19 @@ def test_successful_writes_clean_their_names_leftovers(tmp_path):
         (tmp / "a.txt").write_text("a")
     atomic_write_text(tmp_path / "metrics.json", "{}")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "weights"]
+
+
+def test_a_leftover_that_cannot_be_removed_does_not_fail_the_write(tmp_path, monkeypatch):
+    """Another user's leftover in a shared folder (removal refused): the new folder is in place, no error."""
+    import videogen.core.files as files
+
+    stale = tmp_path / f".weights.tmp-{socket.gethostname()}-{_dead_pid()}.q"
+    stale.mkdir()
+
+    def refuse(path, *args, **kwargs):
+        raise PermissionError(f"not yours: {path}")
+
+    monkeypatch.setattr(files.shutil, "rmtree", refuse)
+    with write_directory(tmp_path / "weights") as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert (tmp_path / "weights" / "a.txt").read_text() == "a" and stale.is_dir()

@@ -84,9 +84,11 @@ def _pair_order(width: int, heads: int, head_dim: int, groups: int, device: torc
     """Rows of the q and k projections ``(2C,)`` reordered so that each rotation pair ``(x_i, x_{i + m})``
     of :func:`rotary` is adjacent: the projection then yields ``(re, im)`` pairs and the rotation is one
     complex multiply.  q and k are permuted alike inside each head, which leaves every ``q . k`` (and so
-    the attention) unchanged."""
-    rows = torch.arange(2 * width, device=device).view(2, heads, groups, 2, head_dim // (2 * groups))
-    return rows.transpose(-1, -2).reshape(-1)
+    the attention) unchanged.  Built outside inference mode, like the phases: an index first made during a
+    validation pass (Lightning's sanity check) must still be saved for a training step's backward."""
+    with torch.inference_mode(False):
+        rows = torch.arange(2 * width, device=device).view(2, heads, groups, 2, head_dim // (2 * groups))
+        return rows.transpose(-1, -2).reshape(-1)
 
 
 class _RotaryAttention(nn.Module):

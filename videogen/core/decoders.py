@@ -181,6 +181,8 @@ class _PyAV:
             for packet in self.container.demux(self.stream):
                 if packet.size == 0:  # the demuxer's end-of-stream flush packet
                     continue
+                if packet.is_discard:  # an edit list cuts it (an MP4 trimmed with -c copy): never shown
+                    continue
                 pts.append(packet.pts)
                 if packet.is_keyframe and packet.pts is not None:
                     keys.append(packet.pts)

@@ -59,10 +59,13 @@ def remove_stale_temporaries(folder: str | os.PathLike, name: str) -> list[Path]
         owner = _OWNER.match(entry.name[len(prefix):])
         if owner is None or _process_alive(owner["host"], int(owner["pid"])):
             continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
+        try:  # best effort: a leftover that cannot be removed (another user's) must not fail the write
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue
         removed.append(entry)
     return removed
 
