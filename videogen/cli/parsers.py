@@ -69,6 +69,25 @@ def _finite(low: float, above: bool = False):
     return parse
 
 
+def _sampling_options(p: argparse.ArgumentParser) -> None:
+    """The sampling options ``sample`` and ``generate`` share."""
+    p.add_argument("--num-steps", type=_count(1), default=None,
+                   help="sampling steps (model default if unset)")
+    p.add_argument("--num-frames", type=_count(1), default=None,
+                   help="frames per video (default one clip; LVDM samples longer videos hierarchically, "
+                        "LaMD and CMD chain clips)")
+    p.add_argument("--max-frames", type=_count(1), default=None,
+                   help="allow --num-frames above 1024 (long videos take hours)")
+    p.add_argument("--sampler", default=None,
+                   help="ddim | ddpm | dpm++ | unipc (model default if unset; docs/diffusion.md: unipc "
+                        "at 20 steps)")
+    p.add_argument("--guidance-scale", type=_finite(0.0), default=None,
+                   help="classifier-free guidance scale")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--seed", type=_count(0), default=SEED_DEFAULT)
+    p.add_argument("--fps", type=_finite(0.0, above=True), default=8.0)
+
+
 def tool_parser(command: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"videogen {command}", exit_on_error=False)
     if command == "demo":
@@ -105,21 +124,7 @@ def tool_parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--label", type=_count(0), default=None,
                        help="class label for class-conditional models")
         p.add_argument("--text", default=None, help="caption for text-conditional models")
-        p.add_argument("--num-steps", type=_count(1), default=None,
-                       help="sampling steps (model default if unset)")
-        p.add_argument("--num-frames", type=_count(1), default=None,
-                       help="frames per video (default one clip; LVDM samples longer videos hierarchically, "
-                            "LaMD and CMD chain clips)")
-        p.add_argument("--max-frames", type=_count(1), default=None,
-                       help="allow --num-frames above 1024 (long videos take hours)")
-        p.add_argument("--sampler", default=None,
-                       help="ddim | ddpm | dpm++ | unipc (model default if unset; docs/diffusion.md: unipc "
-                            "at 20 steps)")
-        p.add_argument("--guidance-scale", type=_finite(0.0), default=None,
-                       help="classifier-free guidance scale")
-        p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-        p.add_argument("--seed", type=_count(0), default=SEED_DEFAULT)
-        p.add_argument("--fps", type=_finite(0.0, above=True), default=8.0)
+        _sampling_options(p)
     elif command == "generate":
         p.description = ("Generate N samples per item of a recipe's dataset split (test-set generation), "
                          "resumable; writes OUT/fake and OUT/real with manifests, the layout `videogen "
@@ -140,19 +145,11 @@ def tool_parser(command: str) -> argparse.ArgumentParser:
                        help="with --limit: N items drawn at random (seeded by --seed) instead of the first "
                             "N, e.g. LVDM's 2,048 real clips from the shuffled training split")
         p.add_argument("--batch-size", type=_count(1), default=16)
-        p.add_argument("--device", default="cpu")
-        p.add_argument("--num-steps", type=_count(1), default=None)
-        p.add_argument("--sampler", default=None)
-        p.add_argument("--guidance-scale", type=_finite(0.0), default=None)
-        p.add_argument("--num-frames", type=_count(1), default=None,
-                       help="frames per generated video (default one clip)")
-        p.add_argument("--max-frames", type=_count(1), default=None, help="allow --num-frames above 1024")
         p.add_argument("--conditions", default=None,
                        help="comma-separated conditions taken from each item: image (its first frame), "
                             "label, text (its caption); default the label / caption the model takes, and the "
                             "image where the model needs it")
-        p.add_argument("--seed", type=_count(0), default=SEED_DEFAULT)
-        p.add_argument("--fps", type=_finite(0.0, above=True), default=8.0)
+        _sampling_options(p)
         p.add_argument("--no-real", action="store_true",
                        help="do not write the split's real clips to OUT/real")
     elif command == "evaluate":
